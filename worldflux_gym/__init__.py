@@ -1,0 +1,32 @@
+"""worldflux-gym: trained world models as Gymnasium "dream" environments.
+
+Importing the package registers the shipped dream envs (``WorldFlux/<Family>-<Env>-v0``) with
+Gymnasium and the world-model families with the model registry.
+"""
+
+__version__ = "0.1.0"
+
+from worldflux_gym.core import (  # noqa: E402
+    Capabilities,
+    ModelOutput,
+    SequenceBatch,
+    State,
+    TransitionBatch,
+    WorldModel,
+    catalog,
+    create_world_model,
+    from_pretrained,
+)
+
+__all__ = [
+    "__version__",
+    "Capabilities",
+    "ModelOutput",
+    "SequenceBatch",
+    "State",
+    "TransitionBatch",
+    "WorldModel",
+    "catalog",
+    "create_world_model",
+    "from_pretrained",
+]

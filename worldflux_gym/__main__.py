@@ -1,0 +1,5 @@
+import sys
+
+from worldflux_gym.cli import main
+
+sys.exit(main())

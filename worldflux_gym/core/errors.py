@@ -1,0 +1,17 @@
+"""Exceptions raised by worldflux-gym. Each message names the problem and the fix."""
+
+
+class WorldFluxError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(WorldFluxError, ValueError):
+    """An unknown family, preset or override, or an invalid configuration value."""
+
+
+class SpaceError(WorldFluxError, ValueError):
+    """A Gymnasium space the model cannot handle, or data that does not match the model's spaces."""
+
+
+class CheckpointError(WorldFluxError):
+    """A checkpoint that is missing, corrupted, from another format version, or of another model."""

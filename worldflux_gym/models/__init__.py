@@ -1,0 +1,1 @@
+"""World-model families. Importing this package registers every built-in family."""
