@@ -68,7 +68,7 @@ class TinyMLPModel(WorldModel):
         zeros = obs.new_zeros(obs.shape[0])
         return State({"obs": obs, "reward": zeros, "continue_logits": zeros + 10.0})
 
-    def transition(self, state, action, *, deterministic=False, generator=None):
+    def transition(self, state, action, *, deterministic=False, generator=None, report_uncertainty=True):
         next_obs, reward, cont = self._predict(state["obs"], action)
         return State({"obs": next_obs, "reward": reward, "continue_logits": cont})
 

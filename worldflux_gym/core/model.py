@@ -74,13 +74,29 @@ class WorldModel(nn.Module, ABC):
         *,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
-    ) -> State: ...
+        report_uncertainty: bool = True,
+    ) -> State:
+        """One imagined step from ``state`` under ``action`` ``[B, *action_shape]``.
+
+        ``deterministic`` takes the mode/mean instead of sampling; ``generator`` makes sampling
+        reproducible. ``report_uncertainty=False`` lets a family skip work that only serves
+        ``ModelOutput.uncertainty`` (the ensemble then runs one member per row instead of all).
+        """
 
     @abstractmethod
     def decode(self, state: State) -> ModelOutput: ...
 
     @abstractmethod
     def loss(self, batch: TransitionBatch | SequenceBatch) -> LossOutput: ...
+
+    def validate(self, batch: TransitionBatch | SequenceBatch) -> dict[str, float]:
+        """Metrics on held-out data; the trainer calls it at every validation, under ``no_grad``.
+
+        A family may also update state that depends on held-out data here (the ensemble picks its
+        elite members). The default reports the training loss and its parts.
+        """
+        out = self.loss(batch)
+        return {"loss": float(out.loss), **out.components}
 
     def update(self, state: State, action: torch.Tensor, obs: torch.Tensor) -> State:
         """Posterior step. A Markov model's state is determined by the observation alone."""

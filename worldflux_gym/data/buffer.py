@@ -1,0 +1,114 @@
+"""Sampling from real episodes: transitions, sequence windows and real start points.
+
+An :class:`EpisodeBuffer` concatenates episodes into flat arrays once, so that a batch is a few
+fancy-indexing operations whatever its size. Everything comes back as torch tensors on ``device``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
+from worldflux_gym.data.episode import Episode
+
+
+class EpisodeBuffer:
+    def __init__(self, episodes: Sequence[Episode], device: str | torch.device = "cpu"):
+        episodes = [e for e in episodes if len(e) > 0]
+        if not episodes:
+            raise ValueError("no episode with at least one step to sample from")
+        self.episodes = list(episodes)
+        self.device = torch.device(device)
+        self.lengths = np.array([len(e) for e in episodes], dtype=np.int64)
+        # obs of episode i live at obs_start[i] .. obs_start[i] + lengths[i] (inclusive)
+        self.obs_start = np.concatenate([[0], np.cumsum(self.lengths + 1)[:-1]])
+        self.step_start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        self.obs = np.concatenate([e.obs for e in episodes])
+        self.action = np.concatenate([e.action for e in episodes])
+        self.reward = np.concatenate([e.reward for e in episodes]).astype(np.float32)
+        self.terminated = np.concatenate([e.terminated for e in episodes]).astype(bool)
+        self.truncated = np.concatenate([e.truncated for e in episodes]).astype(bool)
+        # step j belongs to episode step_episode[j], at time step_time[j]
+        self.step_episode = np.repeat(np.arange(len(episodes)), self.lengths)
+        self.step_time = np.arange(len(self.action)) - self.step_start[self.step_episode]
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.lengths.sum())
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if tensor.dtype == torch.float64:
+            tensor = tensor.float()
+        return tensor.to(self.device)
+
+    def transitions(self, steps: np.ndarray) -> TransitionBatch:
+        """The transitions with global step indices ``steps``."""
+        obs_index = self.obs_start[self.step_episode[steps]] + self.step_time[steps]
+        return TransitionBatch(
+            obs=self._tensor(self.obs[obs_index]),
+            action=self._tensor(self.action[steps]),
+            reward=self._tensor(self.reward[steps]),
+            terminated=self._tensor(self.terminated[steps]),
+            truncated=self._tensor(self.truncated[steps]),
+            next_obs=self._tensor(self.obs[obs_index + 1]),
+        )
+
+    def sample_transitions(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
+        return self.transitions(rng.integers(0, self.num_steps, size=batch_size))
+
+    def all_transitions(self) -> TransitionBatch:
+        return self.transitions(np.arange(self.num_steps))
+
+    def sample_sequences(self, batch_size: int, length: int, rng: np.random.Generator) -> SequenceBatch:
+        """Windows of ``length`` steps inside single episodes, uniformly over steps.
+
+        A window starts at a uniformly drawn step; windows that would run past the episode's end are
+        shifted back, and episodes shorter than ``length`` are padded (``mask`` False, last obs repeated).
+        """
+        first = rng.integers(0, self.num_steps, size=batch_size)
+        episode = self.step_episode[first]
+        start = np.minimum(self.step_time[first], np.maximum(self.lengths[episode] - length, 0))
+        offsets = np.arange(length)
+        t = start[:, None] + offsets[None, :]  # [B, L] time steps
+        mask = t < self.lengths[episode][:, None]
+        t_step = np.minimum(t, self.lengths[episode][:, None] - 1)
+        steps = self.step_start[episode][:, None] + t_step
+        t_obs = np.minimum(np.concatenate([t, t[:, -1:] + 1], axis=1), self.lengths[episode][:, None])
+        obs_index = self.obs_start[episode][:, None] + t_obs
+        return SequenceBatch(
+            obs=self._tensor(self.obs[obs_index]),
+            action=self._tensor(self.action[steps]),
+            reward=self._tensor(np.where(mask, self.reward[steps], 0.0).astype(np.float32)),
+            terminated=self._tensor(self.terminated[steps] & mask),
+            truncated=self._tensor(self.truncated[steps] & mask),
+            mask=self._tensor(mask),
+            is_first=self._tensor(start == 0),
+        )
+
+    def initial_observations(self) -> torch.Tensor:
+        """The first observation of every episode ``[N, *obs_shape]`` (real starts)."""
+        return self._tensor(self.obs[self.obs_start])
+
+    def sample_contexts(
+        self, batch_size: int, context: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real mid-episode start points with their history, for branched starts.
+
+        Returns ``obs`` ``[B, context+1, ...]`` and ``action`` ``[B, context, ...]``, drawn from
+        episodes with at least ``context`` steps; the dream starts after ``obs[:, -1]``, which is
+        never a terminal observation.
+        """
+        eligible = np.flatnonzero(self.lengths >= context + 1)
+        if len(eligible) == 0:
+            raise ValueError(f"no episode is longer than the context window of {context} steps")
+        episode = rng.choice(eligible, size=batch_size)
+        # the last context obs is o_{start+context} with start+context <= length-1 (not terminal)
+        start = rng.integers(0, self.lengths[episode] - context)
+        offsets = np.arange(context + 1)
+        obs_index = self.obs_start[episode][:, None] + start[:, None] + offsets[None, :]
+        steps = self.step_start[episode][:, None] + start[:, None] + offsets[None, :-1]
+        return self._tensor(self.obs[obs_index]), self._tensor(self.action[steps])
