@@ -15,3 +15,11 @@ class SpaceError(WorldFluxError, ValueError):
 
 class CheckpointError(WorldFluxError):
     """A checkpoint that is missing, corrupted, from another format version, or of another model."""
+
+
+class DataError(WorldFluxError, ValueError):
+    """An episode store that is missing, empty, incomplete, or holds data for another env."""
+
+
+class TrainingError(WorldFluxError):
+    """A fit that cannot start or go on: a run directory of another model, a non-finite loss."""
