@@ -1,27 +1,93 @@
-"""Collecting real episodes from any Gymnasium env id through Gymnasium's vector API."""
+"""Collecting real episodes from any Gymnasium env id through Gymnasium's vector API.
+
+A policy is random actions (``None``), any callable from a batch of observations to a batch of
+actions, or a stable-baselines3 model saved as ``.zip`` (:func:`load_sb3_policy`). With
+``image_size`` the observations are the env's own rendered frames, resampled to a square
+``image_size x image_size`` uint8 image (the pixel setting of DreamerV3).
+"""
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers import AddRenderObservation
 from tqdm.auto import tqdm
 
-from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.data.episode import Episode
+
+if TYPE_CHECKING:
+    from worldflux_gym.data.store import EpisodeStore
 
 Policy = Callable[[np.ndarray], np.ndarray]  # batch of observations -> batch of actions
 
 
-def make_real_vector_env(env_id: str, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+# --- image observations ------------------------------------------------------------------------
+def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """Resample an ``(H, W, C)`` uint8 frame to ``(size, size, C)`` with antialiased bilinear filtering.
+
+    A real resampler: every output pixel averages the input pixels it covers (``np.resize`` would
+    tile the flat buffer instead, and plain bilinear without antialiasing would alias thin lines).
+    """
+    image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    resized = torch.nn.functional.interpolate(
+        image, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class ResizeFrame(gym.ObservationWrapper):
+    """Resample image observations to ``size x size`` (see :func:`resize_frame`)."""
+
+    def __init__(self, env: gym.Env, size: int):
+        super().__init__(env)
+        channels = env.observation_space.shape[-1]
+        self.size = size
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, channels), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return resize_frame(observation, self.size)
+
+
+def image_wrappers(image_size: int) -> list[Callable[[gym.Env], gym.Env]]:
+    """Wrappers that replace an env's observation by its rendered ``rgb_array`` frame, resized."""
+    if image_size <= 0:
+        raise ConfigError(f"image_size must be positive, got {image_size}")
+    return [partial(AddRenderObservation, render_only=True), partial(ResizeFrame, size=image_size)]
+
+
+def make_real_vector_env(
+    env_id: str, num_envs: int, image_size: int | None = None, **kwargs
+) -> gym.vector.VectorEnv:
+    """The real env ``env_id`` as a Gymnasium vector env with next-step autoreset.
+
+    Image collection with several envs runs each in its own process: two MuJoCo renderers in one
+    process draw into each other's GL context.
+    """
+    if num_envs < 1:
+        raise ConfigError(f"num_envs must be at least 1, got {num_envs}")
+    wrappers = None
+    mode = "sync"
+    if image_size is not None:
+        kwargs.setdefault("render_mode", "rgb_array")
+        wrappers = image_wrappers(image_size)
+        mode = "async" if num_envs > 1 else "sync"
     try:
         return gym.make_vec(
             env_id,
             num_envs=num_envs,
-            vectorization_mode="sync",
+            vectorization_mode=mode,
             vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
+            wrappers=wrappers,
             **kwargs,
         )
     except gym.error.Error as err:
@@ -31,6 +97,83 @@ def make_real_vector_env(env_id: str, num_envs: int, **kwargs) -> gym.vector.Vec
         ) from err
 
 
+# --- stable-baselines3 policies ------------------------------------------------------------------
+# SB3 keeps the policy class's module in the zip's JSON "data" entry, which tells the algorithm
+# family; PPO and A2C share one policy class, and PPO alone stores a clip range.
+_SB3_POLICY_MODULES = {
+    "stable_baselines3.sac.policies": "SAC",
+    "stable_baselines3.td3.policies": "TD3",
+    "stable_baselines3.dqn.policies": "DQN",
+}
+
+
+def detect_sb3_algorithm(path: str | Path) -> str:
+    """The SB3 algorithm name (``"PPO"``, ``"SAC"``...) a saved ``.zip`` was trained with.
+
+    Reads only the zip's JSON ``data`` entry; nothing is unpickled.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"{path} is not a stable-baselines3 model (.zip saved by model.save): {err}"
+        ) from err
+    module = data.get("policy_class", {}).get("__module__", "")
+    if module in _SB3_POLICY_MODULES:
+        return _SB3_POLICY_MODULES[module]
+    if module == "stable_baselines3.common.policies":
+        return "PPO" if "clip_range" in data else "A2C"
+    raise ConfigError(
+        f"cannot tell which algorithm saved {path} (policy module {module!r}); pass it explicitly, "
+        "e.g. --algo PPO or load_sb3_policy(path, algo='PPO')"
+    )
+
+
+def load_sb3_policy(
+    path: str | Path,
+    algo: str | None = None,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+    deterministic: bool = True,
+) -> Policy:
+    """A batch policy from a stable-baselines3 model saved as ``.zip``.
+
+    ``algo`` names the SB3 algorithm class (``"PPO"``, ``"SAC"``, ...); ``None`` detects it from the
+    zip. SB3's own loader unpickles parts of the zip, so only load models you trust. Given the
+    env's spaces, a model trained for other spaces is refused with a clear error.
+    """
+    import stable_baselines3
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no policy file at {path}; pass the .zip written by stable-baselines3's save()")
+    name = (algo or detect_sb3_algorithm(path)).upper()
+    algo_class = getattr(stable_baselines3, name, None)
+    if algo_class is None:
+        raise ConfigError(
+            f"unknown stable-baselines3 algorithm {name!r}; use one of A2C, DDPG, DQN, PPO, SAC, TD3"
+        )
+    model = algo_class.load(path, device="cpu")
+    for what, theirs, ours in (
+        ("observation", model.observation_space, observation_space),
+        ("action", model.action_space, action_space),
+    ):
+        if ours is not None and theirs.shape != ours.shape:
+            raise SpaceError(
+                f"the policy in {path} was trained for {what} space {theirs}, the env has {ours}; "
+                "use a policy trained on this env (with the same observation wrappers)"
+            )
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(obs, deterministic=deterministic)
+        return action
+
+    return policy
+
+
+# --- collection ------------------------------------------------------------------------------------
 class _EpisodeBuilder:
     def __init__(self, first_obs: np.ndarray):
         self.obs, self.action, self.reward, self.terminated, self.truncated = [first_obs], [], [], [], []
@@ -55,30 +198,23 @@ class _EpisodeBuilder:
         )
 
 
-def iter_episodes(
-    env_id: str,
-    steps: int,
-    policy: Policy | None = None,
-    seed: int = 0,
-    num_envs: int = 1,
-    progress: bool = True,
-    env_kwargs: dict | None = None,
-) -> Iterator[Episode]:
-    """Yield episodes as they finish, until ``steps`` environment steps have been taken.
+def _resolve_policy(policy: Policy | str | Path | None, envs: gym.vector.VectorEnv, algo: str | None):
+    if isinstance(policy, str | Path):
+        return load_sb3_policy(policy, algo, envs.single_observation_space, envs.single_action_space)
+    return policy
 
-    Episodes still running when the budget is spent are yielded last, marked truncated at their
-    final step (the collection cut them). ``policy`` maps a batch of observations to a batch of
-    actions; ``None`` takes uniformly random actions (seeded).
-    """
-    if steps <= 0:
-        raise ConfigError(f"steps must be positive, got {steps}")
-    envs = make_real_vector_env(env_id, num_envs, **(env_kwargs or {}))
+
+def _vector_episodes(
+    envs: gym.vector.VectorEnv, steps: int, policy: Policy | None, seed: int, progress: bool, desc: str
+) -> Iterator[Episode]:
+    """Step ``envs`` (next-step autoreset) for ``steps`` env steps, yielding episodes as they end."""
+    num_envs = envs.num_envs
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
     builders = [_EpisodeBuilder(obs[i]) for i in range(num_envs)]
     restarting = np.zeros(num_envs, dtype=bool)  # NEXT_STEP autoreset: this step only resets
     taken = 0
-    bar = tqdm(total=steps, desc=f"collect {env_id}", unit="step", disable=not progress)
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
     try:
         while taken < steps:
             actions = envs.action_space.sample() if policy is None else np.asarray(policy(obs))
@@ -99,9 +235,81 @@ def iter_episodes(
                 yield builders[i].build(cut=True)
     finally:
         bar.close()
+
+
+def iter_episodes(
+    env_id: str,
+    steps: int,
+    policy: Policy | str | Path | None = None,
+    seed: int = 0,
+    num_envs: int = 1,
+    progress: bool = True,
+    env_kwargs: dict | None = None,
+    image_size: int | None = None,
+    algo: str | None = None,
+) -> Iterator[Episode]:
+    """Yield episodes as they finish, until ``steps`` environment steps have been taken.
+
+    Episodes still running when the budget is spent are yielded last, marked truncated at their
+    final step (the collection cut them). ``policy`` maps a batch of observations to a batch of
+    actions, or is the path of a stable-baselines3 ``.zip`` (``algo`` names its algorithm when it
+    cannot be detected); ``None`` takes uniformly random actions (seeded). ``image_size`` makes the
+    observations rendered frames of that size.
+    """
+    if steps <= 0:
+        raise ConfigError(f"steps must be positive, got {steps}")
+    envs = make_real_vector_env(env_id, num_envs, image_size=image_size, **(env_kwargs or {}))
+    try:
+        yield from _vector_episodes(
+            envs, steps, _resolve_policy(policy, envs, algo), seed, progress, f"collect {env_id}"
+        )
+    finally:
         envs.close()
 
 
 def collect_episodes(env_id: str, steps: int, **kwargs) -> list[Episode]:
     """All episodes of :func:`iter_episodes` as a list (see there for the arguments)."""
     return list(iter_episodes(env_id, steps, **kwargs))
+
+
+def collect_to_store(
+    env_id: str,
+    steps: int,
+    directory: str | Path,
+    policy: Policy | str | Path | None = None,
+    seed: int = 0,
+    num_envs: int = 1,
+    image_size: int | None = None,
+    algo: str | None = None,
+    validation_fraction: float = 0.1,
+    progress: bool = True,
+    env_kwargs: dict | None = None,
+) -> EpisodeStore:
+    """Collect ``steps`` env steps into the episode store at ``directory`` (created, or extended).
+
+    Each episode is on disk as soon as it ends, so an interrupted collection keeps every finished
+    episode. An existing store must hold the same env with the same spaces.
+    """
+    from worldflux_gym.data.store import EpisodeStore
+
+    if steps <= 0:
+        raise ConfigError(f"steps must be positive, got {steps}")
+    envs = make_real_vector_env(env_id, num_envs, image_size=image_size, **(env_kwargs or {}))
+    try:
+        store = EpisodeStore.create(
+            directory,
+            env_id,
+            envs.single_observation_space,
+            envs.single_action_space,
+            validation_fraction=validation_fraction,
+            exist_ok=True,
+            metadata={"image_size": image_size} if image_size else None,
+        )
+        with store:
+            for episode in _vector_episodes(
+                envs, steps, _resolve_policy(policy, envs, algo), seed, progress, f"collect {env_id}"
+            ):
+                store.append(episode)
+    finally:
+        envs.close()
+    return store
