@@ -1,0 +1,337 @@
+"""Probabilistic MLP ensemble (PETS / MBPO): the workhorse family for vector observations.
+
+Each of ``members`` MLPs maps ``(o_t, a_t)`` to a diagonal Gaussian over the *normalised* target
+``[o_{t+1} - o_t, r_{t+1}]`` plus a logit that the episode continues after the step. All members
+run in one batched matrix product per layer (weights ``[members, in, out]``, ``torch.baddbmm``).
+
+Training (``loss``): Gaussian negative log-likelihood with soft-clamped log-variance between learned
+bounds, the small bound regulariser of PETS, and binary cross-entropy of the continue logit against
+``batch.continue_target()`` (real terminations only; time limits count as continuing).
+
+Data-dependent state, all kept as buffers so that it is saved with the weights:
+
+- ``adapt_to_data`` fits the input normalisation (observation and action features) and the target
+  normalisation (observation change and reward);
+- ``validate`` ranks members by their held-out mean-squared error and keeps the best ``elites``.
+
+Imagination (``transition``): every row is advanced by one elite member drawn uniformly at random
+(MBPO's "random model" propagation), sampling from its Gaussian, or by the mean of the elite means
+when ``deterministic``. Uncertainty is the ensemble disagreement of MOPO/MOReL::
+
+    u = max_e || mu_e - mean_e'(mu_e') ||_2      over the elite members e,
+
+computed on the normalised prediction ``[delta obs, reward]`` (so every dimension weighs alike,
+whatever its units). With ``report_uncertainty=False`` only each row's own member is computed
+(the cost of about one member instead of all elites) and the uncertainty is reported as NaN:
+"not measured", never a misleading zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.nn import functional as F
+
+from worldflux_gym.core import (
+    Capabilities,
+    ConfigError,
+    LossOutput,
+    ModelOutput,
+    Preset,
+    SpaceError,
+    State,
+    TransitionBatch,
+    WorldModel,
+    register_family,
+)
+from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
+
+# Logit used for "the episode certainly goes on" in states that come from real observations.
+_CERTAIN_CONTINUE_LOGIT = 20.0
+
+
+@dataclass
+class EnsembleConfig:
+    members: int = 7  # networks trained side by side
+    elites: int = 5  # the best members on held-out data; only these are used to imagine
+    hidden: int = 200  # width of every hidden layer
+    layers: int = 4  # number of hidden layers
+    init_min_logvar: float = -10.0  # starting values of the learned log-variance bounds
+    init_max_logvar: float = 0.5  # (normalised units, so the data's own variance is about 0)
+    logvar_bound_weight: float = 0.01  # PETS: pulls max_logvar down and min_logvar up
+    termination_weight: float = 1.0  # weight of the continue-logit BCE in the loss
+
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent linear layers applied in one ``baddbmm``: ``[K, N, in] -> [K, N, out]``."""
+
+    def __init__(self, members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_features))
+        # Truncated normal with std 1/(2 sqrt(in)), as in the MBPO ensemble.
+        nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_features)))
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[K, N, in]``; ``members`` ``[K]`` picks which members' weights (all when None)."""
+        weight, bias = self.weight, self.bias
+        if members is not None:
+            weight, bias = weight.index_select(0, members), bias.index_select(0, members)
+        return torch.baddbmm(bias, x, weight)
+
+
+def _soft_clamp(logvar: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Smoothly keep ``logvar`` inside ``[low, high]`` so gradients still reach the bounds (PETS)."""
+    logvar = high - F.softplus(high - logvar)
+    return low + F.softplus(logvar - low)
+
+
+@register_family(
+    "ensemble",
+    presets={
+        "default": Preset(
+            {"members": 7, "elites": 5, "hidden": 200, "layers": 4},
+            "experimental",
+            "MBPO ensemble: 7 members (5 elites) of 4x200 SiLU MLPs",
+        ),
+        "small": Preset(
+            {"members": 5, "elites": 3, "hidden": 128, "layers": 3},
+            "experimental",
+            "5 members (3 elites) of 3x128 SiLU MLPs",
+        ),
+        "ci": Preset(
+            {"members": 3, "elites": 2, "hidden": 32, "layers": 2},
+            "test",
+            "3 members (2 elites) of 2x32 SiLU MLPs, for tests",
+        ),
+    },
+)
+class EnsembleModel(WorldModel):
+    """PETS/MBPO probabilistic ensemble over vector observations (Box or Discrete actions).
+
+    State tensors: ``obs`` ``[B, obs_dim]`` and, for the step that led there, ``reward``,
+    ``continue_logits`` and ``uncertainty`` ``[B]``.
+    """
+
+    config_class = EnsembleConfig
+    capabilities = Capabilities(
+        decodes_observations=True,
+        predicts_reward=True,
+        predicts_termination=True,
+        reports_uncertainty=True,
+        recurrent=False,
+    )
+
+    def __init__(self, config: EnsembleConfig, observation_space: spaces.Space, action_space: spaces.Space):
+        super().__init__(config, observation_space, action_space)
+        if is_image_space(observation_space):
+            raise SpaceError(
+                f"the ensemble family models vector observations (a 1-D Box), not images "
+                f"{observation_space!r}; use the dreamer family for pixels, e.g. "
+                "create_world_model('dreamer:ci', ...)"
+            )
+        if not 1 <= config.elites <= config.members:
+            raise ConfigError(
+                f"the ensemble needs 1 <= elites <= members, got elites={config.elites}, "
+                f"members={config.members}"
+            )
+        if config.layers < 1 or config.hidden < 1:
+            raise ConfigError(f"need at least one hidden layer of width >= 1, got {config}")
+
+        self.obs_dim = observation_dim(observation_space)
+        self.target_dim = self.obs_dim + 1  # [delta obs, reward]
+        input_dim = self.obs_dim + action_dim(action_space)
+        widths = [input_dim] + [config.hidden] * config.layers
+        self.hidden_layers = nn.ModuleList(
+            EnsembleLinear(config.members, w_in, w_out) for w_in, w_out in zip(widths[:-1], widths[1:])
+        )
+        # One output layer for the Gaussian mean, its log-variance and the continue logit.
+        self.output_layer = EnsembleLinear(config.members, config.hidden, 2 * self.target_dim + 1)
+        self.min_logvar = nn.Parameter(torch.full((self.target_dim,), float(config.init_min_logvar)))
+        self.max_logvar = nn.Parameter(torch.full((self.target_dim,), float(config.init_max_logvar)))
+
+        # Fitted by adapt_to_data / validate; identity normalisation and the first members until then.
+        self.register_buffer("input_mean", torch.zeros(input_dim))
+        self.register_buffer("input_std", torch.ones(input_dim))
+        self.register_buffer("target_mean", torch.zeros(self.target_dim))
+        self.register_buffer("target_std", torch.ones(self.target_dim))
+        self.register_buffer("elite_index", torch.arange(config.elites))
+
+    # --- the network ------------------------------------------------------------------------------
+    def _features(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Normalised network input ``[N, obs_dim + action_dim]``."""
+        x = torch.cat([obs.float(), action_features(action, self.action_space)], dim=-1)
+        return (x - self.input_mean) / self.input_std
+
+    def _targets(self, batch: TransitionBatch) -> torch.Tensor:
+        """Normalised regression target ``[N, obs_dim + 1]``: ``[o_{t+1} - o_t, r_{t+1}]``."""
+        delta = batch.next_obs.float() - batch.obs.float()
+        target = torch.cat([delta, batch.reward.float().unsqueeze(-1)], dim=-1)
+        return (target - self.target_mean) / self.target_std
+
+    def _forward(
+        self, x: torch.Tensor, members: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run members on ``x`` ``[K, N, in]`` (member k on ``x[k]``; all members when ``members`` is None).
+
+        Returns the Gaussian mean and log-variance ``[K, N, obs_dim + 1]`` (normalised units) and the
+        continue logit ``[K, N]``.
+        """
+        h = x
+        for layer in self.hidden_layers:
+            h = F.silu(layer(h, members))
+        out = self.output_layer(h, members)
+        d = self.target_dim
+        mean, logvar, continue_logit = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]
+        return mean, _soft_clamp(logvar, self.min_logvar, self.max_logvar), continue_logit
+
+    # --- fitting ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def adapt_to_data(self, batch: TransitionBatch) -> None:
+        """Fit input and target normalisation to a large sample of training transitions."""
+        x = torch.cat([batch.obs.float(), action_features(batch.action, self.action_space)], dim=-1)
+        delta = batch.next_obs.float() - batch.obs.float()
+        y = torch.cat([delta, batch.reward.float().unsqueeze(-1)], dim=-1)
+        for data, mean_buf, std_buf in (
+            (x, self.input_mean, self.input_std),
+            (y, self.target_mean, self.target_std),
+        ):
+            std, mean = torch.std_mean(data, dim=0, correction=0)
+            # A feature that never varies (an unused one-hot, a fixed joint) keeps unit scale.
+            std = torch.where(std > 1e-6, std, torch.ones_like(std))
+            mean_buf.copy_(mean)
+            std_buf.copy_(std)
+
+    def loss(self, batch: TransitionBatch) -> LossOutput:
+        """Sum over members of (Gaussian NLL + termination BCE), plus the log-variance bound term."""
+        members = self.config.members
+        x = self._features(batch.obs, batch.action)
+        target = self._targets(batch)
+        mean, logvar, continue_logit = self._forward(x.expand(members, -1, -1))
+        # NLL up to constants and a factor 1/2, averaged over rows and dimensions, per member.
+        # Summing members (rather than averaging) trains each one as if it were alone.
+        sq_err = (mean - target).pow(2)
+        nll = (sq_err * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+        continue_target = batch.continue_target().expand(members, -1)
+        bce = F.binary_cross_entropy_with_logits(continue_logit, continue_target, reduction="none")
+        bce = bce.mean(dim=1).sum()
+        bound = self.max_logvar.sum() - self.min_logvar.sum()
+        total = nll + self.config.termination_weight * bce + self.config.logvar_bound_weight * bound
+        return LossOutput(
+            total,
+            {
+                "nll": nll.item() / members,
+                "mse": sq_err.mean().item(),
+                "termination_bce": bce.item() / members,
+                "logvar_bound": bound.item(),
+            },
+        )
+
+    @torch.no_grad()
+    def validate(self, batch: TransitionBatch) -> dict[str, float]:
+        """Held-out metrics; also re-picks the elites: the members with the lowest held-out MSE."""
+        out = self.loss(batch)
+        x = self._features(batch.obs, batch.action)
+        mean, _, _ = self._forward(x.expand(self.config.members, -1, -1))
+        member_mse = (mean - self._targets(batch)).pow(2).mean(dim=(1, 2))  # [members]
+        best = torch.argsort(member_mse)[: self.config.elites]
+        self.elite_index.copy_(best)
+        return {
+            "loss": float(out.loss),
+            **out.components,
+            "elite_mse": member_mse[best].mean().item(),
+        }
+
+    # --- the verbs ------------------------------------------------------------------------------------
+    def encode(self, obs: torch.Tensor) -> State:
+        """A state for real observations ``[B, obs_dim]``: no reward yet, certain, continuing."""
+        obs = obs.float()
+        zeros = obs.new_zeros(obs.shape[0])
+        return State(
+            {
+                "obs": obs,
+                "reward": zeros,
+                "continue_logits": zeros + _CERTAIN_CONTINUE_LOGIT,
+                "uncertainty": zeros,
+            }
+        )
+
+    def transition(
+        self,
+        state: State,
+        action: torch.Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        report_uncertainty: bool = True,
+    ) -> State:
+        """One imagined step from ``state["obs"]`` ``[B, obs_dim]`` under ``action`` ``[B, *action_shape]``.
+
+        Stochastic: row b uses elite member m_b, drawn uniformly (rows are dealt to members like cards,
+        so a batch is split almost evenly), and samples its Gaussian. Deterministic: the mean over
+        elites of their means and continue logits. The same ``generator`` state gives the same draws
+        whatever ``report_uncertainty`` is, so the two settings give the same predictions.
+        """
+        obs = state["obs"]
+        x = self._features(obs, action)  # [B, in]
+        batch, elites = x.shape[0], self.elite_index
+        num_elites = elites.shape[0]
+
+        if deterministic:
+            mean, _, logit = self._forward(x.expand(num_elites, -1, -1), elites)  # [E, B, ...]
+            y, continue_logits = mean.mean(dim=0), logit.mean(dim=0)
+            uncertainty = self._disagreement(mean) if report_uncertainty else None
+        else:
+            # Deal rows into an [E, C] grid of slots: a random injection rows -> slots makes every
+            # row's member (slot // C) uniform over the elites, and each member gets <= C rows.
+            per_member = -(-batch // num_elites)  # C = ceil(B / E)
+            slot = torch.randperm(num_elites * per_member, generator=generator, device=x.device)[:batch]
+            noise = torch.randn((batch, self.target_dim), generator=generator, device=x.device, dtype=x.dtype)
+            if report_uncertainty:
+                mean, logvar, logit = self._forward(x.expand(num_elites, -1, -1), elites)
+                member, rows = slot // per_member, torch.arange(batch, device=x.device)
+                row_mean, row_logvar, continue_logits = (
+                    mean[member, rows],
+                    logvar[member, rows],
+                    logit[member, rows],
+                )
+                uncertainty = self._disagreement(mean)
+            else:
+                # Only each row's own member runs: one batched product on [E, C, in] per layer.
+                packed = x.new_zeros(num_elites * per_member, x.shape[1])
+                packed[slot] = x
+                mean, logvar, logit = self._forward(packed.view(num_elites, per_member, -1), elites)
+                row_mean = mean.reshape(-1, self.target_dim)[slot]
+                row_logvar = logvar.reshape(-1, self.target_dim)[slot]
+                continue_logits = logit.reshape(-1)[slot]
+                uncertainty = None
+            y = row_mean + torch.exp(0.5 * row_logvar) * noise
+
+        if uncertainty is None:
+            uncertainty = torch.full_like(continue_logits, float("nan"))
+        y = y * self.target_std + self.target_mean  # back to real units
+        return State(
+            {
+                "obs": obs.float() + y[:, : self.obs_dim],
+                "reward": y[:, self.obs_dim],
+                "continue_logits": continue_logits,
+                "uncertainty": uncertainty,
+            }
+        )
+
+    @staticmethod
+    def _disagreement(mean: torch.Tensor) -> torch.Tensor:
+        """``[E, B, D]`` member means -> ``[B]``: max over members of the L2 distance to their mean."""
+        return (mean - mean.mean(dim=0)).norm(dim=-1).amax(dim=0)
+
+    def decode(self, state: State) -> ModelOutput:
+        return ModelOutput(
+            obs=state["obs"],
+            reward=state["reward"],
+            continue_logits=state["continue_logits"],
+            uncertainty=state["uncertainty"],
+        )
