@@ -1,0 +1,93 @@
+"""``fit_world_model``: real env -> episodes on disk -> fitted model in a run directory, in one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from worldflux_gym.core.device import resolve_device
+from worldflux_gym.core.errors import ConfigError, SpaceError, TrainingError
+from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.registry import create_world_model, parse_name
+from worldflux_gym.data.collect import Policy, collect_to_store
+from worldflux_gym.data.store import EpisodeStore, is_store
+from worldflux_gym.training.trainer import STATE_JSON, Trainer, TrainerConfig, inspect_run_dir
+
+RUN_DATA_DIR = "data"  # where fit_world_model collects when no data directory is given
+
+
+def _check_resumable(run_dir: Path, env_id: str, model_name: str) -> None:
+    """Refuse before collecting anything when ``run_dir`` holds a run of another model or env."""
+    if not inspect_run_dir(run_dir):
+        return
+    family, preset = parse_name(model_name)
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved_env = json.loads((run_dir / STATE_JSON).read_text()).get("data", {}).get("env_id")
+    if (saved.get("family"), saved.get("preset")) != (family, preset) or saved_env not in (None, env_id):
+        raise TrainingError(
+            f"{run_dir} already holds a {saved.get('family')}:{saved.get('preset')} model fitted on "
+            f"{saved_env}; choose a new directory for {family}:{preset} on {env_id} (nothing is overwritten)"
+        )
+
+
+def fit_world_model(
+    env_id: str,
+    model_name: str,
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    steps: int = 2000,
+    collect_steps: int = 10_000,
+    seed: int = 0,
+    device: str = "auto",
+    trainer: TrainerConfig | dict[str, Any] | None = None,
+    policy: Policy | str | Path | None = None,
+    num_envs: int = 1,
+    image_size: int | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> WorldModel:
+    """Fit ``model_name`` ("family:preset") on ``env_id`` and save it in ``run_dir``; returns the model.
+
+    With ``data_dir=None`` the data is collected into ``run_dir/data`` first (``collect_steps`` env
+    steps with ``policy``, random by default); a collection that was interrupted is completed, not
+    redone. A ``run_dir`` that holds this run already is resumed up to ``steps`` updates. ``trainer``
+    holds :class:`TrainerConfig` fields; ``overrides`` are model config fields.
+    """
+    run_dir = Path(run_dir)
+    _check_resumable(run_dir, env_id, model_name)
+    if data_dir is None:
+        data_dir = run_dir / RUN_DATA_DIR
+        have = EpisodeStore(data_dir).num_steps() if is_store(data_dir) else 0
+        if have < collect_steps:
+            collect_to_store(
+                env_id,
+                collect_steps - have,
+                data_dir,
+                policy=policy,
+                seed=seed + have,  # a completed collection must not replay the same seeds
+                num_envs=num_envs,
+                image_size=image_size,
+                progress=progress,
+            )
+    store = EpisodeStore(data_dir)
+    if store.env_id != env_id:
+        raise SpaceError(
+            f"{data_dir} holds episodes of {store.env_id!r}, not {env_id!r}; "
+            "pass data collected from the env you fit"
+        )
+    model = create_world_model(
+        model_name, store.observation_space, store.action_space, device=resolve_device(device), **overrides
+    )
+    if isinstance(trainer, dict):
+        valid = {f.name for f in dataclasses.fields(TrainerConfig)}
+        if set(trainer) - valid:
+            raise ConfigError(
+                f"unknown trainer setting(s) {sorted(set(trainer) - valid)}; valid: {sorted(valid)}"
+            )
+        trainer = TrainerConfig(**trainer)
+    base = trainer or TrainerConfig()
+    config = dataclasses.replace(base, steps=steps, seed=seed, progress=base.progress and progress)
+    Trainer(model, store, config, run_dir).fit()
+    return model

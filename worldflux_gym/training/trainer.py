@@ -1,0 +1,516 @@
+"""Fitting any registered world-model family through its ``loss(batch)``.
+
+One loop for every family: sample a batch of the kind the model asks for (``model.batch_type``:
+single transitions, or windows of ``model.sequence_length`` steps), take an AdamW step on
+``model.loss(batch).loss`` with gradient clipping, validate on held-out episodes every so often
+with ``model.validate``, and checkpoint. The run directory is a loadable model at every moment::
+
+    run_dir/
+      config.json  model.safetensors  metadata.json   the model (what from_pretrained loads)
+      trainer_state.json  trainer_state.safetensors   step, optimizer, RNG: resume exactly here
+      metrics.csv                                     step, metric, value (tidy rows)
+      tensorboard/                                    the same metrics, when tensorboard is installed
+
+Model and trainer state are committed together by one atomic multi-file write, so a killed run
+resumes from its last checkpoint with nothing mixed. Resuming is exact: batch ``k`` is drawn from a
+generator seeded by ``(seed, rank, k)``, validation runs on forked RNG streams, and the torch RNG
+state is saved, so ``N`` steps in one go and ``N/2`` + ``N/2`` resumed give the same weights.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel (gloo on
+CPU, NCCL on CUDA); every rank samples its own batches and rank 0 alone writes to ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+from tqdm.auto import tqdm
+
+from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
+from worldflux_gym.core.checkpoint import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    atomic_write_files,
+    from_pretrained,
+    recover_interrupted_write,
+    to_json_bytes,
+)
+from worldflux_gym.core.errors import ConfigError, DataError, SpaceError, TrainingError
+from worldflux_gym.core.model import WorldModel
+from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.data.store import EpisodeStore
+
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "trainer_state.safetensors"
+METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+# What a run directory may hold besides a checkpoint; anything else means it belongs to someone else.
+RUN_DIR_FILES = {
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    METADATA_FILE,
+    STATE_JSON,
+    STATE_TENSORS,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    "data",
+}
+_VALIDATION_STREAM = 1_000_003  # seeds the fixed validation batches, apart from the training batches
+
+
+@dataclass
+class TrainerConfig:
+    """How to fit. ``None`` fields take the model config's field of the same name when it has one.
+
+    ``steps`` is the total number of updates of the run (a resumed run goes on up to it).
+    """
+
+    steps: int = 1000
+    batch_size: int | None = None  # model.config.batch_size, else 256 transitions / 16 windows
+    learning_rate: float | None = None  # model.config.learning_rate, else 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float | None = None  # max global grad norm: model.config.grad_clip, else 100
+    validate_every: int = 500
+    validation_batches: int = 4
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    adapt_samples: int = 100_000  # transitions handed to model.adapt_to_data before the first step
+    seed: int = 0
+    mixed_precision: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU
+    progress: bool = True
+    tensorboard: bool = True
+
+    def resolved(self, model: WorldModel) -> TrainerConfig:
+        """A copy with every ``None`` filled in from ``model`` and the defaults, values checked."""
+
+        def from_model(name: str, default: Any) -> Any:
+            value = getattr(self, name)
+            return value if value is not None else getattr(model.config, name, default)
+
+        sequences = model.batch_type is SequenceBatch
+        out = dataclasses.replace(
+            self,
+            batch_size=int(from_model("batch_size", 16 if sequences else 256)),
+            learning_rate=float(from_model("learning_rate", 1e-3)),
+            grad_clip=float(from_model("grad_clip", 100.0)),
+            mixed_precision=(
+                model.device.type == "cuda" if self.mixed_precision is None else self.mixed_precision
+            ),
+        )
+        for name in ("steps", "batch_size", "validate_every", "checkpoint_every", "log_every"):
+            if getattr(out, name) <= 0:
+                raise ConfigError(f"TrainerConfig.{name} must be positive, got {getattr(out, name)}")
+        if out.learning_rate <= 0 or out.grad_clip <= 0:
+            raise ConfigError("TrainerConfig.learning_rate and grad_clip must be positive")
+        return out
+
+
+class _LossModule(nn.Module):
+    """``forward(batch) = model.loss(batch)``: DistributedDataParallel synchronises through forward."""
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: TransitionBatch | SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.model.loss(batch)
+        return out.loss, out.components
+
+
+def _model_identity(model: WorldModel) -> dict[str, Any]:
+    """What makes a saved model "the same model": family, preset, config and spaces, as JSON."""
+    from worldflux_gym.core.spaces import space_to_json
+
+    return json.loads(
+        json.dumps(
+            {
+                "family": model.family,
+                "preset": model.preset,
+                "config": dataclasses.asdict(model.config),
+                "observation_space": space_to_json(model.observation_space),
+                "action_space": space_to_json(model.action_space),
+            }
+        )
+    )
+
+
+def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> bool:
+    """Whether ``run_dir`` holds a run of ``model`` to resume; raises if it holds anything else.
+
+    ``model=None`` only checks that the directory is empty, new, or a resumable run of any model.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise TrainingError(f"{run_dir} is a file; give a directory for the run")
+    recover_interrupted_write(run_dir)
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
+    if foreign:
+        raise TrainingError(
+            f"{run_dir} already holds files that are not a worldflux-gym run ({', '.join(foreign[:5])}); "
+            "choose a new directory for --out (nothing is ever overwritten)"
+        )
+    if not (run_dir / METADATA_FILE).exists():
+        return False
+    if not (run_dir / STATE_JSON).exists():
+        raise TrainingError(
+            f"{run_dir} holds a saved model without trainer state, so there is no run to resume; "
+            "fit into a new directory (nothing is ever overwritten)"
+        )
+    if model is None:
+        return True
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    mine = _model_identity(model)
+    differences = [key for key in mine if saved.get(key) != mine[key]]
+    if differences:
+        raise TrainingError(
+            f"{run_dir} already holds another model ({saved.get('family')}:{saved.get('preset')}; "
+            f"it differs from {model.family}:{model.preset} in {', '.join(differences)}); "
+            "choose a new directory for --out, or use the same model and data to resume it"
+        )
+    return True
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), starting the process group under ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Trainer:
+    """Fits ``model`` on real episodes. ``data`` is an :class:`EpisodeStore` (train/validation splits
+    by episode), or a ``(train, validation)`` pair of :class:`EpisodeBuffer` (validation may be
+    ``None``).
+
+    >>> trainer = Trainer(model, EpisodeStore("data/pendulum"), TrainerConfig(steps=2000), "runs/p")
+    >>> metrics = trainer.fit()  # {"step": 2000, "loss": ..., "val/loss": ..., ...}
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        data: EpisodeStore | tuple[EpisodeBuffer, EpisodeBuffer | None],
+        config: TrainerConfig | None = None,
+        run_dir: str | Path = "runs/world-model",
+    ):
+        self.model = model
+        self.config = (config or TrainerConfig()).resolved(model)
+        self.run_dir = Path(run_dir)
+        self.rank, self.world_size = _distributed()
+        self.device = model.device
+        self.train_data, self.validation_data, self.data_info = self._open_data(data)
+        self.resuming = inspect_run_dir(self.run_dir, model)
+        if self.world_size > 1:
+            dist.barrier()  # every rank has looked at run_dir before rank 0 writes to it
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+        self.step = 0
+        self.last_checkpoint_step: int | None = None
+
+    # --- data -------------------------------------------------------------------------------
+    def _open_data(self, data) -> tuple[EpisodeBuffer, EpisodeBuffer | None, dict[str, Any]]:
+        if isinstance(data, EpisodeStore):
+            data.check_compatible(None, self.model.observation_space, self.model.action_space)
+            if data.num_episodes("train") == 0:
+                raise DataError(
+                    f"{data.directory} has no training episodes; collect some with "
+                    f"`worldflux-gym collect {data.env_id} --steps N --out {data.directory}`"
+                )
+            train = data.buffer("train", self.device)
+            validation = data.buffer("validation", self.device) if data.num_episodes("validation") else None
+            info = {"env_id": data.env_id, "store": str(data.directory)}
+        else:
+            train, validation = data
+            info = {"env_id": None, "store": None}
+        if validation is None and self.rank == 0:
+            warnings.warn(
+                "no validation episodes: the run is not validated on held-out data "
+                "(collect more episodes, or use a store with a validation fraction > 0)",
+                stacklevel=3,
+            )
+        obs_shape = tuple(self.model.observation_space.shape)
+        if tuple(train.obs.shape[1:]) != obs_shape:
+            raise SpaceError(
+                f"the data's observations have shape {tuple(train.obs.shape[1:])}, the model's observation "
+                f"space wants {obs_shape}; fit on data from the env the model was built for"
+            )
+        info.update(train_steps=train.num_steps, train_episodes=len(train.episodes))
+        return train, validation, info
+
+    def _sample(self, buffer: EpisodeBuffer, rng: np.random.Generator) -> TransitionBatch | SequenceBatch:
+        if self.model.batch_type is SequenceBatch:
+            return buffer.sample_sequences(self.config.batch_size, self.model.sequence_length, rng)
+        return buffer.sample_transitions(self.config.batch_size, rng)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        optimizer = self.optimizer.state_dict()
+        tensors = {
+            f"optimizer.{index}.{name}": value.detach().cpu().contiguous()
+            for index, state in optimizer["state"].items()
+            for name, value in state.items()
+        }
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        info = {
+            "step": self.step,
+            "trainer_config": dataclasses.asdict(self.config),
+            "optimizer_param_groups": optimizer["param_groups"],
+            "data": self.data_info,
+            "world_size": self.world_size,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return info, tensors
+
+    def save_checkpoint(self) -> None:
+        """Commit model and trainer state together (rank 0 only)."""
+        if self.rank != 0:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            self.model.save_pretrained(tmp)  # the model's own save format, read back as bytes
+            files = {
+                name: (Path(tmp) / name).read_bytes() for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+            }
+        info, tensors = self._trainer_state()
+        files[STATE_JSON] = to_json_bytes(info)
+        files[STATE_TENSORS] = save_safetensors_bytes(tensors)
+        atomic_write_files(self.run_dir, files)
+        self.last_checkpoint_step = self.step
+
+    def _load_checkpoint(self) -> None:
+        saved = from_pretrained(self.run_dir, device=self.device)  # verifies checksum and contract
+        self.model.load_state_dict(saved.state_dict())
+        info = json.loads((self.run_dir / STATE_JSON).read_text())
+        tensors = load_safetensors_bytes((self.run_dir / STATE_TENSORS).read_bytes())
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
+        groups = info["optimizer_param_groups"]
+        for group in groups:
+            group["betas"] = tuple(group["betas"])
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        if self.world_size == 1:
+            torch.set_rng_state(tensors["rng.torch"])
+            if "rng.cuda" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        else:  # one saved state cannot serve every rank: each reseeds from (seed, rank, step)
+            torch.manual_seed(hash((self.config.seed, self.rank, info["step"])) % 2**63)
+        self.step = self.last_checkpoint_step = int(info["step"])
+        if info.get("data", {}).get("train_steps") != self.data_info["train_steps"] and self.rank == 0:
+            warnings.warn(
+                f"resuming {self.run_dir} on different data than it was fitted on so far "
+                f"({info.get('data', {}).get('train_steps')} -> {self.data_info['train_steps']} training "
+                "steps); the run goes on, but not exactly as it would have",
+                stacklevel=3,
+            )
+
+    # --- metrics ----------------------------------------------------------------------------
+    def _open_logs(self):
+        if self.rank != 0:
+            return None, None
+        path = self.run_dir / METRICS_FILE
+        if self.resuming and path.exists():
+            # drop rows written after the checkpoint we resume from: those updates are redone
+            with open(path, newline="") as f:
+                rows = [row for row in csv.DictReader(f) if int(row["step"]) <= self.step]
+            buffer = [",".join(("step", "metric", "value", "time"))]
+            buffer += [",".join((r["step"], r["metric"], r["value"], r["time"])) for r in rows]
+            atomic_write_files(self.run_dir, {METRICS_FILE: ("\n".join(buffer) + "\n").encode()})
+        new = not path.exists()
+        handle = open(path, "a", newline="")  # noqa: SIM115  (closed at the end of fit)
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(("step", "metric", "value", "time"))
+        tensorboard = None
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tensorboard = SummaryWriter(
+                    str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step if self.resuming else None
+                )
+            except ImportError:  # tensorboard is an optional extra: CSV alone then
+                tensorboard = None
+        return (handle, writer), tensorboard
+
+    def _log(self, logs, tensorboard, metrics: dict[str, float]) -> None:
+        if logs is None:
+            return
+        handle, writer = logs
+        now = f"{time.time():.3f}"
+        for name, value in metrics.items():
+            writer.writerow((self.step, name, f"{value:.6g}", now))
+            if tensorboard is not None:
+                tensorboard.add_scalar(name, value, self.step)
+        handle.flush()
+
+    # --- the loop ----------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Mean of ``model.validate`` over fixed held-out batches, named ``val/<metric>``.
+
+        The same batches every time, on forked RNG streams: validating never changes training.
+        """
+        if self.validation_data is None:
+            return {}
+        rng = np.random.default_rng([self.config.seed, _VALIDATION_STREAM])
+        totals: dict[str, float] = {}
+        devices = [self.device] if self.device.type == "cuda" else []
+        was_training = self.model.training
+        self.model.eval()
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
+            for _ in range(self.config.validation_batches):
+                for name, value in self.model.validate(self._sample(self.validation_data, rng)).items():
+                    totals[name] = totals.get(name, 0.0) + float(value) / self.config.validation_batches
+        self.model.train(was_training)
+        return {f"val/{name}": value for name, value in totals.items()}
+
+    def _autocast(self):
+        if self.config.mixed_precision and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _adapt(self) -> None:
+        """``model.adapt_to_data`` once, on a large sample shared by every rank."""
+        buffer = self.train_data
+        if buffer.num_steps <= self.config.adapt_samples:
+            sample = buffer.all_transitions()
+        else:
+            rng = np.random.default_rng([self.config.seed, 0, 2**32 - 1])
+            sample = buffer.transitions(
+                rng.choice(buffer.num_steps, self.config.adapt_samples, replace=False)
+            )
+        self.model.adapt_to_data(sample)
+
+    def _non_finite(self, what: str, value: float) -> TrainingError:
+        kept = (
+            f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.run_dir}"
+            if self.last_checkpoint_step is not None
+            else "no checkpoint had been written yet"
+        )
+        return TrainingError(
+            f"the {what} became {value} at step {self.step + 1}; training stopped and {kept}. "
+            "Lower the learning rate (TrainerConfig.learning_rate), tighten grad_clip, or check the data "
+            "for non-finite values."
+        )
+
+    def fit(self) -> dict[str, float]:
+        """Train up to ``config.steps`` updates (resuming from ``run_dir``); returns the final metrics."""
+        cfg = self.config
+        if self.resuming:
+            self._load_checkpoint()
+        else:
+            self._adapt()
+            self.save_checkpoint()  # step 0: a loadable model, and a good state to fall back on
+        loss_module: nn.Module = _LossModule(self.model)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            loss_module = DistributedDataParallel(loss_module)
+        logs, tensorboard = self._open_logs()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc=f"fit {self.model.family}:{self.model.preset}",
+            unit="update",
+            disable=not cfg.progress or self.rank != 0,
+        )
+        window: dict[str, list[float]] = {}
+        metrics: dict[str, float] = {}
+        started, start_step = time.perf_counter(), self.step
+        self.model.train()
+        try:
+            while self.step < cfg.steps:
+                rng = np.random.default_rng([cfg.seed, self.rank, self.step])
+                batch = self._sample(self.train_data, rng)
+                with self._autocast():
+                    loss, components = loss_module(batch)
+                finite = torch.isfinite(loss.detach().float())
+                if self.world_size > 1:  # every rank stops together, or none does
+                    finite = finite.to(torch.int32)
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if not bool(finite):
+                    raise self._non_finite("loss", float(loss))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+                if not math.isfinite(grad_norm):  # gradients are all-reduced: every rank sees the same
+                    raise self._non_finite("gradient norm", grad_norm)
+                self.optimizer.step()
+                self.step += 1
+
+                for name, value in {"loss": float(loss), "grad_norm": grad_norm, **components}.items():
+                    window.setdefault(name, []).append(float(value))
+                last = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or last:
+                    metrics = {f"train/{k}": float(np.mean(v)) for k, v in window.items()}
+                    window.clear()
+                    self._log(logs, tensorboard, metrics)
+                    bar.set_postfix(loss=f"{metrics['train/loss']:.4g}", refresh=False)
+                # validation comes before the checkpoint: validate() may update saved state
+                if self.step % cfg.validate_every == 0 or self.step % cfg.checkpoint_every == 0 or last:
+                    validation = self.validate()
+                    metrics.update(validation)
+                    self._log(logs, tensorboard, validation)
+                    if "val/loss" in validation:
+                        bar.set_postfix(
+                            loss=f"{metrics.get('train/loss', float(loss)):.4g}",
+                            val=f"{validation['val/loss']:.4g}",
+                            refresh=False,
+                        )
+                if self.step % cfg.checkpoint_every == 0 or last:
+                    self.save_checkpoint()
+                bar.update(1)
+        finally:
+            bar.close()
+            if logs is not None:
+                logs[0].close()
+            if tensorboard is not None:
+                tensorboard.close()
+        elapsed = time.perf_counter() - started
+        updates = self.step - start_step
+        if updates and elapsed > 0:
+            metrics["updates_per_s"] = updates / elapsed
+            samples = cfg.batch_size * (self.model.sequence_length or 1) * self.world_size
+            metrics["samples_per_s"] = updates * samples / elapsed
+        metrics["step"] = float(self.step)
+        self.model.eval()
+        return metrics
+
+
+def trainer_state(run_dir: str | Path) -> dict[str, Any]:
+    """The JSON trainer state of a run (step, trainer config, data), e.g. to report on it."""
+    path = Path(run_dir) / STATE_JSON
+    if not path.is_file():
+        raise TrainingError(f"{run_dir} holds no trainer state ({STATE_JSON}); it is not a fit run")
+    return json.loads(path.read_text())
+
+
+__all__: Sequence[str] = ["Trainer", "TrainerConfig", "inspect_run_dir", "trainer_state"]
