@@ -24,6 +24,75 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from worldflux_gym.data import collect_to_store
+
+    store = collect_to_store(
+        args.env_id,
+        args.steps,
+        args.out,
+        policy=args.policy,
+        algo=args.algo,
+        seed=args.seed,
+        num_envs=args.num_envs,
+        image_size=args.image_size,
+        validation_fraction=args.validation_fraction,
+    )
+    print(
+        f"{store.directory}: {store.num_episodes('train')} train + {store.num_episodes('validation')} "
+        f"validation episodes, {store.num_steps():,} steps of {store.env_id}"
+    )
+    return 0
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict:
+    """``["hidden=64", "name=x"]`` -> ``{"hidden": 64, "name": "x"}``: values are JSON when they parse."""
+    import json
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            from worldflux_gym.core.errors import ConfigError
+
+            raise ConfigError(f"--set expects KEY=VALUE (a model config field), got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from worldflux_gym.training import fit_world_model, trainer_state
+
+    trainer = {"batch_size": args.batch_size, "learning_rate": args.lr}
+    if args.validate_every:
+        trainer["validate_every"] = args.validate_every
+    if args.checkpoint_every:
+        trainer["checkpoint_every"] = args.checkpoint_every
+    fit_world_model(
+        args.env_id,
+        args.model,
+        args.out,
+        data_dir=args.data,
+        steps=args.steps,
+        collect_steps=args.collect_steps,
+        seed=args.seed,
+        device=args.device,
+        trainer=trainer,
+        policy=args.policy,
+        num_envs=args.num_envs,
+        image_size=args.image_size,
+        **_parse_overrides(args.set),
+    )
+    print(
+        f"{args.out}: {args.model} fitted for {trainer_state(args.out)['step']} updates; load it with "
+        f"worldflux_gym.from_pretrained({str(args.out)!r})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux-gym",
@@ -34,6 +103,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("catalog", help="list every world-model family:preset with its size")
     p.set_defaults(handler=_catalog)
+
+    p = commands.add_parser(
+        "collect", help="collect real episodes from a Gymnasium env into an episode store"
+    )
+    p.add_argument("env_id", metavar="ENV_ID", help="Gymnasium env id, e.g. Walker2d-v5")
+    p.add_argument("--steps", type=int, required=True, help="env steps to collect")
+    p.add_argument("--out", required=True, help="episode store directory (created, or extended)")
+    p.add_argument("--policy", help="a stable-baselines3 model .zip to act with (default: random actions)")
+    p.add_argument("--algo", help="SB3 algorithm of --policy (PPO, SAC, ...) when it cannot be detected")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-envs", type=int, default=1, help="envs stepped together (Gymnasium vector env)")
+    p.add_argument("--image-size", type=int, help="observe rendered frames resized to SIZE x SIZE")
+    p.add_argument("--validation-fraction", type=float, default=0.1, help="episodes held out (default 0.1)")
+    p.set_defaults(handler=_collect)
+
+    p = commands.add_parser(
+        "fit", help="fit a world model on episodes (collected first when --data is not given)"
+    )
+    p.add_argument("env_id", metavar="ENV_ID", help="Gymnasium env id the data comes from")
+    p.add_argument("--model", required=True, help="FAMILY:PRESET, see `worldflux-gym catalog`")
+    p.add_argument(
+        "--out", required=True, help="run directory: the fitted model, loadable by from_pretrained"
+    )
+    p.add_argument("--data", help="episode store to fit on (default: collect into OUT/data)")
+    p.add_argument("--steps", type=int, default=2000, help="gradient updates (a rerun resumes up to this)")
+    p.add_argument("--collect-steps", type=int, default=10_000, help="env steps to collect without --data")
+    p.add_argument("--policy", help="SB3 .zip to collect with (default: random actions)")
+    p.add_argument("--num-envs", type=int, default=1)
+    p.add_argument("--image-size", type=int, help="collect rendered frames of SIZE x SIZE")
+    p.add_argument("--batch-size", type=int, help="default: the model's, else 256 (16 windows)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default: the model's, else 1e-3)")
+    p.add_argument("--validate-every", type=int, help="updates between validations (default 500)")
+    p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default 1000)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
+    p.set_defaults(handler=_fit)
 
     return parser
 
