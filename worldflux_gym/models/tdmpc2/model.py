@@ -1,0 +1,438 @@
+"""TD-MPC2 (Hansen, Su & Wang, 2024) as a worldflux-gym family: an implicit, decoder-free world model.
+
+Components (every MLP is ``Linear -> LayerNorm -> Mish``, see ``networks.py``):
+
+- encoder ``h(o) -> z``: a SimNorm latent ``[B, latent_dim]`` in [0, 1];
+- dynamics ``d(z_t, a_t) -> z_{t+1}``: deterministic, SimNorm output;
+- reward ``R(z_t, a_t)``: logits over two-hot symlog bins, the reward *after* ``a_t``;
+- termination ``C(z_t, a_t)``: logit that the episode goes on after ``a_t`` (real terminations only);
+- ``num_q`` Q functions ``Q_i(z_t, a_t)`` (two-hot logits, dropout) with Polyak-averaged targets;
+- a policy prior ``pi(z)``: squashed Gaussian trained with a max-entropy objective, used by the
+  MPPI planner (``planner.py``) and for the TD targets.
+
+It decodes no observations: the dream env's observation space is the latent ``Box(0, 1, (latent_dim,))``
+and an observation wrapper encodes the real env's observations with :meth:`TDMPC2Model.encode`.
+
+Alignment (``core/batch.py``): with ``obs`` o_0..o_T and ``action`` a_0..a_{T-1}, ``reward[:, t]`` is
+the target of ``R(z_t, a_t)`` and ``continue_target()[:, t]`` the target of ``C(z_t, a_t)``. Both
+predictions are stored in the state returned by ``transition`` (the state after the action).
+
+Training: :meth:`loss` takes a ``SequenceBatch`` and sums the paper's terms: the multi-step latent
+consistency loss (rollout from ``h(o_0)`` compared with ``h(o_t)``), reward and value cross-entropies
+and the termination BCE, each weighted by ``rho**t`` over the horizon, plus the policy loss. The policy
+loss only reaches the policy's weights (latents and Q weights are detached), so one optimizer over all
+parameters is correct. Target Q networks are Polyak-averaged at the start of every ``loss`` call made
+with gradients enabled in training mode (i.e. once per optimizer step, one step behind, which is
+equivalent to updating right after the step); validation calls (``no_grad``) leave them alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch.func import functional_call
+
+from worldflux_gym.core import (
+    Capabilities,
+    ConfigError,
+    LossOutput,
+    ModelOutput,
+    Preset,
+    SequenceBatch,
+    SpaceError,
+    State,
+    TransitionBatch,
+    WorldModel,
+    register_family,
+)
+from worldflux_gym.core.spaces import action_dim, is_image_space, observation_dim
+from worldflux_gym.models.tdmpc2.networks import QEnsemble, SimNorm, TwoHot, mlp, squashed_gaussian
+
+# Logit of "the episode goes on" for a state that has just been encoded (no step taken yet).
+_CONTINUE_LOGIT_AT_START = 10.0
+
+
+@dataclass
+class TDMPC2Config:
+    # sizes (the paper's 5M model: latent 512, mlp 512, encoder 256, 5 Qs)
+    latent_dim: int = 512
+    simnorm_dim: int = 8  # SimNorm group size
+    enc_dim: int = 256
+    enc_layers: int = 1  # hidden layers of the encoder
+    mlp_dim: int = 512
+    mlp_layers: int = 2  # hidden layers of dynamics, reward, termination, Q and policy
+    num_q: int = 5
+    q_dropout: float = 0.01
+    num_bins: int = 101
+    vmin: float = -10.0  # symlog range of the reward/value bins
+    vmax: float = 10.0
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    # objective
+    sequence_length: int = 3  # horizon H of the consistency loss (T of the SequenceBatch)
+    rho: float = 0.5  # temporal discount of the per-step losses
+    discount: float = 0.99  # RL discount of the TD targets
+    tau: float = 0.01  # Polyak rate of the target Q networks
+    consistency_coef: float = 20.0
+    reward_coef: float = 0.1
+    value_coef: float = 0.1
+    termination_coef: float = 1.0
+    entropy_coef: float = 1e-4
+    scale_tau: float = 0.01  # EMA rate of the running Q scale that normalises the policy loss
+    # MPPI planner defaults (TDMPC2Planner reads them; arguments override)
+    plan_horizon: int = 3
+    plan_iterations: int = 6
+    plan_samples: int = 512
+    plan_elites: int = 64
+    plan_policy_samples: int = 24
+    plan_temperature: float = 0.5
+    plan_min_std: float = 0.05
+    plan_max_std: float = 2.0
+
+
+_SHAPES = "Walker2d-v5 spaces (17-D observation, 6-D action)"
+
+
+@register_family(
+    "tdmpc2",
+    presets={
+        "ci": Preset(
+            {
+                "latent_dim": 32,
+                "enc_dim": 64,
+                "mlp_dim": 64,
+                "num_bins": 51,
+                "plan_samples": 64,
+                "plan_elites": 8,
+                "plan_policy_samples": 8,
+                "plan_iterations": 3,
+            },
+            "test",
+            "tiny TD-MPC2 for tests: latent 32, MLPs 64, 5 Qs",
+        ),
+        "small": Preset(
+            {"latent_dim": 128, "enc_dim": 128, "mlp_dim": 256},
+            "experimental",
+            "~1M-parameter TD-MPC2 for CPU: latent 128, MLPs 256, 5 Qs",
+        ),
+        "default": Preset(
+            {},
+            "experimental",
+            "the paper's ~5M configuration: latent 512, MLPs 512, encoder 256, 5 Qs",
+        ),
+    },
+)
+class TDMPC2Model(WorldModel):
+    """TD-MPC2 world model; see the module docstring. ``latent_dim`` is the dream observation size."""
+
+    config_class = TDMPC2Config
+    capabilities = Capabilities(
+        decodes_observations=False,
+        predicts_reward=True,
+        predicts_termination=True,
+        # Q-ensemble disagreement measures value uncertainty, not model error: not reported.
+        reports_uncertainty=False,
+        recurrent=False,
+    )
+    batch_type = SequenceBatch
+
+    def __init__(self, config: TDMPC2Config, observation_space: spaces.Space, action_space: spaces.Space):
+        super().__init__(config, observation_space, action_space)
+        if is_image_space(observation_space):
+            raise SpaceError(
+                "the tdmpc2 family handles vector observations only (no convolutional encoder yet); "
+                "use the dreamer family for images"
+            )
+        if config.latent_dim % config.simnorm_dim:
+            raise ConfigError(
+                f"latent_dim ({config.latent_dim}) must be a multiple of simnorm_dim ({config.simnorm_dim})"
+            )
+        self.latent_dim = config.latent_dim
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.obs_dim = observation_dim(observation_space)
+        self.action_dim = action_dim(action_space)
+        latent, hidden = config.latent_dim, [config.mlp_dim] * config.mlp_layers
+        za = latent + self.action_dim
+
+        # Observation normalisation, fitted by adapt_to_data (buffers: saved with the weights).
+        self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
+        self.register_buffer("obs_std", torch.ones(self.obs_dim))
+        # Box actions are rescaled to [-1, 1] inside the model (the policy's tanh range).
+        if not self.discrete:
+            low, high = np.asarray(action_space.low, np.float64), np.asarray(action_space.high, np.float64)
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise SpaceError(f"tdmpc2 needs a bounded Box action space, got {action_space!r}")
+            self.register_buffer("action_center", torch.tensor((high + low) / 2, dtype=torch.float32), False)
+            self.register_buffer("action_half", torch.tensor((high - low) / 2, dtype=torch.float32), False)
+
+        self.encoder = mlp(
+            self.obs_dim, [config.enc_dim] * config.enc_layers, latent, output=SimNorm(config.simnorm_dim)
+        )
+        self.dynamics = mlp(za, hidden, latent, output=SimNorm(config.simnorm_dim))
+        self.reward_head = mlp(za, hidden, config.num_bins)
+        self.continue_head = mlp(za, hidden, 1)
+        self.q = QEnsemble(config.num_q, za, hidden, config.num_bins, config.q_dropout)
+        # A policy prior only makes sense for continuous actions; Discrete actions are maximised exactly.
+        self.policy = None if self.discrete else mlp(latent, hidden, 2 * self.action_dim)
+        self.two_hot = TwoHot(config.num_bins, config.vmin, config.vmax)
+        with torch.no_grad():  # start the reward head at zero, like the Q heads
+            self.reward_head[-1].weight.zero_()
+            self.reward_head[-1].bias.zero_()
+
+        # Target Q networks: buffers (not parameters: no gradients, not counted, but saved).
+        self._target_names = {
+            name: "target_q__" + name.replace(".", "__") for name, _ in self.q.named_parameters()
+        }
+        for name, param in self.q.named_parameters():
+            self.register_buffer(self._target_names[name], param.detach().clone())
+        # Running scale of Q values (5th-95th percentile range) that normalises the policy objective.
+        self.register_buffer("q_scale", torch.ones(()))
+
+    # --- actions --------------------------------------------------------------------------------
+    def action_to_features(self, action: torch.Tensor) -> torch.Tensor:
+        """Env actions ``[..., *action_shape]`` -> network features ``[..., action_dim]``.
+
+        Box actions are rescaled to [-1, 1]; Discrete indices become one-hot vectors.
+        """
+        if self.discrete:
+            index = action.long() - int(self.action_space.start)
+            return F.one_hot(index, self.action_dim).float()
+        return (action.float() - self.action_center) / self.action_half
+
+    def features_to_action(self, features: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`action_to_features` for Box actions: [-1, 1] -> the env's bounds."""
+        return self.action_center + self.action_half * features.clamp(-1.0, 1.0)
+
+    # --- networks on latents --------------------------------------------------------------------
+    def encode_latent(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations ``[..., obs_dim]`` -> SimNorm latents ``[..., latent_dim]``."""
+        return self.encoder((obs.float() - self.obs_mean) / self.obs_std)
+
+    def pi(
+        self, z: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy prior: latents ``[..., L]`` -> features in [-1, 1] ``[..., A]``, log-prob ``[...]``."""
+        if self.policy is None:
+            raise NotImplementedError("the tdmpc2 policy prior exists for Box action spaces only")
+        mean, raw_log_std = self.policy(z).chunk(2, dim=-1)
+        c = self.config
+        # a smooth squash of log std into [log_std_min, log_std_max]
+        log_std = c.log_std_min + 0.5 * (c.log_std_max - c.log_std_min) * (torch.tanh(raw_log_std) + 1)
+        return squashed_gaussian(mean, log_std, deterministic=deterministic, generator=generator)
+
+    def q_logits(self, z: torch.Tensor, a: torch.Tensor, *, target: bool = False) -> torch.Tensor:
+        """All Q heads' logits ``[E, N, num_bins]`` for latents ``[N, L]`` and action features ``[N, A]``."""
+        x = torch.cat([z, a], dim=-1)
+        if not target:
+            return self.q(x)
+        weights = {name: getattr(self, buffer) for name, buffer in self._target_names.items()}
+        return functional_call(self.q, weights, (x,))
+
+    def q_value(
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        *,
+        target: bool = False,
+        reduce: str = "min",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Q value ``[N]`` from two randomly chosen heads, their ``"min"`` or ``"mean"``."""
+        heads = torch.randperm(self.config.num_q, generator=generator)[:2].to(z.device)
+        values = self.two_hot.decode(self.q_logits(z, a, target=target)[heads])  # [2, N]
+        return values.min(0).values if reduce == "min" else values.mean(0)
+
+    def state_value(self, z: torch.Tensor, *, target: bool = False, reduce: str = "min", generator=None):
+        """V(z) ``[N]``: Q at the policy's action (Box), or the best action exactly (Discrete)."""
+        if self.discrete:
+            n, k = z.shape[0], self.action_dim
+            actions = torch.eye(k, device=z.device).repeat(n, 1)  # every one-hot for every row
+            q = self.q_value(
+                z.repeat_interleave(k, 0), actions, target=target, reduce=reduce, generator=generator
+            )
+            return q.view(n, k).max(-1).values
+        a, _ = self.pi(z, generator=generator)
+        return self.q_value(z, a, target=target, reduce=reduce, generator=generator)
+
+    def step_latent(
+        self, z: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step on latents and action features: ``(z_next [N, L], reward [N], continue_logits [N])``."""
+        x = torch.cat([z, a], dim=-1)
+        return self.dynamics(x), self.two_hot.decode(self.reward_head(x)), self.continue_head(x).squeeze(-1)
+
+    # --- the contract verbs ---------------------------------------------------------------------
+    def encode(self, obs: torch.Tensor) -> State:
+        z = self.encode_latent(obs)
+        zeros = z.new_zeros(z.shape[0])
+        return State({"latent": z, "reward": zeros, "continue_logits": zeros + _CONTINUE_LOGIT_AT_START})
+
+    def transition(
+        self,
+        state: State,
+        action: torch.Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        report_uncertainty: bool = True,
+    ) -> State:
+        """Deterministic latent step; reward and continue logits are ``R, C(z_t, a_t)`` of ``action``."""
+        z, reward, cont = self.step_latent(state["latent"], self.action_to_features(action))
+        return State({"latent": z, "reward": reward, "continue_logits": cont})
+
+    def decode(self, state: State) -> ModelOutput:
+        return ModelOutput(
+            obs=None,
+            reward=state["reward"],
+            continue_logits=state["continue_logits"],
+            extras={"latent": state["latent"]},
+        )
+
+    def adapt_to_data(self, batch: TransitionBatch) -> None:
+        """Fit the observation normalisation to a large sample of training data."""
+        obs = torch.cat([batch.obs, batch.next_obs]).float().to(self.obs_mean.device)
+        self.obs_mean.copy_(obs.mean(0))
+        self.obs_std.copy_(obs.std(0).clamp_min(1e-3))
+
+    # --- training -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        """Polyak-average the target Q networks towards the online ones (rate ``tau``)."""
+        for name, param in self.q.named_parameters():
+            getattr(self, self._target_names[name]).lerp_(param, self.config.tau)
+
+    def loss(self, batch: SequenceBatch | TransitionBatch) -> LossOutput:
+        """The TD-MPC2 objective on windows ``obs [B, T+1, D]``, ``action [B, T, ...]``, ``reward [B, T]``."""
+        if isinstance(batch, TransitionBatch):  # a one-step window
+            batch = _as_sequence(batch)
+        c = self.config
+        updating = self.training and torch.is_grad_enabled()
+        if updating:
+            self.update_targets()
+        B, T = batch.reward.shape
+        action = self.action_to_features(batch.action)  # [B, T, A]
+        mask = batch.mask.float()  # [B, T]: padded steps past an episode's end weigh nothing
+        rho = c.rho ** torch.arange(T, device=mask.device, dtype=torch.float32)
+        weight = rho * mask  # [B, T]
+
+        # Targets: the encoder's latents of the real next observations, without gradient.
+        with torch.no_grad():
+            z_target = self.encode_latent(batch.obs[:, 1:])  # [B, T, L]
+
+        # Multi-step latent rollout from h(o_0) with the real actions.
+        z_encoded = self.encode_latent(batch.obs[:, :-1])  # [B, T, L]: h(o_t), where a_t was taken
+        z = z_encoded[:, 0]
+        zs = [z]
+        for t in range(T):
+            z = self.dynamics(torch.cat([z, action[:, t]], dim=-1))
+            zs.append(z)
+        z_all = torch.stack(zs, dim=1)  # [B, T+1, L]
+        z_taken = z_all[:, :-1]  # latents in which a_t was taken
+        consistency = _weighted_mean((z_all[:, 1:] - z_target).pow(2).mean(-1), weight)
+
+        x = torch.cat([z_taken, action], dim=-1)  # [B, T, L+A]
+        reward_loss = _weighted_mean(self.two_hot.cross_entropy(self.reward_head(x), batch.reward), weight)
+        # The termination head learns on encoded latents h(o_t), not rolled-out ones: windows that
+        # reach an episode's end are shifted back by the sampler, so a termination always sits at the
+        # window's last step and a head fed rolled-out latents would learn "t = T-1" instead of the task.
+        continue_logits = self.continue_head(torch.cat([z_encoded, action], -1)).squeeze(-1)
+        # Only real terminations end an episode: continue_target() counts truncation as going on.
+        continue_loss = _weighted_mean(
+            F.binary_cross_entropy_with_logits(continue_logits, batch.continue_target(), reduction="none"),
+            mask,
+        )
+
+        # TD targets r + gamma * continue * min(two random target Qs at pi(z')), z' the real next latent.
+        with torch.no_grad():
+            next_value = self.state_value(z_target.reshape(B * T, -1), target=True).view(B, T)
+            td_target = batch.reward + c.discount * batch.continue_target() * next_value
+        q_logits = self.q(x.reshape(B * T, -1)).view(c.num_q, B, T, -1)
+        value_ce = self.two_hot.cross_entropy(q_logits, td_target.expand(c.num_q, B, T)).sum(0)
+        value_loss = _weighted_mean(value_ce, weight)
+
+        model_loss = (
+            c.consistency_coef * consistency
+            + c.reward_coef * reward_loss
+            + c.value_coef * value_loss
+            + c.termination_coef * continue_loss
+        )
+        policy_loss, policy_entropy = self._policy_loss(z_all.detach(), batch.mask, rho, updating)
+        total = model_loss + policy_loss
+        return LossOutput(
+            total,
+            {
+                "consistency": consistency.item(),
+                "reward": reward_loss.item(),
+                "value": value_loss.item(),
+                "continue": continue_loss.item(),
+                "policy": policy_loss.item(),
+                "policy_entropy": policy_entropy,
+                "q_scale": self.q_scale.item(),
+            },
+        )
+
+    def _policy_loss(
+        self, z: torch.Tensor, mask: torch.Tensor, rho: torch.Tensor, update_scale: bool
+    ) -> tuple[torch.Tensor, float]:
+        """Max-entropy policy objective on detached latents ``[B, T+1, L]``; reaches only ``pi``'s weights."""
+        if self.policy is None:
+            return z.new_zeros(()), 0.0
+        B, T1, L = z.shape
+        # z_0 is always valid, z_{t+1} is valid when step t is
+        valid = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1).float()
+        weight = torch.cat([rho, rho[-1:] * self.config.rho]) * valid
+        a, log_prob = self.pi(z.reshape(B * T1, L))
+        # Q with detached weights, so the policy gradient does not move the critics.
+        frozen = {name: p.detach() for name, p in self.q.named_parameters()}
+        heads = torch.randperm(self.config.num_q)[:2]
+        q_logits = functional_call(self.q, frozen, (torch.cat([z.reshape(B * T1, L), a], -1),))
+        q = self.two_hot.decode(q_logits[heads.to(z.device)]).mean(0)
+        if update_scale:
+            with torch.no_grad():
+                spread = torch.quantile(q.detach(), 0.95) - torch.quantile(q.detach(), 0.05)
+                self.q_scale.lerp_(spread.clamp_min(1.0), self.config.scale_tau)
+        objective = self.config.entropy_coef * log_prob - q / self.q_scale  # [B * (T+1)]
+        return _weighted_mean(objective.view(B, T1), weight), float(-log_prob.detach().mean())
+
+    @torch.no_grad()
+    def validate(self, batch: SequenceBatch | TransitionBatch) -> dict[str, float]:
+        """Held-out loss parts plus the open-loop latent error against the persistence baseline."""
+        if isinstance(batch, TransitionBatch):
+            batch = _as_sequence(batch)
+        out = self.loss(batch)
+        metrics = {"loss": float(out.loss), **out.components}
+        z = self.encode_latent(batch.obs[:, 0])
+        z0 = z
+        action = self.action_to_features(batch.action)
+        mask = batch.mask.float()
+        z_real = self.encode_latent(batch.obs[:, 1:])
+        model_err, still_err = [], []
+        for t in range(batch.horizon):
+            z = self.dynamics(torch.cat([z, action[:, t]], -1))
+            model_err.append((z - z_real[:, t]).pow(2).sum(-1))
+            still_err.append((z0 - z_real[:, t]).pow(2).sum(-1))
+        metrics["latent_error"] = float(_weighted_mean(torch.stack(model_err, 1), mask))
+        metrics["latent_error_persistence"] = float(_weighted_mean(torch.stack(still_err, 1), mask))
+        return metrics
+
+
+def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (x * weight).sum() / weight.sum().clamp_min(1e-8)
+
+
+def _as_sequence(batch: TransitionBatch) -> SequenceBatch:
+    """A batch of single transitions as one-step windows."""
+    n = len(batch)
+    return SequenceBatch(
+        obs=torch.stack([batch.obs, batch.next_obs], dim=1),
+        action=batch.action.unsqueeze(1),
+        reward=batch.reward.unsqueeze(1),
+        terminated=batch.terminated.unsqueeze(1),
+        truncated=batch.truncated.unsqueeze(1),
+        mask=torch.ones(n, 1, dtype=torch.bool, device=batch.reward.device),
+        is_first=torch.zeros(n, dtype=torch.bool, device=batch.reward.device),
+    )
