@@ -1,2 +1,3 @@
 """World-model families. Importing this package registers every built-in family."""
 from worldflux_gym.models import ensemble  # noqa: F401  (registers "ensemble")
+from worldflux_gym.models import tdmpc2  # noqa: F401  (registers "tdmpc2")
