@@ -17,6 +17,10 @@ from worldflux_gym.core import (  # noqa: E402
     create_world_model,
     from_pretrained,
 )
+from worldflux_gym.dream.registration import register_envs  # noqa: E402
+
+# the shipped dream envs (envs/*.json) become Gymnasium ids: gym.make("WorldFlux/Dreamer-Walker-v0")
+register_envs()
 
 __all__ = [
     "__version__",

@@ -1,0 +1,58 @@
+"""Dream environments: a fitted world model as a Gymnasium ``Env``, ``VectorEnv`` and SB3 ``VecEnv``.
+
+- :class:`DreamEnv`: one env (``gymnasium.Env``);
+- :class:`DreamVectorEnv`: ``N`` envs stepped as one tensor batch (``gymnasium.vector.VectorEnv``);
+- :class:`DreamSB3VecEnv`: the same batch behind stable-baselines3's ``VecEnv``;
+- :class:`EncodeObservation`: the real env in a latent family's observation space;
+- ``registration``: the ``WorldFlux/<Family>-<Env>-v0`` ids declared in ``envs/*.json``.
+
+All three envs share one implementation of the stepping logic, :class:`DreamBatch`.
+"""
+
+from worldflux_gym.dream.core import (
+    ActionError,
+    DreamBatch,
+    DreamClosedError,
+    DreamResetNeeded,
+    ModelDivergenceError,
+)
+from worldflux_gym.dream.dream_env import DreamEnv
+from worldflux_gym.dream.registration import (
+    DreamEnvSpec,
+    load_specs,
+    make_sb3_vec_env,
+    register_envs,
+)
+from worldflux_gym.dream.sb3 import DreamSB3VecEnv
+from worldflux_gym.dream.starts import (
+    BankStarts,
+    BranchedStarts,
+    RealResetStarts,
+    StartSource,
+    load_starts,
+    save_starts,
+)
+from worldflux_gym.dream.vector_env import DreamVectorEnv
+from worldflux_gym.dream.wrappers import EncodeObservation
+
+__all__ = [
+    "ActionError",
+    "BankStarts",
+    "BranchedStarts",
+    "DreamBatch",
+    "DreamClosedError",
+    "DreamEnv",
+    "DreamEnvSpec",
+    "DreamResetNeeded",
+    "DreamSB3VecEnv",
+    "DreamVectorEnv",
+    "EncodeObservation",
+    "ModelDivergenceError",
+    "RealResetStarts",
+    "StartSource",
+    "load_specs",
+    "load_starts",
+    "make_sb3_vec_env",
+    "register_envs",
+    "save_starts",
+]

@@ -1,0 +1,518 @@
+"""The batched dream: ``N`` copies of one world model stepped as one tensor batch.
+
+This is the single implementation of the stepping logic. :class:`~worldflux_gym.dream.DreamEnv` is
+its ``N = 1`` case, :class:`~worldflux_gym.dream.DreamVectorEnv` and
+:class:`~worldflux_gym.dream.DreamSB3VecEnv` wrap it for Gymnasium's and stable-baselines3's vector
+APIs. Everything here works on tensors on the model's device; converting to numpy is the caller's
+choice.
+
+One step of the batch is: check the actions, one ``transition`` + ``decode`` under
+``torch.inference_mode()``, then reward (optionally minus a MOPO uncertainty penalty), termination
+(sampled from ``termination_prob`` with a seeded ``torch.Generator``, or thresholded at 0.5 when
+``deterministic``), MOReL halting on high uncertainty, and the horizon as truncation. Rows that
+ended are reset from real start points (``starts.py``) according to the autoreset mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from worldflux_gym.core.checkpoint import from_pretrained, read_metadata
+from worldflux_gym.core.errors import ConfigError, SpaceError, WorldFluxError
+from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.spaces import is_image_space, space_to_json
+from worldflux_gym.core.state import State
+from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.dream.starts import (
+    STARTS_FILE,
+    BankStarts,
+    BranchedStarts,
+    RealResetStarts,
+    Start,
+    StartSource,
+    as_model_tensor,
+    load_starts,
+)
+
+
+# --- errors ------------------------------------------------------------------------------------
+class ActionError(WorldFluxError, ValueError):
+    """An action of the wrong shape or dtype, not finite, or outside the action space."""
+
+
+class ModelDivergenceError(WorldFluxError, FloatingPointError):
+    """The world model produced NaN or inf: the dream left the region the model was trained on."""
+
+
+class DreamResetNeeded(WorldFluxError, gym.error.ResetNeeded):
+    """``step()`` before ``reset()``, or after the episode ended (without autoreset)."""
+
+
+class DreamClosedError(WorldFluxError, gym.error.ClosedEnvironmentError):
+    """``step()`` or ``reset()`` after ``close()``."""
+
+
+class Autoreset(str, Enum):
+    """How rows that ended are restarted (the names of ``gymnasium.vector.AutoresetMode``)."""
+
+    NEXT_STEP = "NextStep"  # the next step() resets the row and ignores its action (Gymnasium default)
+    SAME_STEP = "SameStep"  # step() resets at once and returns the final obs separately (SB3 style)
+    DISABLED = "Disabled"  # the caller resets rows explicitly; stepping an ended row is an error
+
+
+@dataclass
+class StepResult:
+    """One batched step, all tensors ``[N, ...]`` on the model's device."""
+
+    obs: torch.Tensor  # the observation to act on next (a start obs for rows reset by this step)
+    reward: torch.Tensor  # float32
+    terminated: torch.Tensor  # bool
+    truncated: torch.Tensor  # bool
+    uncertainty: torch.Tensor | None  # float32, None when not computed
+    halted: torch.Tensor | None  # bool: MOReL halt (terminated because uncertainty > threshold)
+    reset: torch.Tensor  # bool: rows that were reset in this step (NEXT_STEP) instead of stepped
+    final_obs: torch.Tensor | None = None  # SAME_STEP: the last obs of rows that ended (all rows)
+    episode_return: torch.Tensor | None = None  # the return of the episode each row is in (or ended)
+    episode_length: torch.Tensor | None = None
+
+
+def load_model(model: WorldModel | str | Path, device: str | torch.device = "auto") -> WorldModel:
+    """A fitted model, or the checkpoint directory of one (loaded with ``from_pretrained``)."""
+    if isinstance(model, WorldModel):
+        return model.eval()
+    return from_pretrained(model, device=device)
+
+
+def latent_observation_space(model: WorldModel) -> spaces.Box:
+    """The observation space of a family that does not decode observations: its latent ``Box``.
+
+    Such a family exposes ``latent_dim``; SimNorm latents (TD-MPC2) lie in ``[0, 1]``. A family
+    with other bounds may set ``latent_bounds = (low, high)``.
+    """
+    if not hasattr(model, "latent_dim"):
+        raise ConfigError(
+            f"the {model.family!r} family does not decode observations and exposes no `latent_dim`, so "
+            "a dream over it has no observation space"
+        )
+    low, high = getattr(model, "latent_bounds", (0.0, 1.0))
+    return spaces.Box(low, high, (int(model.latent_dim),), np.float32)
+
+
+def latent_of(model: WorldModel, state: State) -> torch.Tensor:
+    """The latent a non-decoding family shows as its observation (``state["latent"]`` by convention)."""
+    if hasattr(model, "latent_observation"):
+        return model.latent_observation(state)
+    if "latent" not in state:
+        raise ConfigError(
+            f"the {model.family!r} state has no 'latent' tensor (it has {sorted(state.tensors)}) and the "
+            "family defines no latent_observation(state)"
+        )
+    return state["latent"]
+
+
+def same_space(a: spaces.Space, b: spaces.Space) -> bool:
+    try:
+        return space_to_json(a) == space_to_json(b)
+    except SpaceError:
+        return False
+
+
+class DreamBatch:
+    """``num_envs`` dreams in one tensor batch. See the module docstring for what a step does.
+
+    Args:
+        model: a fitted :class:`WorldModel` or a checkpoint directory.
+        num_envs: batch size ``N``.
+        starts: ``"reset"`` (the real env's resets; needs ``real_env``), ``"bank"`` (the
+            checkpoint's ``starts.safetensors`` or ``start_bank``), ``"branched"`` (context windows
+            from ``buffer`` or the bank; ``context`` steps of burn-in), or a :class:`StartSource`.
+        real_env: the real env id (or env) the model was fitted on; its spaces must match the model's.
+        max_episode_steps: the horizon; reaching it sets ``truncated``. ``None``: no horizon.
+        deterministic: take the model's mean transition and threshold termination at 0.5.
+        report_uncertainty: ask the model for its uncertainty (all ensemble members: up to 7x the
+            work). ``None``: on for one env when the family reports it, off for batches.
+        uncertainty_penalty: MOPO's lambda: reward - lambda * uncertainty.
+        halt_threshold / halt_penalty: MOReL: uncertainty above the threshold terminates the
+            episode with reward ``-halt_penalty``.
+        clip_actions: clip out-of-bounds Box actions instead of raising.
+        autoreset: how ended rows restart (:class:`Autoreset`).
+    """
+
+    def __init__(
+        self,
+        model: WorldModel | str | Path,
+        num_envs: int = 1,
+        *,
+        starts: str | StartSource = "reset",
+        real_env: str | gym.Env | None = None,
+        start_bank: np.ndarray | torch.Tensor | str | Path | None = None,
+        buffer: EpisodeBuffer | None = None,
+        context: int = 8,
+        max_episode_steps: int | None = None,
+        deterministic: bool = False,
+        report_uncertainty: bool | None = None,
+        uncertainty_penalty: float = 0.0,
+        halt_threshold: float | None = None,
+        halt_penalty: float = 100.0,
+        clip_actions: bool = False,
+        autoreset: Autoreset | str = Autoreset.NEXT_STEP,
+        device: str | torch.device = "auto",
+    ):
+        if int(num_envs) < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        if max_episode_steps is not None and int(max_episode_steps) < 1:
+            raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        self.checkpoint = None if isinstance(model, WorldModel) else Path(model)
+        self.model = load_model(model, device)
+        self.device = self.model.device
+        caps = self.model.capabilities
+        if not caps.predicts_reward:
+            raise ConfigError(
+                f"the {self.model.family!r} model predicts no reward: it cannot drive a dream env"
+            )
+        if report_uncertainty is None:
+            report_uncertainty = caps.reports_uncertainty and int(num_envs) == 1
+        wants_uncertainty = report_uncertainty or uncertainty_penalty != 0.0 or halt_threshold is not None
+        if wants_uncertainty and not caps.reports_uncertainty:
+            raise ConfigError(
+                f"the {self.model.family!r} family reports no uncertainty, so report_uncertainty, "
+                "uncertainty_penalty and halt_threshold are not available; use an ensemble"
+            )
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.deterministic = bool(deterministic)
+        self.report_uncertainty = bool(wants_uncertainty)
+        self.uncertainty_penalty = float(uncertainty_penalty)
+        self.halt_threshold = None if halt_threshold is None else float(halt_threshold)
+        self.halt_penalty = float(halt_penalty)
+        self.clip_actions = bool(clip_actions)
+        self.autoreset = Autoreset(autoreset)
+
+        self.action_space = self.model.action_space
+        self.decodes = caps.decodes_observations
+        if self.decodes:
+            self.observation_space = self.model.observation_space
+        else:
+            self.observation_space = latent_observation_space(self.model)
+        self._image = is_image_space(self.observation_space)
+        # finite bounds as tensors: returned observations are kept inside the space, like a real env's
+        low = np.broadcast_to(self.observation_space.low, self.observation_space.shape).astype(np.float32)
+        high = np.broadcast_to(self.observation_space.high, self.observation_space.shape).astype(np.float32)
+        self._obs_low = torch.as_tensor(low, device=self.device)
+        self._obs_high = torch.as_tensor(high, device=self.device)
+        self._bounded = bool(np.isfinite(low).any() or np.isfinite(high).any())
+        self._discrete = isinstance(self.action_space, spaces.Discrete)
+        if not self._discrete:
+            self._act_low = self.action_space.low.astype(np.float64)
+            self._act_high = self.action_space.high.astype(np.float64)
+            self._act_low_t = torch.as_tensor(self.action_space.low, device=self.device)
+            self._act_high_t = torch.as_tensor(self.action_space.high, device=self.device)
+
+        self.real_env_id = self._real_env_id(real_env)
+        self.starts = self._make_starts(starts, real_env, start_bank, buffer, context)
+
+        self.generator = torch.Generator(device=self.device)
+        self.state: State | None = None
+        self.obs: torch.Tensor | None = None
+        self.elapsed = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.returns = torch.zeros(self.num_envs, dtype=torch.float32, device=self.device)
+        self.ended = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self.closed = False
+
+    # --- construction helpers ------------------------------------------------------------------
+    def _real_env_id(self, real_env: str | gym.Env | None) -> str | None:
+        if isinstance(real_env, gym.Env):
+            return real_env.spec.id if real_env.spec else None
+        if real_env is None and self.checkpoint is not None:
+            metadata = read_metadata(self.checkpoint)
+            real_env = metadata.get("env_id") or metadata.get("real_env")
+        return real_env
+
+    def _make_starts(self, starts, real_env, start_bank, buffer, context) -> StartSource:
+        if isinstance(starts, StartSource):
+            return starts
+        if starts == "reset":
+            env = real_env if isinstance(real_env, gym.Env) else self.real_env_id
+            if env is None:
+                raise ConfigError(
+                    "starts='reset' needs the real env the model was fitted on: pass real_env='Walker2d-v5' "
+                    "(for example), or use starts='bank' (a bank of real start observations) or "
+                    "starts='branched' with buffer=EpisodeBuffer(...)"
+                )
+            source = RealResetStarts(env, self.device, block=min(1024, max(16, self.num_envs)))
+            self._check_real_spaces(source.env)
+            return source
+        if starts == "bank":
+            return BankStarts(self._bank(start_bank)["initial_obs"], self.device)
+        if starts == "branched":
+            if buffer is not None:
+                return BranchedStarts(buffer, self.device, context)
+            bank = self._bank(start_bank)
+            if "context_obs" not in bank:
+                raise ConfigError(
+                    "starts='branched' needs training data: pass buffer=EpisodeBuffer(episodes), or a "
+                    "starts.safetensors bank that holds context_obs and context_action"
+                )
+            return BranchedStarts((bank["context_obs"], bank["context_action"]), self.device, context)
+        raise ConfigError(f"unknown starts {starts!r}: use 'reset', 'bank', 'branched' or a StartSource")
+
+    def _bank(self, start_bank) -> dict[str, torch.Tensor]:
+        if start_bank is None:
+            if self.checkpoint is None:
+                raise ConfigError(
+                    f"starts='bank' needs start_bank=ARRAY or a checkpoint directory with {STARTS_FILE}"
+                )
+            return load_starts(self.checkpoint)
+        if isinstance(start_bank, (str, Path)):
+            return load_starts(start_bank)
+        return {"initial_obs": as_model_tensor(start_bank, self.device)}
+
+    def _check_real_spaces(self, env: gym.Env) -> None:
+        if not same_space(env.action_space, self.action_space) or (
+            self.decodes and not same_space(env.observation_space, self.observation_space)
+        ):
+            raise SpaceError(
+                f"the real env {self.real_env_id!r} has spaces {env.observation_space} / {env.action_space} "
+                f"but the model was fitted for {self.model.observation_space} / {self.action_space}: "
+                "this checkpoint belongs to another env; fit one with "
+                "`worldflux-gym fit REAL_ENV --model FAMILY:PRESET --out DIR`"
+            )
+
+    # --- seeding and starting ------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        """Seed every source of randomness: the model's sampling, termination and the starts."""
+        self.generator.manual_seed(int(seed))
+        self.starts.seed(int(seed))
+
+    def _observation(self, state: State, decoded: torch.Tensor | None) -> torch.Tensor:
+        return decoded if self.decodes else latent_of(self.model, state)
+
+    def _start_states(self, n: int) -> tuple[State, torch.Tensor]:
+        start: Start = self.starts.sample(n)
+        if start.context_obs is not None and self.model.capabilities.recurrent:
+            state = self.model.observe(start.context_obs, start.context_action)  # burn-in
+        else:
+            state = self.model.encode(start.obs)
+        obs = start.obs.float() if self.decodes else latent_of(self.model, state)
+        return state, obs
+
+    def reset(self, seed: int | None = None, mask: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        """Start every row (or the rows in ``mask``) from real start points; returns the observations."""
+        self._check_open()
+        if seed is not None:
+            self.seed(seed)
+        with torch.inference_mode():
+            if mask is None or self.state is None:
+                if mask is not None:
+                    raise DreamResetNeeded("a partial reset (reset_mask) needs a full reset() first")
+                self.state, self.obs = self._start_states(self.num_envs)
+                self.elapsed.zero_(), self.returns.zero_(), self.ended.zero_()
+            else:
+                rows = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+                self._reset_rows(torch.nonzero(rows.to(self.device)).flatten())
+            return self._to_space(self.obs)
+
+    def _reset_rows(self, rows: torch.Tensor) -> None:
+        """Replace rows ``rows`` (indices) of the state and observation with fresh starts."""
+        state, obs = self._start_states(len(rows))
+        self.state = State(
+            {k: v.index_put((rows,), state[k]) for k, v in self.state.tensors.items()}, self.state.meta
+        )
+        self.obs = self.obs.index_put((rows,), obs)
+        self.elapsed[rows] = 0
+        self.returns[rows] = 0.0
+        self.ended[rows] = False
+
+    # --- actions -------------------------------------------------------------------------------
+    def check_actions(self, actions: Any, batched: bool = True) -> torch.Tensor:
+        """Validate a batch of actions (``[N, *shape]``; ``[*shape]`` when not ``batched``).
+
+        Returns them as a tensor on the model's device. Raises :class:`ActionError` on a wrong
+        shape or dtype, NaN/inf, or values outside the space (Box values are clipped instead when
+        ``clip_actions``).
+        """
+        space = self.action_space
+        shape = (
+            (() if self._discrete else space.shape)
+            if not batched
+            else ((self.num_envs,) if self._discrete else (self.num_envs, *space.shape))
+        )
+        is_tensor = isinstance(actions, torch.Tensor)
+        if not is_tensor:
+            try:
+                actions = np.asarray(actions)
+            except (TypeError, ValueError) as err:
+                raise ActionError(f"the action {actions!r} is not an array: {err}") from err
+        if tuple(actions.shape) != shape:
+            raise ActionError(
+                f"actions must have shape {shape} ({self.num_envs if batched else 1} action(s) in {space}), "
+                f"got {tuple(actions.shape)}"
+            )
+        kind = _dtype_kind(actions)
+        if self._discrete:
+            if kind not in "iu":
+                raise ActionError(f"Discrete actions must be integers, got dtype {actions.dtype}")
+            low, high = int(space.start), int(space.start + space.n - 1)
+            bad = (actions < low) | (actions > high)
+            if bool(bad.any()):
+                raise ActionError(f"actions {_examples(actions, bad)} are outside {space} ({low}..{high})")
+            tensor = torch.as_tensor(actions, device=self.device).long()
+            return tensor if batched else tensor.reshape(1)
+        if kind != "f":
+            raise ActionError(f"Box actions must be floating point, got dtype {actions.dtype}")
+        finite = torch.isfinite(actions) if is_tensor else np.isfinite(actions)
+        if not bool(finite.all()):
+            raise ActionError(f"actions must be finite, got {_examples(actions, ~finite)}")
+        if is_tensor:
+            tensor = actions.to(self.device, torch.float32)
+            outside = (tensor < self._act_low_t) | (tensor > self._act_high_t)
+        else:
+            outside = (actions < self._act_low) | (actions > self._act_high)
+            tensor = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if bool(outside.any()):
+            if not self.clip_actions:
+                raise ActionError(
+                    f"actions {_examples(actions, outside)} are outside {space}; pass clip_actions=True to "
+                    "clip them to the bounds instead"
+                )
+            tensor = torch.clamp(tensor, self._act_low_t, self._act_high_t)
+        return tensor if batched else tensor.unsqueeze(0)
+
+    # --- stepping ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed:
+            raise DreamClosedError("this dream env is closed; make a new one")
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        """Step all rows with checked ``actions`` (from :meth:`check_actions`)."""
+        self._check_open()
+        if self.state is None:
+            raise DreamResetNeeded("call reset() before step()")
+        with torch.inference_mode():
+            reset_now = None
+            if self.autoreset is Autoreset.NEXT_STEP:
+                reset_now = self.ended.clone()
+            elif self.autoreset is Autoreset.DISABLED and bool(self.ended.any()):
+                rows = torch.nonzero(self.ended).flatten().tolist()
+                raise DreamResetNeeded(
+                    f"the episode of env(s) {rows[:8]} ended; call reset() (a vector env: "
+                    "reset(options={'reset_mask': mask})) before stepping them again"
+                )
+            state = self.model.transition(
+                self.state,
+                actions,
+                deterministic=self.deterministic,
+                generator=self.generator,
+                report_uncertainty=self.report_uncertainty,
+            )
+            out = self.model.decode(state)
+            obs = self._observation(state, out.obs)
+            reward = out.reward.reshape(self.num_envs).float()
+            self._check_finite(obs, reward)
+
+            uncertainty = None
+            if self.report_uncertainty and out.uncertainty is not None:
+                uncertainty = out.uncertainty.reshape(self.num_envs).float()
+                reward = reward - self.uncertainty_penalty * uncertainty
+            term_prob = out.termination_prob
+            if term_prob is None:
+                terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+            elif self.deterministic:
+                terminated = term_prob.reshape(self.num_envs) > 0.5
+            else:
+                draw = torch.rand(self.num_envs, generator=self.generator, device=self.device)
+                terminated = draw < term_prob.reshape(self.num_envs)
+            halted = None
+            if self.halt_threshold is not None and uncertainty is not None:
+                halted = uncertainty > self.halt_threshold
+                terminated = terminated | halted
+                reward = torch.where(halted, torch.full_like(reward, -self.halt_penalty), reward)
+            self.elapsed += 1
+            if self.max_episode_steps is None:
+                truncated = torch.zeros_like(terminated)
+            else:
+                truncated = self.elapsed >= self.max_episode_steps
+
+            self.state, self.obs = state, obs
+            self.returns += reward
+            length = self.elapsed.clone()
+            episode_return = self.returns.clone()
+            ended = terminated | truncated
+            self.ended = ended
+            result = StepResult(
+                obs, reward, terminated, truncated, uncertainty, halted, torch.zeros_like(ended),
+                episode_return=episode_return, episode_length=length,
+            )  # fmt: skip
+            if reset_now is not None and bool(reset_now.any()):
+                self._apply_next_step_reset(result, reset_now)
+            elif self.autoreset is Autoreset.SAME_STEP and bool(ended.any()):
+                result.final_obs = self._to_space(obs)
+                self._reset_rows(torch.nonzero(ended).flatten())
+                result.obs = self.obs
+            result.obs = self._to_space(result.obs)
+            return result
+
+    def _apply_next_step_reset(self, result: StepResult, rows_mask: torch.Tensor) -> None:
+        """NEXT_STEP autoreset: rows that ended last step start again now; their action is ignored."""
+        self._reset_rows(torch.nonzero(rows_mask).flatten())
+        zero = torch.zeros_like
+        result.obs = self.obs
+        result.reward = torch.where(rows_mask, zero(result.reward), result.reward)
+        result.terminated = result.terminated & ~rows_mask
+        result.truncated = result.truncated & ~rows_mask
+        if result.uncertainty is not None:
+            result.uncertainty = torch.where(rows_mask, zero(result.uncertainty), result.uncertainty)
+        if result.halted is not None:
+            result.halted = result.halted & ~rows_mask
+        result.reset = rows_mask
+        self.ended = self.ended & ~rows_mask
+
+    def _check_finite(self, obs: torch.Tensor, reward: torch.Tensor) -> None:
+        # one reduction and one host sync per step: no NaN or inf ever leaves step() silently
+        finite = torch.isfinite(obs.reshape(self.num_envs, -1)).all(dim=1) & torch.isfinite(reward)
+        if not bool(finite.all()):
+            rows = torch.nonzero(~finite).flatten().tolist()
+            raise ModelDivergenceError(
+                f"the {self.model.family!r} world model diverged: it predicted NaN or inf for env(s) "
+                f"{rows[:8]} (of {self.num_envs}) after {int(self.elapsed.max()) + 1} dream step(s). The "
+                "dream left the data the model was trained on: use shorter horizons (max_episode_steps), "
+                "halt on uncertainty (halt_threshold) or fit the model on more data"
+            )
+
+    def _to_space(self, obs: torch.Tensor) -> torch.Tensor:
+        """Keep returned observations inside the observation space (a real env never leaves it)."""
+        if self._image:
+            return obs.round().clamp(0, 255).to(torch.uint8)
+        if self._bounded:
+            return torch.clamp(obs, self._obs_low, self._obs_high)
+        return obs
+
+    def close(self) -> None:
+        if not self.closed:
+            self.starts.close()
+            self.closed = True
+            self.state = None
+
+
+def _dtype_kind(actions: np.ndarray | torch.Tensor) -> str:
+    if isinstance(actions, torch.Tensor):
+        if actions.dtype.is_floating_point:
+            return "f"
+        if actions.dtype == torch.bool or actions.dtype.is_complex:
+            return "b"
+        return "i"
+    return actions.dtype.kind
+
+
+def _examples(actions: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor) -> list:
+    values = actions[mask]
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return values[:4]

@@ -1,0 +1,171 @@
+"""Gymnasium ids for the shipped dream envs, read from one declarative JSON spec per env.
+
+The specs live in the top-level ``envs/`` folder of the repository (``envs/dreamer_walker.json``
+...), shipped inside the package as ``worldflux_gym/dream/shipped`` (a link to ``envs/`` in the
+source tree, real files in a wheel). A spec names the id, the real env, the family and preset, the
+checkpoint folder (relative to ``envs/``), the horizon, the recipe that fits the weights and the
+validation figures the shipping script measured::
+
+    {"id": "WorldFlux/Dreamer-Walker-v0", "real_env": "Walker2d-v5", "family": "dreamer",
+     "preset": "small", "checkpoint": "checkpoints/dreamer_walker", "max_episode_steps": 1000,
+     "fit": {...}, "validation": {...}}
+
+Each id is registered with an ``entry_point`` (a :class:`DreamEnv`) and a ``vector_entry_point``
+(a :class:`DreamVectorEnv`), so both ``gym.make`` and ``gym.make_vec`` work. By default an id
+mirrors its real env: same spaces, starts from the real env's ``reset()``, same episode limit
+(the spec's ``max_episode_steps``). ``gym.make(id, checkpoint=DIR)`` uses any fitted run instead of
+the shipped weights; every ``DreamEnv`` option (``starts``, ``deterministic`` ...) passes through.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
+from worldflux_gym.core.errors import CheckpointError, ConfigError
+
+ENVS_DIR = Path(__file__).resolve().parent / "shipped"
+_ID_PATTERN = re.compile(r"^WorldFlux/[A-Za-z0-9]+-[A-Za-z0-9]+-v\d+$")
+_REQUIRED = ("id", "real_env", "family", "preset", "checkpoint", "max_episode_steps")
+
+
+@dataclass(frozen=True)
+class DreamEnvSpec:
+    """One shipped dream env, as its JSON file declares it."""
+
+    id: str
+    real_env: str
+    family: str
+    preset: str
+    checkpoint: Path  # absolute
+    max_episode_steps: int
+    path: Path  # the JSON file
+    fit: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_present(self) -> bool:
+        return all((self.checkpoint / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE))
+
+    def fit_command(self, out: str = "DIR") -> str:
+        return f"worldflux-gym fit {self.real_env} --model {self.family}:{self.preset} --out {out}"
+
+
+def read_spec(path: str | Path) -> DreamEnvSpec:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"the dream env spec {path} is not valid JSON: {err}") from err
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise ConfigError(f"the dream env spec {path} lacks {missing} (required: {list(_REQUIRED)})")
+    if not _ID_PATTERN.match(data["id"]):
+        raise ConfigError(f"{path}: id {data['id']!r} is not of the form WorldFlux/<Family>-<Env>-v<N>")
+    return DreamEnvSpec(
+        id=data["id"],
+        real_env=data["real_env"],
+        family=data["family"],
+        preset=data["preset"],
+        checkpoint=(path.parent / data["checkpoint"]).resolve(),
+        max_episode_steps=int(data["max_episode_steps"]),
+        path=path,
+        fit=dict(data.get("fit", {})),
+        validation=dict(data.get("validation", {})),
+    )
+
+
+def load_specs(directory: str | Path | None = None) -> list[DreamEnvSpec]:
+    """Every ``*.json`` spec in ``directory`` (the shipped ``envs/`` by default), sorted by id."""
+    directory = Path(directory) if directory is not None else ENVS_DIR
+    if not directory.is_dir():
+        return []
+    specs = [read_spec(p) for p in sorted(directory.glob("*.json"))]
+    ids = [s.id for s in specs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"ids declared twice in {directory}: {duplicates}")
+    return sorted(specs, key=lambda s: s.id)
+
+
+def find_spec(env_id: str) -> DreamEnvSpec:
+    for spec in load_specs():
+        if spec.id == env_id:
+            return spec
+    raise ConfigError(f"no dream env spec declares {env_id!r} (specs are in {ENVS_DIR})")
+
+
+def register_envs(directory: str | Path | None = None) -> list[str]:
+    """Register every spec's id with Gymnasium (ids already registered are left as they are)."""
+    registered = []
+    for spec in load_specs(directory):
+        if spec.id not in gym.registry:
+            gym.register(
+                id=spec.id,
+                entry_point="worldflux_gym.dream.registration:make_dream_env",
+                vector_entry_point="worldflux_gym.dream.registration:make_dream_vector_env",
+                max_episode_steps=spec.max_episode_steps,
+                kwargs={"spec_path": str(spec.path)},
+            )
+        registered.append(spec.id)
+    return registered
+
+
+def resolve_checkpoint(spec: DreamEnvSpec, checkpoint: str | Path | None) -> Path:
+    """The checkpoint to load: ``checkpoint`` if given, else the shipped weights; a clear error if absent."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not (path / METADATA_FILE).is_file():
+            raise CheckpointError(
+                f"{path} is not a fitted world-model checkpoint (no {METADATA_FILE}); fit one with "
+                f"`{spec.fit_command(str(path))}`"
+            )
+        return path
+    if not spec.weights_present:
+        raise CheckpointError(
+            f"the weights of {spec.id} are not installed (expected in {spec.checkpoint}). Fit a model "
+            f"with `{spec.fit_command()}`, then use it with gym.make({spec.id!r}, checkpoint=DIR)"
+        )
+    return spec.checkpoint
+
+
+def _options(spec: DreamEnvSpec, options: dict[str, Any]) -> dict[str, Any]:
+    options = dict(options)
+    options.setdefault("real_env", spec.real_env)
+    return options
+
+
+def make_dream_env(spec_path: str, checkpoint: str | Path | None = None, **options: Any):
+    """Gymnasium ``entry_point``: the registered id's :class:`DreamEnv` (the horizon is ``TimeLimit``'s)."""
+    from worldflux_gym.dream.dream_env import DreamEnv
+
+    spec = read_spec(spec_path)
+    return DreamEnv(resolve_checkpoint(spec, checkpoint), **_options(spec, options))
+
+
+def make_dream_vector_env(
+    num_envs: int = 1, spec_path: str = "", checkpoint: str | Path | None = None, **options: Any
+):
+    """Gymnasium ``vector_entry_point``: the registered id's :class:`DreamVectorEnv`."""
+    from worldflux_gym.dream.vector_env import DreamVectorEnv
+
+    spec = read_spec(spec_path)
+    options = _options(spec, options)
+    options.setdefault("max_episode_steps", spec.max_episode_steps)
+    return DreamVectorEnv(resolve_checkpoint(spec, checkpoint), num_envs, **options)
+
+
+def make_sb3_vec_env(env_id: str, num_envs: int = 1, checkpoint: str | Path | None = None, **options: Any):
+    """A registered id as stable-baselines3's ``VecEnv`` (:class:`DreamSB3VecEnv`), with its horizon."""
+    from worldflux_gym.dream.sb3 import DreamSB3VecEnv
+
+    spec = find_spec(env_id)
+    options = _options(spec, options)
+    options.setdefault("max_episode_steps", spec.max_episode_steps)
+    return DreamSB3VecEnv(resolve_checkpoint(spec, checkpoint), num_envs, **options)
