@@ -1,0 +1,113 @@
+"""Evaluating an agent in the real env: the only return that counts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.data.collect import detect_sb3_algorithm
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    env_id: str
+    episodes: int
+    mean_return: float
+    std_return: float
+    mean_length: float
+    returns: list[float]
+
+    def summary(self) -> str:
+        return (
+            f"{self.env_id}: return {self.mean_return:.1f} +- {self.std_return:.1f} over {self.episodes} "
+            f"episodes (mean length {self.mean_length:.0f})"
+        )
+
+
+def sidecar_path(agent_path: str | Path) -> Path:
+    """``AGENT.json`` beside ``AGENT.zip``: what the agent was trained in (written by train_agent)."""
+    return Path(agent_path).with_suffix(".json")
+
+
+def read_sidecar(agent_path: str | Path) -> dict:
+    path = sidecar_path(agent_path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_agent(agent_path: str | Path, algo: str | None = None, device: str = "auto") -> BaseAlgorithm:
+    """Load an SB3 agent saved as ``.zip`` (SB3's loader unpickles parts of it: load only your own)."""
+    from worldflux_gym.agents.recipes import ALGORITHMS
+
+    path = Path(agent_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"no agent at {path}; train one with `worldflux-gym train-agent DREAM_ID --out {path}`"
+        )
+    name = (algo or read_sidecar(path).get("algorithm") or detect_sb3_algorithm(path)).upper()
+    if name not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {name!r}; use one of {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name].load(path, device=device)
+
+
+def make_real_env_for_agent(agent_path: str | Path, env_id: str | None, **make_kwargs) -> gym.Env:
+    """The real env an agent is evaluated in, with the observation wrapper it was trained behind.
+
+    Agents trained in a latent dream (a family that decodes no observations) see the model's
+    encoding of the real observation; the sidecar records which checkpoint encodes it.
+    """
+    meta = read_sidecar(agent_path)
+    env_id = env_id or meta.get("real_env")
+    if not env_id:
+        raise ConfigError(f"name the real env to evaluate {agent_path} in, e.g. --env Walker2d-v5")
+    env = gym.make(env_id, **make_kwargs)
+    if meta.get("observation") == "latent":
+        from worldflux_gym.core.checkpoint import from_pretrained
+        from worldflux_gym.dream import EncodeObservation
+
+        env = EncodeObservation(env, from_pretrained(meta["checkpoint"], device="cpu"))
+    return env
+
+
+def evaluate_agent(
+    agent: str | Path | BaseAlgorithm,
+    env_id: str | None = None,
+    episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    algo: str | None = None,
+) -> Evaluation:
+    """Run ``agent`` for ``episodes`` real episodes (seeded) and report the return."""
+    if isinstance(agent, BaseAlgorithm):
+        if env_id is None:
+            raise ConfigError("name the real env id to evaluate an in-memory agent in")
+        model, env = agent, gym.make(env_id)
+    else:
+        model, env = load_agent(agent, algo=algo), make_real_env_for_agent(agent, env_id)
+    env = Monitor(env)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    returns, lengths = evaluate_policy(
+        model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
+    )
+    env.close()
+    returns = np.asarray(returns, dtype=np.float64)
+    return Evaluation(
+        env_id=env.spec.id if env.spec else str(env_id),
+        episodes=episodes,
+        mean_return=float(returns.mean()),
+        std_return=float(returns.std()),
+        mean_length=float(np.mean(lengths)),
+        returns=[float(r) for r in returns],
+    )
+
+
+def evaluation_json(evaluation: Evaluation) -> str:
+    return json.dumps(asdict(evaluation), indent=2)

@@ -1,0 +1,96 @@
+"""Training a stable-baselines3 agent inside a dream env."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from worldflux_gym import __version__
+from worldflux_gym.agents.evaluate import sidecar_path
+from worldflux_gym.agents.recipes import Recipe, load_recipe
+from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
+from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.dream.registration import find_spec, make_sb3_vec_env
+
+
+def default_recipe(dream_id: str) -> str:
+    spec = find_spec(dream_id)
+    recipe = spec.fit.get("recipe")
+    if recipe is None:
+        raise ConfigError(f"{dream_id} names no default agent recipe; pass one with --recipe")
+    return recipe
+
+
+def train_agent(
+    dream_id: str,
+    out: str | Path,
+    recipe: str | Path | Recipe | None = None,
+    steps: int | None = None,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    tensorboard: bool = True,
+    env_options: dict[str, Any] | None = None,
+) -> BaseAlgorithm:
+    """Train the recipe's SB3 agent for ``steps`` dreamed steps in ``dream_id``; save it to ``out``.
+
+    Writes ``out`` (SB3's ``.zip``) and ``out`` with a ``.json`` suffix: what the agent was trained
+    in (dream id, real env, checkpoint, recipe, steps, seed, throughput, final dream return), which
+    ``evaluate`` and ``audit`` read. TensorBoard logs go to ``<out>_tb/`` when tensorboard is
+    installed.
+    """
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise ConfigError(f"the agent is saved as a stable-baselines3 .zip; got --out {out}")
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or default_recipe(dream_id))
+    steps = int(steps or recipe.default_steps)
+    spec = find_spec(dream_id)
+    options = {**recipe.env_options, **(env_options or {})}
+    venv = make_sb3_vec_env(dream_id, num_envs=recipe.num_envs, checkpoint=checkpoint, **options)
+    venv.seed(seed)
+    tb_dir = None
+    if tensorboard and importlib.util.find_spec("tensorboard") is not None:
+        tb_dir = str(out.with_name(out.stem + "_tb"))
+    # PPO/A2C with MLP policies are faster on the CPU; off-policy algorithms use the GPU when present
+    device = "cpu" if recipe.algorithm in ("PPO", "A2C") else "auto"
+    agent = recipe.algorithm_class(
+        recipe.policy,
+        venv,
+        seed=seed,
+        device=device,
+        tensorboard_log=tb_dir,
+        verbose=0,
+        **recipe.hyperparameters,
+    )
+    started = time.perf_counter()
+    agent.learn(total_timesteps=steps, progress_bar=progress)
+    seconds = time.perf_counter() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    agent.save(out)
+    episodes = list(agent.ep_info_buffer)
+    sidecar = {
+        "library_version": __version__,
+        "dream_id": dream_id,
+        "real_env": spec.real_env,
+        "checkpoint": str(Path(venv.dream.checkpoint).resolve()) if venv.dream.checkpoint else None,
+        "observation": "real" if venv.dream.decodes else "latent",
+        "algorithm": recipe.algorithm,
+        "recipe": recipe.name,
+        "steps": steps,
+        "seed": seed,
+        "train_seconds": round(seconds, 2),
+        "fps": round(agent.num_timesteps / seconds, 1),
+        "dream_return_last_100": (sum(e["r"] for e in episodes) / len(episodes)) if episodes else None,
+    }
+    atomic_write_files(out.parent, {sidecar_path(out).name: to_json_bytes(sidecar)})
+    venv.close()
+    return agent
+
+
+def read_training_summary(agent_path: str | Path) -> dict[str, Any]:
+    return json.loads(sidecar_path(agent_path).read_text())
