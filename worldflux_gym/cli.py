@@ -93,6 +93,36 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_agent(args: argparse.Namespace) -> int:
+    from worldflux_gym.agents import train_agent
+    from worldflux_gym.agents.evaluate import read_sidecar
+
+    train_agent(
+        args.dream_id,
+        args.out,
+        recipe=args.recipe,
+        steps=args.steps,
+        checkpoint=args.checkpoint,
+        seed=args.seed,
+    )
+    summary = read_sidecar(args.out)
+    print(
+        f"trained {summary['algorithm']} ({summary['recipe']}) for {summary['steps']:,} dreamed steps in "
+        f"{summary['train_seconds']:.0f} s ({summary['fps']:,.0f} steps/s); saved {args.out}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from worldflux_gym.agents import evaluate_agent
+
+    result = evaluate_agent(
+        args.agent, env_id=args.env, episodes=args.episodes, seed=args.seed, algo=args.algo
+    )
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux-gym",
@@ -140,6 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.set_defaults(handler=_fit)
+
+    p = commands.add_parser("train-agent", help="train a stable-baselines3 agent inside a dream env")
+    p.add_argument("dream_id", metavar="DREAM_ID", help="a WorldFlux/* id, see `worldflux-gym list`")
+    p.add_argument("--recipe", help="agent recipe name (agents/*.json) or path; default: the env's own")
+    p.add_argument("--steps", type=int, help="dreamed agent steps (default: the recipe's)")
+    p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="where to save the agent (.zip)")
+    p.set_defaults(handler=_train_agent)
+
+    p = commands.add_parser("evaluate", help="evaluate an agent in the real env")
+    p.add_argument("agent", metavar="AGENT.zip", help="a stable-baselines3 agent")
+    p.add_argument("--env", help="real env id (default: the one recorded when the agent was trained)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--algo", help="SB3 algorithm when it cannot be detected (PPO, SAC, ...)")
+    p.set_defaults(handler=_evaluate)
 
     return parser
 
