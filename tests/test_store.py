@@ -129,8 +129,10 @@ def test_a_record_cut_short_by_a_crash_is_skipped_and_the_rest_kept(tmp_path, ca
         survivors = EpisodeStore(tmp_path / "s").episodes()
     assert len(survivors) == 2
     _assert_same(survivors[1], cartpole_episodes[1])
-    with EpisodeStore(tmp_path / "s") as store:  # a new session writes a new shard, after the hole
+    # a new session writes a new shard, after the hole (it reads the old one, so warns too)
+    with pytest.warns(UserWarning), EpisodeStore(tmp_path / "s") as store:
         store.append(cartpole_episodes[3])
+    assert len(list((tmp_path / "s" / SHARD_DIR).iterdir())) == 2
     with pytest.warns(UserWarning):
         assert len(EpisodeStore(tmp_path / "s").episodes()) == 3
 
