@@ -1,0 +1,185 @@
+"""Dream env throughput against the real env, and SB3 PPO training speed in the dream vs. reality.
+
+Measures, in one run (about 3 minutes on 2 CPU cores):
+
+1. real Walker2d-v5 steps/s, one env and a gymnasium ``SyncVectorEnv`` of a few envs (random actions);
+2. dream steps/s over the ``ensemble:default`` family (7 members x 4x200, untrained weights: speed
+   does not depend on training) on Walker2d-v5's spaces: ``DreamEnv`` and ``DreamVectorEnv`` at
+   N = 1, 64, 1024, 16384 (one member per row, as MBPO/mbrl-lib step), plus N = 1024 with every
+   member computed for ``info["uncertainty"]`` and N = 1024 starting from real env resets;
+3. SB3 PPO fps on ``DreamSB3VecEnv`` (256 envs) against PPO on the real Walker2d-v5 (defaults).
+
+mbrl-lib is not installed here, so there is no side-by-side run against its ``ModelEnv``; the
+figures are compared with the ones DESIGN.md section 7 gives for it (~206k transitions/s at batch
+1029 through its numpy path, ~289k through its tensor path, on this machine), and said so.
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_dream_env.py [--quick] [--threads 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from worldflux_gym import create_world_model
+from worldflux_gym.dream import DreamEnv, DreamSB3VecEnv, DreamVectorEnv
+
+REAL_ENV = "Walker2d-v5"
+MODEL = "ensemble:default"
+MBRL_LIB_NUMPY, MBRL_LIB_TENSOR = 206_000, 289_000  # DESIGN.md section 7, batch 1029, this machine
+
+
+def timed(step, budget: float, batch: int = 1, warmup: int = 3) -> float:
+    """Transitions per second of ``step()`` (each call advances ``batch`` envs) over ``budget`` seconds."""
+    for _ in range(warmup):
+        step()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < budget:
+        step()
+        calls += 1
+    return calls * batch / elapsed
+
+
+def real_single(budget: float) -> float:
+    env = gym.make(REAL_ENV)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+
+    def step():
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+
+    rate = timed(step, budget)
+    env.close()
+    return rate
+
+
+def real_sync(num_envs: int, budget: float) -> float:
+    envs = gym.make_vec(REAL_ENV, num_envs=num_envs, vectorization_mode="sync")
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    rate = timed(lambda: envs.step(envs.action_space.sample()), budget, num_envs)
+    envs.close()
+    return rate
+
+
+def real_start_bank(size: int) -> np.ndarray:
+    env = gym.make(REAL_ENV)
+    bank = np.stack([env.reset(seed=i)[0] for i in range(size)])
+    env.close()
+    return bank
+
+
+def dream_single(model, bank: np.ndarray, budget: float) -> float:
+    env = DreamEnv(model, starts="bank", start_bank=bank, max_episode_steps=1000)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+
+    def step():
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+
+    rate = timed(step, budget)
+    env.close()
+    return rate
+
+
+def dream_vector(
+    model, bank: np.ndarray, num_envs: int, budget: float, tensor_output: bool = False, **options
+) -> float:
+    if options.setdefault("starts", "bank") == "bank":
+        options["start_bank"] = bank
+    env = DreamVectorEnv(model, num_envs, max_episode_steps=1000, tensor_output=tensor_output, **options)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    # actions drawn once up front: the benchmark times the env, not the action sampler
+    actions = rng.uniform(-1, 1, (8, num_envs, 6)).astype(np.float32)
+    if tensor_output:
+        actions = torch.as_tensor(actions, device=env.model.device)
+    counter = iter(range(10**9))
+    rate = timed(lambda: env.step(actions[next(counter) % 8]), budget, num_envs)
+    env.close()
+    return rate
+
+
+def ppo_fps(env, total: int, **ppo_kwargs) -> float:
+    from stable_baselines3 import PPO
+
+    agent = PPO("MlpPolicy", env, seed=0, verbose=0, device="cpu", **ppo_kwargs)
+    start = time.perf_counter()
+    agent.learn(total_timesteps=total)
+    return agent.num_timesteps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short budgets, for a smoke run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine has 2 cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    budget = 0.5 if args.quick else 3.0
+
+    real = gym.make(REAL_ENV)
+    model = create_world_model(MODEL, real.observation_space, real.action_space, device="auto").eval()
+    real.close()
+    bank = real_start_bank(256 if args.quick else 4096)
+    print(f"# {MODEL} ({model.num_parameters():,} parameters) on {REAL_ENV} spaces, device {model.device}")
+    print(f"# torch threads {torch.get_num_threads()}, budget {budget}s per row\n")
+
+    rows: list[tuple[str, float]] = []
+
+    def row(name: str, rate: float) -> None:
+        rows.append((name, rate))
+        print(f"{name:<58} {rate:>12,.0f}", flush=True)
+
+    real_one = real_single(budget)
+    row(f"real {REAL_ENV}, one env", real_one)
+    row(f"real {REAL_ENV}, SyncVectorEnv x4", real_sync(4, budget))
+    row("dream DreamEnv (N=1, uncertainty on)", dream_single(model, bank, budget))
+    for n in (1, 64, 1024, 16384):
+        row(f"dream DreamVectorEnv N={n}, numpy out", dream_vector(model, bank, n, budget))
+    row(
+        "dream DreamVectorEnv N=1024, tensor out", dream_vector(model, bank, 1024, budget, tensor_output=True)
+    )
+    row(
+        "dream DreamVectorEnv N=16384, tensor out",
+        dream_vector(model, bank, 16384, budget, tensor_output=True),
+    )
+    row(
+        "dream DreamVectorEnv N=1024, every member (uncertainty)",
+        dream_vector(model, bank, 1024, budget, report_uncertainty=True),
+    )
+    row(
+        "dream DreamVectorEnv N=1024, starts from real resets",
+        dream_vector(model, bank, 1024, budget, starts="reset", real_env=REAL_ENV),
+    )
+    rates = dict(rows)
+    at_1024 = rates["dream DreamVectorEnv N=1024, numpy out"]
+    print(f"\nratio dream N=1024 / real one env: {at_1024 / real_one:.1f}x (target >= 50x)")
+    tensor_1024 = rates["dream DreamVectorEnv N=1024, tensor out"]
+    print(
+        "vs mbrl-lib ModelEnv (its figures from DESIGN.md s.7, idle machine; mbrl-lib is not installed "
+        f"here): N=1024 numpy {at_1024 / MBRL_LIB_NUMPY:.2f}x its numpy path, "
+        f"tensor {tensor_1024 / MBRL_LIB_TENSOR:.2f}x its tensor path"
+    )
+
+    # --- PPO: dream (SB3 adapter, 256 envs) vs real (defaults, one env) -------------------------
+    dream_total = 16_384 if args.quick else 262_144
+    real_total = 2_048 if args.quick else 8_192
+    dream_env = DreamSB3VecEnv(model, 256, starts="bank", start_bank=bank, max_episode_steps=1000)
+    dream_fps = ppo_fps(dream_env, dream_total, n_steps=64, batch_size=4096)
+    dream_env.close()
+    real_fps = ppo_fps(gym.make(REAL_ENV), real_total)
+    print(f"\n{'SB3 PPO in the dream (256 envs, n_steps 64, batch 4096)':<58} {dream_fps:>12,.0f} fps")
+    print(f"{'SB3 PPO on real ' + REAL_ENV + ' (defaults)':<58} {real_fps:>12,.0f} fps")
+    print(f"ratio PPO dream / real: {dream_fps / real_fps:.1f}x (target >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
