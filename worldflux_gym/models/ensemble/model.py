@@ -67,7 +67,11 @@ class EnsembleConfig:
 
 
 class EnsembleLinear(nn.Module):
-    """``members`` independent linear layers applied in one ``baddbmm``: ``[K, N, in] -> [K, N, out]``."""
+    """``members`` independent linear layers: weight ``[members, in, out]``, bias ``[members, 1, out]``.
+
+    The model applies them with one ``torch.baddbmm`` per layer (``[K, N, in] -> [K, N, out]``), either
+    with all members' weights or with a subset's (the elites), see ``EnsembleModel._forward``.
+    """
 
     def __init__(self, members: int, in_features: int, out_features: int):
         super().__init__()
@@ -75,13 +79,6 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(members, 1, out_features))
         # Truncated normal with std 1/(2 sqrt(in)), as in the MBPO ensemble.
         nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_features)))
-
-    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``[K, N, in]``; ``members`` ``[K]`` picks which members' weights (all when None)."""
-        weight, bias = self.weight, self.bias
-        if members is not None:
-            weight, bias = weight.index_select(0, members), bias.index_select(0, members)
-        return torch.baddbmm(bias, x, weight)
 
 
 def _soft_clamp(logvar: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -173,21 +170,50 @@ class EnsembleModel(WorldModel):
         target = torch.cat([delta, batch.reward.float().unsqueeze(-1)], dim=-1)
         return (target - self.target_mean) / self.target_std
 
-    def _forward(
-        self, x: torch.Tensor, members: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run members on ``x`` ``[K, N, in]`` (member k on ``x[k]``; all members when ``members`` is None).
+    def _layers(self) -> list[EnsembleLinear]:
+        return [*self.hidden_layers, self.output_layer]
 
-        Returns the Gaussian mean and log-variance ``[K, N, obs_dim + 1]`` (normalised units) and the
-        continue logit ``[K, N]``.
+    def _elite_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's ``(weight, bias)`` restricted to the elites, in ``elite_index`` order.
+
+        Gathering the elites' weights costs more than a whole step at small batches, so without
+        autograd the gathered copy is cached until a weight or the elite choice changes (in-place
+        updates bump a tensor's version; moving the model changes its storage).
         """
+        elites = self.elite_index
+        if torch.is_grad_enabled():
+            return [
+                (m.weight.index_select(0, elites), m.bias.index_select(0, elites)) for m in self._layers()
+            ]
+        tensors = [elites] + [t for m in self._layers() for t in (m.weight, m.bias)]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        cached = getattr(self, "_elite_cache", None)
+        if cached is None or cached[0] != key:
+            weights = [
+                (m.weight.index_select(0, elites), m.bias.index_select(0, elites)) for m in self._layers()
+            ]
+            cached = self._elite_cache = (key, weights)
+        return cached[1]
+
+    def _forward(self, x: torch.Tensor, elites_only: bool = False) -> torch.Tensor:
+        """Run member k on ``x[k]`` for ``x`` ``[K, N, in]``: K = all members, or the elites.
+
+        Returns the raw output ``[K, N, 2 * (obs_dim + 1) + 1]``; :meth:`_split` names its parts.
+        """
+        weights = self._elite_weights() if elites_only else [(m.weight, m.bias) for m in self._layers()]
+        inplace = not torch.is_grad_enabled()  # SiLU in place saves an allocation per layer
         h = x
-        for layer in self.hidden_layers:
-            h = F.silu(layer(h, members))
-        out = self.output_layer(h, members)
+        for weight, bias in weights[:-1]:
+            h = F.silu(torch.baddbmm(bias, h, weight), inplace=inplace)
+        weight, bias = weights[-1]
+        return torch.baddbmm(bias, h, weight)
+
+    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw output ``[..., 2D + 1]`` -> Gaussian mean ``[..., D]`` and log-variance ``[..., D]``
+        (normalised units, soft-clamped to the learned bounds) and continue logit ``[...]``."""
         d = self.target_dim
-        mean, logvar, continue_logit = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]
-        return mean, _soft_clamp(logvar, self.min_logvar, self.max_logvar), continue_logit
+        logvar = _soft_clamp(out[..., d : 2 * d], self.min_logvar, self.max_logvar)
+        return out[..., :d], logvar, out[..., 2 * d]
 
     # --- fitting ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -211,7 +237,7 @@ class EnsembleModel(WorldModel):
         members = self.config.members
         x = self._features(batch.obs, batch.action)
         target = self._targets(batch)
-        mean, logvar, continue_logit = self._forward(x.expand(members, -1, -1))
+        mean, logvar, continue_logit = self._split(self._forward(x.expand(members, -1, -1)))
         # NLL up to constants and a factor 1/2, averaged over rows and dimensions, per member.
         # Summing members (rather than averaging) trains each one as if it were alone.
         sq_err = (mean - target).pow(2)
@@ -236,7 +262,7 @@ class EnsembleModel(WorldModel):
         """Held-out metrics; also re-picks the elites: the members with the lowest held-out MSE."""
         out = self.loss(batch)
         x = self._features(batch.obs, batch.action)
-        mean, _, _ = self._forward(x.expand(self.config.members, -1, -1))
+        mean = self._forward(x.expand(self.config.members, -1, -1))[..., : self.target_dim]
         member_mse = (mean - self._targets(batch)).pow(2).mean(dim=(1, 2))  # [members]
         best = torch.argsort(member_mse)[: self.config.elites]
         self.elite_index.copy_(best)
@@ -278,38 +304,31 @@ class EnsembleModel(WorldModel):
         """
         obs = state["obs"]
         x = self._features(obs, action)  # [B, in]
-        batch, elites = x.shape[0], self.elite_index
-        num_elites = elites.shape[0]
+        batch, num_elites, d = x.shape[0], self.elite_index.shape[0], self.target_dim
 
         if deterministic:
-            mean, _, logit = self._forward(x.expand(num_elites, -1, -1), elites)  # [E, B, ...]
-            y, continue_logits = mean.mean(dim=0), logit.mean(dim=0)
-            uncertainty = self._disagreement(mean) if report_uncertainty else None
+            out = self._forward(x.expand(num_elites, -1, -1), elites_only=True)  # [E, B, 2D+1]
+            y, continue_logits = out[..., :d].mean(dim=0), out[..., 2 * d].mean(dim=0)
+            uncertainty = self._disagreement(out[..., :d]) if report_uncertainty else None
         else:
             # Deal rows into an [E, C] grid of slots: a random injection rows -> slots makes every
-            # row's member (slot // C) uniform over the elites, and each member gets <= C rows.
+            # row's member (slot // C) uniform over the elites, and gives each member <= C rows.
             per_member = -(-batch // num_elites)  # C = ceil(B / E)
             slot = torch.randperm(num_elites * per_member, generator=generator, device=x.device)[:batch]
-            noise = torch.randn((batch, self.target_dim), generator=generator, device=x.device, dtype=x.dtype)
+            noise = torch.randn((batch, d), generator=generator, device=x.device, dtype=x.dtype)
             if report_uncertainty:
-                mean, logvar, logit = self._forward(x.expand(num_elites, -1, -1), elites)
-                member, rows = slot // per_member, torch.arange(batch, device=x.device)
-                row_mean, row_logvar, continue_logits = (
-                    mean[member, rows],
-                    logvar[member, rows],
-                    logit[member, rows],
-                )
-                uncertainty = self._disagreement(mean)
+                out = self._forward(x.expand(num_elites, -1, -1), elites_only=True)  # [E, B, 2D+1]
+                uncertainty = self._disagreement(out[..., :d])
+                row_out = out[slot // per_member, torch.arange(batch, device=x.device)]  # [B, 2D+1]
             else:
                 # Only each row's own member runs: one batched product on [E, C, in] per layer.
                 packed = x.new_zeros(num_elites * per_member, x.shape[1])
                 packed[slot] = x
-                mean, logvar, logit = self._forward(packed.view(num_elites, per_member, -1), elites)
-                row_mean = mean.reshape(-1, self.target_dim)[slot]
-                row_logvar = logvar.reshape(-1, self.target_dim)[slot]
-                continue_logits = logit.reshape(-1)[slot]
+                out = self._forward(packed.view(num_elites, per_member, -1), elites_only=True)
+                row_out = out.reshape(num_elites * per_member, -1)[slot]  # [B, 2D+1]
                 uncertainty = None
-            y = row_mean + torch.exp(0.5 * row_logvar) * noise
+            mean, logvar, continue_logits = self._split(row_out)
+            y = mean + torch.exp(0.5 * logvar) * noise
 
         if uncertainty is None:
             uncertainty = torch.full_like(continue_logits, float("nan"))

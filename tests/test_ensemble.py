@@ -1,0 +1,305 @@
+"""The ``ensemble`` family learns real dynamics, rewards and terminations, and keeps its promises.
+
+Data are small real collections with random actions (Pendulum-v1, Walker2d-v5, CartPole-v1), split
+by episode into training and held-out episodes; models are fitted by the project's ``Trainer`` and
+judged on the held-out episodes only.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+
+from worldflux_gym.core import ConfigError, SpaceError, create_world_model, from_pretrained
+from worldflux_gym.data import EpisodeBuffer, collect_episodes
+from worldflux_gym.data.episode import Episode
+from worldflux_gym.training.trainer import Trainer, TrainerConfig
+
+HORIZON = 10  # open-loop rollout length of the multi-step test
+
+
+class TorqueCost(gym.Wrapper):
+    """Pendulum-v1 with an extra torque cost ``0.5 u^2`` on the reward.
+
+    Pendulum-v1's own reward depends on the torque only through ``0.001 u^2`` (at most 0.004, far
+    below what a small model resolves), so "the reward depends on the action taken" could not be
+    tested on it. With this cost the true reward of ``u = 2`` is 2.0 below that of ``u = 0`` from
+    the same state; the dynamics are Pendulum-v1's.
+    """
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        u = float(np.clip(action, -2.0, 2.0)[0])
+        return obs, reward - 0.5 * u * u, terminated, truncated, info
+
+
+TORQUE_COST_PENDULUM = "WorldFluxTest/TorqueCostPendulum-v0"
+if TORQUE_COST_PENDULUM not in gym.registry:
+    gym.register(
+        TORQUE_COST_PENDULUM,
+        entry_point=lambda **kwargs: TorqueCost(PendulumEnv(**kwargs)),
+        max_episode_steps=200,
+    )
+
+
+class Fitted:
+    """A model fitted on the training episodes of an env, with its held-out episodes."""
+
+    def __init__(self, env_id, steps, fit_steps, tmp_dir, **overrides):
+        episodes = collect_episodes(env_id, steps, seed=0, progress=False)
+        # Every fifth episode is held out: whole episodes, so no held-out step was seen in training.
+        self.held_out: list[Episode] = episodes[::5]
+        self.train = [e for i, e in enumerate(episodes) if i % 5]
+        self.held_out_buffer = EpisodeBuffer(self.held_out)
+        env = gym.make(env_id)
+        self.model = create_world_model("ensemble:ci", env.observation_space, env.action_space, **overrides)
+        config = TrainerConfig(steps=fit_steps, validate_every=250, progress=False, tensorboard=False, seed=0)
+        trainer = Trainer(self.model, (EpisodeBuffer(self.train), self.held_out_buffer), config, tmp_dir)
+        self.metrics = trainer.fit()
+        self.model.eval()
+
+    def held_out_transitions(self):
+        return self.held_out_buffer.all_transitions()
+
+    def predict(self, obs, action, **kwargs):
+        with torch.no_grad():
+            return self.model.decode(self.model.transition(self.model.encode(obs), action, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def pendulum(tmp_path_factory):
+    return Fitted(TORQUE_COST_PENDULUM, 4000, 1000, tmp_path_factory.mktemp("pendulum"))
+
+
+@pytest.fixture(scope="module")
+def walker(tmp_path_factory):
+    # Random Walker2d episodes fall after ~20 steps: 5000 steps hold ~220 real terminations.
+    return Fitted("Walker2d-v5", 5000, 1000, tmp_path_factory.mktemp("walker"), hidden=64, layers=3)
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory):
+    return Fitted("CartPole-v1", 2000, 300, tmp_path_factory.mktemp("cartpole"))
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).pow(2).mean().item()
+
+
+@pytest.mark.parametrize("name", ["pendulum", "walker"])
+def test_one_and_ten_step_errors_beat_persistence(name, request):
+    fitted = request.getfixturevalue(name)
+    batch = fitted.held_out_transitions()
+    one_step = fitted.predict(batch.obs, batch.action, deterministic=True).obs
+    assert _mse(one_step, batch.next_obs) < 0.5 * _mse(batch.obs, batch.next_obs)
+
+    # Open loop: from o_t, imagine 10 steps under the real actions a_t..a_{t+9}, compare with o_{t+10}.
+    starts = [(e, t) for e in fitted.held_out for t in range(0, len(e) - HORIZON + 1, 3)]
+    assert len(starts) > 50
+    obs0 = torch.tensor(np.stack([e.obs[t] for e, t in starts]), dtype=torch.float32)
+    actions = torch.tensor(np.stack([e.action[t : t + HORIZON] for e, t in starts]))
+    obs_h = torch.tensor(np.stack([e.obs[t + HORIZON] for e, t in starts]), dtype=torch.float32)
+    with torch.no_grad():
+        traj = fitted.model.rollout(fitted.model.encode(obs0), actions, deterministic=True)
+    assert traj.obs.shape == (HORIZON, len(starts), obs0.shape[1])
+    assert _mse(traj.obs[-1], obs_h) < 0.5 * _mse(obs0, obs_h)
+
+
+def test_pendulum_reward_is_predicted_from_the_action_taken(pendulum):
+    batch = pendulum.held_out_transitions()
+    predicted = pendulum.predict(batch.obs, batch.action, deterministic=True).reward
+    # The reward is a smooth deterministic function of (o_t, a_t): a model that learned it explains
+    # nearly all its variance (r > 0.95 means R^2 > 0.9).
+    assert np.corrcoef(predicted.numpy(), batch.reward.numpy())[0, 1] > 0.95
+
+    # Same states, different torques: the true reward differs by 0.5 * 2^2 = 2.0 (see TorqueCost).
+    def reward_for(u: float) -> torch.Tensor:
+        action = torch.full((len(batch), 1), u)
+        return pendulum.predict(batch.obs, action, deterministic=True).reward
+
+    zero, push, pull = reward_for(0.0), reward_for(2.0), reward_for(-2.0)
+    assert 1.5 < (zero - push).mean().item() < 2.5
+    assert 1.5 < (zero - pull).mean().item() < 2.5
+    assert (zero > push).float().mean().item() > 0.9
+
+
+def test_walker_reward_correlates_and_beats_a_velocity_baseline(walker):
+    batch = walker.held_out_transitions()
+    predicted = walker.predict(batch.obs, batch.action, deterministic=True).reward.numpy()
+    r_model = np.corrcoef(predicted, batch.reward.numpy())[0, 1]
+    # Baseline: the reward is ~ 1 + forward velocity, so the current x-velocity (obs[8]) already
+    # explains most of it (r ~ 0.9). The model, which sees the action and so the velocity it leads
+    # to, must leave at most 3/4 of the variance that the baseline's best linear fit leaves.
+    r_baseline = np.corrcoef(batch.obs[:, 8].numpy(), batch.reward.numpy())[0, 1]
+    assert r_model > 0.9
+    assert 1 - r_model**2 < 0.75 * (1 - r_baseline**2)
+
+
+def test_walker_termination_beats_always_continue(walker):
+    batch = walker.held_out_transitions()
+    fell = batch.terminated.float()
+    assert 0.01 < fell.mean().item() < 0.2  # random Walker2d episodes do fall
+    p_end = walker.predict(batch.obs, batch.action, deterministic=True).termination_prob.clamp(1e-6, 1 - 1e-6)
+    bce = torch.nn.functional.binary_cross_entropy(p_end, fell).item()
+    # Best constant predictor (the base rate): always-continue with calibrated odds.
+    base_rate = fell.mean().expand_as(fell)
+    base_bce = torch.nn.functional.binary_cross_entropy(base_rate, fell).item()
+    assert bce < 0.5 * base_bce
+    # Always-continue catches no fall at all; the model catches most, and most alarms are real.
+    alarm = p_end > 0.5
+    recall = (alarm & batch.terminated).sum().item() / batch.terminated.sum().item()
+    precision = (alarm & batch.terminated).sum().item() / max(1, alarm.sum().item())
+    assert recall > 0.5 and precision > 0.5
+
+
+def test_time_limits_are_not_learned_as_ends(pendulum):
+    # Every Pendulum episode ends by truncation at 200 steps; those steps must still say "continue".
+    buffer = pendulum.held_out_buffer
+    last = np.flatnonzero(buffer.truncated)
+    assert len(last) > 0 and not buffer.terminated.any()
+    batch = buffer.transitions(last)
+    assert pendulum.predict(batch.obs, batch.action, deterministic=True).continue_prob.min().item() > 0.99
+
+
+def test_uncertainty_is_larger_far_from_the_data(pendulum, walker):
+    for fitted in (pendulum, walker):
+        batch = fitted.held_out_transitions()
+        on_data = fitted.predict(batch.obs, batch.action, deterministic=True).uncertainty
+        far = fitted.predict(10 * batch.obs + 5, batch.action, deterministic=True).uncertainty
+        assert (on_data >= 0).all() and torch.isfinite(on_data).all()
+        assert far.median() > 10 * on_data.median()
+
+
+def test_save_load_round_trip_reproduces_outputs_exactly(pendulum, tmp_path):
+    model = pendulum.model
+    model.save_pretrained(tmp_path / "pendulum")
+    again = from_pretrained(tmp_path / "pendulum", device="cpu")
+    assert type(again) is type(model) and again.preset == "ci"
+    for name, value in model.state_dict().items():  # normalisation and elites are saved too
+        assert torch.equal(again.state_dict()[name], value), name
+    batch = pendulum.held_out_transitions()
+    for deterministic in (True, False):
+        a = model.transition(
+            model.encode(batch.obs), batch.action, deterministic=deterministic,
+            generator=torch.Generator().manual_seed(3),
+        )  # fmt: skip
+        b = again.transition(
+            again.encode(batch.obs), batch.action, deterministic=deterministic,
+            generator=torch.Generator().manual_seed(3),
+        )  # fmt: skip
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_same_seed_same_samples_other_seed_other_samples(pendulum):
+    batch = pendulum.held_out_transitions()
+
+    def sample(seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        return pendulum.predict(batch.obs, batch.action, generator=generator)
+
+    first, again, other = sample(0), sample(0), sample(1)
+    assert torch.equal(first.obs, again.obs) and torch.equal(first.reward, again.reward)
+    assert not torch.equal(first.obs, other.obs)
+
+
+def test_report_uncertainty_off_gives_the_same_predictions(walker):
+    batch = walker.held_out_transitions()
+    for deterministic in (True, False):
+        on, off = (
+            walker.predict(
+                batch.obs,
+                batch.action,
+                deterministic=deterministic,
+                generator=torch.Generator().manual_seed(5),
+                report_uncertainty=report,
+            )  # fmt: skip
+            for report in (True, False)
+        )
+        torch.testing.assert_close(off.obs, on.obs, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(off.reward, on.reward, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(off.continue_logits, on.continue_logits, rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(on.uncertainty).all()
+        assert torch.isnan(off.uncertainty).all()  # not measured, and says so
+
+
+def test_samples_follow_the_elite_mixture(pendulum):
+    # Many copies of one state: the sample mean is the mixture mean, i.e. the mean of elite means.
+    batch = pendulum.held_out_transitions()
+    obs, action = batch.obs[:1].expand(20000, -1), batch.action[:1].expand(20000, -1)
+    generator = torch.Generator().manual_seed(0)
+    sampled = pendulum.predict(obs, action, generator=generator, report_uncertainty=False)
+    mean = pendulum.predict(obs[:1], action[:1], deterministic=True)
+    spread = sampled.obs.std(dim=0)
+    assert (spread > 0).all()  # it does sample
+    assert ((sampled.obs.mean(dim=0) - mean.obs[0]).abs() < 5 * spread / np.sqrt(20000) + 1e-4).all()
+    # Batch of one: still a valid single-member step.
+    single = pendulum.predict(obs[:1], action[:1], generator=generator, report_uncertainty=False)
+    assert single.obs.shape == (1, 3) and torch.isfinite(single.obs).all()
+
+
+def test_validate_picks_the_best_members_as_elites(pendulum, tmp_path):
+    model = copy.deepcopy(pendulum.model)
+    batch = pendulum.held_out_transitions()
+    model.validate(batch)
+    worst = int(model.elite_index[0])  # break the current best member
+    with torch.no_grad():
+        model.output_layer.weight[worst] += torch.randn_like(model.output_layer.weight[worst])
+    metrics = model.validate(batch)
+    assert worst not in model.elite_index.tolist()
+    assert metrics["elite_mse"] < metrics["mse"]  # elites beat the ensemble average
+    # Imagination uses elites only, so predictions stay good; the choice is saved with the weights.
+    predicted = model.decode(model.transition(model.encode(batch.obs), batch.action, deterministic=True))
+    assert _mse(predicted.obs, batch.next_obs) < 0.1 * _mse(batch.obs, batch.next_obs)
+    model.save_pretrained(tmp_path / "elites")
+    assert (
+        from_pretrained(tmp_path / "elites", device="cpu").elite_index.tolist() == model.elite_index.tolist()
+    )
+
+
+def test_discrete_actions_cartpole(cartpole):
+    batch = cartpole.held_out_transitions()
+    assert batch.action.dtype == torch.int64 and batch.action.dim() == 1
+    predicted = cartpole.predict(batch.obs, batch.action, deterministic=True).obs
+    assert _mse(predicted, batch.next_obs) < 0.5 * _mse(batch.obs, batch.next_obs)
+    # Pushing right (1) instead of left (0) raises the cart's next velocity (obs[1]).
+    left = cartpole.predict(batch.obs, torch.zeros(len(batch), dtype=torch.long), deterministic=True).obs
+    right = cartpole.predict(batch.obs, torch.ones(len(batch), dtype=torch.long), deterministic=True).obs
+    assert (right[:, 1] > left[:, 1]).float().mean().item() > 0.95
+
+
+def test_state_and_outputs_shapes(pendulum_spaces):
+    model = create_world_model("ensemble:ci", *pendulum_spaces)
+    state = model.encode(torch.zeros(4, 3))
+    assert set(state) == {"obs", "reward", "continue_logits", "uncertainty"}
+    assert (model.decode(state).continue_prob > 0.99).all() and (state["uncertainty"] == 0).all()
+    out = model.decode(model.transition(state, torch.zeros(4, 1)))
+    assert out.obs.shape == (4, 3)
+    assert out.reward.shape == out.continue_logits.shape == out.uncertainty.shape == (4,)
+    assert model.io_contract()["predictions"] == ["obs", "reward", "continue_logits", "uncertainty"]
+
+
+def test_spaces_and_config_errors(pendulum_spaces):
+    with pytest.raises(SpaceError, match="dreamer"):
+        create_world_model("ensemble:ci", spaces.Box(0, 255, (64, 64, 3), np.uint8), pendulum_spaces[1])
+    with pytest.raises(ConfigError, match="elites"):
+        create_world_model("ensemble:ci", *pendulum_spaces, members=2, elites=3)
+
+
+def test_presets_in_the_catalog():
+    from worldflux_gym.core import catalog
+
+    entries = {e.name: e for e in catalog() if e.family == "ensemble"}
+    assert entries["ensemble:ci"].maturity == "test"
+    assert entries["ensemble:default"].maturity == "experimental"
+    # 7 members x (23*200 + 3*200*200 + 200*37 weights + 4*200 + 37 biases) + 2*18 logvar bounds
+    assert (
+        entries["ensemble:default"].parameters
+        == 7 * (23 * 200 + 3 * 200 * 200 + 200 * 37 + 4 * 200 + 37) + 36
+    )
