@@ -1,0 +1,184 @@
+"""DreamVectorEnv: Gymnasium 1.x autoreset modes, batching, seeding, tensor output, bad input."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from dream_helpers import constant_model, fitted_checkpoint
+from gymnasium.vector import AutoresetMode
+
+from worldflux_gym.core import ConfigError
+from worldflux_gym.dream import ActionError, DreamEnv, DreamResetNeeded, DreamVectorEnv
+
+N = 6
+
+
+def zeros(n=N):
+    return np.zeros((n, 1), np.float32)
+
+
+def test_spaces_are_batched_and_metadata_names_the_autoreset_mode():
+    env = DreamVectorEnv(fitted_checkpoint("CartPole-v1"), N, real_env="CartPole-v1")
+    real = gym.make("CartPole-v1")
+    assert env.single_observation_space == real.observation_space
+    assert env.single_action_space == real.action_space
+    assert env.action_space == gym.spaces.MultiDiscrete([2] * N)
+    assert env.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (N, 4) and env.observation_space.contains(obs)
+    obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert reward.dtype == np.float64 and terminated.dtype == truncated.dtype == np.bool_
+
+
+def test_next_step_autoreset_resets_on_the_following_step():
+    # termination probability 1: every env ends on every step it is stepped
+    env = DreamVectorEnv(
+        constant_model("Pendulum-v1", reward=2.0, continue_logit=-30.0), N, real_env="Pendulum-v1"
+    )
+    env.reset(seed=0)
+    _, reward, terminated, truncated, _ = env.step(zeros())
+    assert terminated.all() and not truncated.any() and np.allclose(reward, 2.0)
+    obs, reward, terminated, truncated, _ = env.step(zeros())  # the reset step: action ignored
+    assert not terminated.any() and not truncated.any() and np.allclose(reward, 0.0)
+    # the new starts are the real env's next resets after the N used by reset(seed=0)
+    real = gym.make("Pendulum-v1")
+    resets = [real.reset(seed=0)[0]] + [real.reset()[0] for _ in range(2 * N - 1)]
+    np.testing.assert_allclose(obs, np.stack(resets[N:]), rtol=1e-6)
+    _, _, terminated, _, _ = env.step(zeros())
+    assert terminated.all()
+
+
+def test_horizon_truncates_every_row_and_autoreset_follows():
+    env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1", max_episode_steps=2)
+    env.reset(seed=0)
+    assert not env.step(zeros())[3].any()
+    _, _, terminated, truncated, _ = env.step(zeros())
+    assert truncated.all() and not terminated.any()
+    _, reward, _, truncated, _ = env.step(zeros())
+    assert not truncated.any() and np.allclose(reward, 0.0)
+
+
+def test_same_step_autoreset_puts_final_obs_in_info_as_gymnasium_does():
+    model = constant_model("Pendulum-v1", continue_logit=20.0)
+    env = DreamVectorEnv(
+        model, N, real_env="Pendulum-v1", max_episode_steps=1, autoreset_mode=AutoresetMode.SAME_STEP
+    )
+    before, _ = env.reset(seed=0)
+    obs, _, _, truncated, info = env.step(zeros())
+    assert truncated.all() and info["_final_obs"].all()
+    assert info["final_obs"].dtype == object
+    # the model keeps the obs unchanged, so the final obs is the start obs; the returned obs is a new start
+    np.testing.assert_allclose(np.stack(info["final_obs"]), before, rtol=1e-6)
+    assert not np.allclose(obs, before)
+    assert "final_info" in info and info["_final_info"].all()
+
+
+def test_disabled_autoreset_needs_an_explicit_masked_reset():
+    env = DreamVectorEnv(
+        constant_model("Pendulum-v1"), N, real_env="Pendulum-v1", max_episode_steps=1,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )  # fmt: skip
+    first, _ = env.reset(seed=0)
+    env.step(zeros())
+    with pytest.raises(DreamResetNeeded, match="reset_mask"):
+        env.step(zeros())
+    mask = np.zeros(N, bool)
+    mask[:3] = True
+    env.reset(options={"reset_mask": mask})
+    with pytest.raises(DreamResetNeeded, match=r"\[3, 4, 5\]"):  # rows 3.. are still ended
+        env.step(zeros())
+    env.reset(options={"reset_mask": ~mask})
+    assert env.step(zeros())[3].all()
+    with pytest.raises(ConfigError, match="reset_mask"):
+        env.reset(options={"reset_mask": np.ones(N, int)})
+
+
+def test_partial_reset_only_touches_masked_rows():
+    env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1")
+    first, _ = env.reset(seed=0)
+    mask = np.array([True, False] * (N // 2))
+    obs, _ = env.reset(options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs[~mask], first[~mask])
+    assert not np.isclose(obs[mask], first[mask]).all()
+
+
+def test_same_seed_same_batch_of_episodes():
+    run = fitted_checkpoint("Pendulum-v1", "ensemble:ci")
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-2, 2, (15, N, 1)).astype(np.float32)
+
+    def rollout(seed):
+        env = DreamVectorEnv(run, N, real_env="Pendulum-v1", max_episode_steps=5)
+        out = [env.reset(seed=seed)[0]]
+        for a in actions:
+            out.extend(env.step(a)[:4])
+        return out
+
+    for a, b in zip(rollout(3), rollout(3)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(rollout(3)[0], rollout(4)[0])
+
+
+def test_one_row_vector_env_is_the_dream_env():
+    """DreamEnv is the N = 1 case of the same batched core: same seed, same actions, same episode."""
+    run = fitted_checkpoint("Pendulum-v1", "ensemble:ci")
+    single = DreamEnv(run, real_env="Pendulum-v1", report_uncertainty=False)
+    vector = DreamVectorEnv(run, 1, real_env="Pendulum-v1")
+    obs, _ = single.reset(seed=11)
+    vobs, _ = vector.reset(seed=11)
+    np.testing.assert_array_equal(obs, vobs[0])
+    for action in np.linspace(-2, 2, 8, dtype=np.float32):
+        obs, reward, terminated, truncated, _ = single.step(np.array([action]))
+        vobs, vreward, vterminated, vtruncated, _ = vector.step(np.array([[action]]))
+        np.testing.assert_array_equal(obs, vobs[0])
+        assert reward == pytest.approx(vreward[0], rel=1e-6)
+        assert (terminated, truncated) == (vterminated[0], vtruncated[0])
+        if terminated or truncated:
+            break
+
+
+def test_tensor_output_stays_on_the_device_and_accepts_tensor_actions():
+    env = DreamVectorEnv(fitted_checkpoint("Pendulum-v1", "ensemble:ci"), N, real_env="Pendulum-v1",
+                         tensor_output=True, report_uncertainty=True)  # fmt: skip
+    obs, _ = env.reset(seed=0)
+    assert isinstance(obs, torch.Tensor) and obs.device == env.model.device
+    obs, reward, terminated, truncated, info = env.step(torch.zeros(N, 1))
+    assert all(isinstance(x, torch.Tensor) for x in (obs, reward, terminated, truncated, info["uncertainty"]))
+    assert obs.shape == (N, 3) and terminated.dtype == torch.bool
+    with pytest.raises(ActionError, match="finite"):
+        env.step(torch.full((N, 1), float("nan")))
+
+
+def test_gym_make_vec_uses_the_vector_entry_point():
+    import worldflux_gym  # noqa: F401  (registers the ids)
+
+    env = gym.make_vec(
+        "WorldFlux/Ensemble-Pendulum-v0", num_envs=4, checkpoint=fitted_checkpoint("Pendulum-v1")
+    )
+    assert isinstance(env, DreamVectorEnv) and env.num_envs == 4
+    assert env.dream.max_episode_steps == 200  # the spec's horizon
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 3)
+
+
+@pytest.mark.parametrize(
+    "actions, error",
+    [
+        (np.zeros((N + 1, 1), np.float32), "shape"),
+        (np.zeros(N, np.float32), "shape"),
+        (np.full((N, 1), 3.0, np.float32), "outside"),
+        (np.zeros((N, 1), np.int32), "floating"),
+    ],
+)
+def test_bad_batches_of_actions_raise(actions, error):
+    env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1")
+    env.reset(seed=0)
+    with pytest.raises(ActionError, match=error):
+        env.step(actions)
+
+
+def test_step_before_reset_raises():
+    env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1")
+    with pytest.raises(DreamResetNeeded):
+        env.step(zeros())
