@@ -457,7 +457,7 @@ class Trainer:
                     finite = finite.to(torch.int32)
                     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
                 if not bool(finite):
-                    raise self._non_finite("loss", float(loss))
+                    raise self._non_finite("loss", float(loss.detach()))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
@@ -466,7 +466,11 @@ class Trainer:
                 self.optimizer.step()
                 self.step += 1
 
-                for name, value in {"loss": float(loss), "grad_norm": grad_norm, **components}.items():
+                for name, value in {
+                    "loss": float(loss.detach()),
+                    "grad_norm": grad_norm,
+                    **components,
+                }.items():
                     window.setdefault(name, []).append(float(value))
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last:
@@ -481,7 +485,7 @@ class Trainer:
                     self._log(logs, tensorboard, validation)
                     if "val/loss" in validation:
                         bar.set_postfix(
-                            loss=f"{metrics.get('train/loss', float(loss)):.4g}",
+                            loss=f"{metrics.get('train/loss', float(loss.detach())):.4g}",
                             val=f"{validation['val/loss']:.4g}",
                             refresh=False,
                         )

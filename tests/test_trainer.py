@@ -1,0 +1,313 @@
+"""The trainer: learning, exact resume, adapt_to_data, windows, NaN stops, run-dir refusals, kill -9, DDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from minimal_family import TinyConfig, TinyMLPModel
+
+from worldflux_gym import create_world_model, from_pretrained
+from worldflux_gym.core import Preset, SequenceBatch, TransitionBatch, register_family
+from worldflux_gym.core.errors import DataError, SpaceError, TrainingError
+from worldflux_gym.data import EpisodeStore, collect_to_store
+from worldflux_gym.training import Trainer, TrainerConfig, fit_world_model, trainer_state
+
+TESTS = Path(__file__).parent
+
+
+@dataclass
+class TinySeqConfig(TinyConfig):
+    sequence_length: int = 6
+    batch_size: int = 4
+
+
+@register_family("tiny-seq", presets={"ci": Preset({"hidden": 8}, "test", "tiny-mlp on sequence windows")})
+class TinySeqModel(TinyMLPModel):
+    """tiny-mlp trained on windows: checks that the trainer hands sequence models SequenceBatches."""
+
+    config_class = TinySeqConfig
+    batch_type = SequenceBatch
+
+    def loss(self, batch):
+        assert isinstance(batch, SequenceBatch)
+        return super().loss(batch.transitions())
+
+
+@pytest.fixture(scope="module")
+def pendulum_store(tmp_path_factory) -> EpisodeStore:
+    return collect_to_store("Pendulum-v1", 2000, tmp_path_factory.mktemp("data") / "pendulum", progress=False)
+
+
+def _model(store, name="tiny-mlp:ci", **overrides):
+    torch.manual_seed(0)
+    return create_world_model(name, store.observation_space, store.action_space, **overrides)
+
+
+def _config(**values) -> TrainerConfig:
+    defaults = dict(
+        steps=20,
+        batch_size=32,
+        validate_every=10,
+        checkpoint_every=10,
+        log_every=5,
+        progress=False,
+        tensorboard=False,
+    )
+    return TrainerConfig(**{**defaults, **values})
+
+
+def test_fit_learns_and_writes_a_loadable_run(tmp_path, pendulum_store):
+    model = _model(pendulum_store)
+    before = Trainer(model, pendulum_store, _config(steps=1), tmp_path / "probe").validate()["val/loss"]
+    metrics = Trainer(
+        model,
+        pendulum_store,
+        _config(steps=300, validate_every=100, checkpoint_every=100, tensorboard=True),
+        tmp_path / "run",
+    ).fit()
+    assert metrics["step"] == 300 and metrics["val/loss"] < 0.5 * before
+    assert metrics["updates_per_s"] > 0 and metrics["samples_per_s"] == pytest.approx(
+        32 * metrics["updates_per_s"]
+    )
+    loaded = from_pretrained(tmp_path / "run")
+    for a, b in zip(loaded.state_dict().values(), model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert trainer_state(tmp_path / "run")["step"] == 300
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,metric,value,time" and any(",val/loss," in r for r in rows)
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    assert not Trainer(model, pendulum_store, _config(), tmp_path / "p2").config.mixed_precision  # CPU
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, pendulum_store):
+    straight = _model(pendulum_store)
+    Trainer(straight, pendulum_store, _config(steps=20), tmp_path / "straight").fit()
+
+    first = _model(pendulum_store)
+    Trainer(first, pendulum_store, _config(steps=10), tmp_path / "halves").fit()
+    torch.manual_seed(1234)  # whatever happened to the RNG in between must not matter
+    second = _model(pendulum_store)  # fresh weights: everything comes from the checkpoint
+    trainer = Trainer(second, pendulum_store, _config(steps=20), tmp_path / "halves")
+    assert trainer.resuming
+    trainer.fit()
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(second.state_dict()[name], value, rtol=0, atol=0)
+    assert trainer.optimizer.state_dict()["state"][0]["step"] == 20
+
+
+def test_adapt_to_data_runs_once_before_the_first_update(tmp_path, pendulum_store):
+    model = _model(pendulum_store)
+    calls = []
+    model.adapt_to_data = lambda batch: calls.append(("adapt", batch))
+    original_loss = model.loss
+    model.loss = lambda batch: (calls.append(("loss", None)), original_loss(batch))[1]
+    Trainer(model, pendulum_store, _config(steps=3, adapt_samples=500), tmp_path / "run").fit()
+    assert calls[0][0] == "adapt" and sum(kind == "adapt" for kind, _ in calls) == 1
+    assert isinstance(calls[0][1], TransitionBatch) and len(calls[0][1]) == 500
+    calls.clear()
+    Trainer(model, pendulum_store, _config(steps=5), tmp_path / "run").fit()  # resumed: no second adapt
+    assert all(kind == "loss" for kind, _ in calls)
+
+
+def test_sequence_families_get_windows_of_their_length(tmp_path, pendulum_store):
+    model = _model(pendulum_store, "tiny-seq:ci")
+    seen = []
+    original_loss = model.loss
+    model.loss = lambda batch: (seen.append(tuple(batch.obs.shape)), original_loss(batch))[1]
+    trainer = Trainer(model, pendulum_store, _config(steps=3, batch_size=None), tmp_path / "run")
+    trainer.fit()
+    assert seen[0] == (4, 7, 3)  # model.config.batch_size windows of sequence_length + 1 observations
+    assert from_pretrained(tmp_path / "run").family == "tiny-seq"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, pendulum_store):
+    model = _model(pendulum_store)
+    original_loss = model.loss
+    count = [0]
+
+    def exploding(batch):
+        count[0] += model.training  # validation (eval mode) calls loss too; count updates only
+        out = original_loss(batch)
+        if model.training and count[0] == 8:
+            out.loss = out.loss * float("nan")
+        return out
+
+    model.loss = exploding
+    with pytest.raises(TrainingError, match=r"loss became nan at step 8.*last good checkpoint \(step 5\)"):
+        Trainer(
+            model, pendulum_store, _config(steps=20, checkpoint_every=5, validate_every=5), tmp_path / "run"
+        ).fit()
+    assert trainer_state(tmp_path / "run")["step"] == 5
+    restored = from_pretrained(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in restored.parameters())
+
+
+def test_run_dir_of_another_model_is_refused_and_left_intact(tmp_path, pendulum_store):
+    run = tmp_path / "run"
+    Trainer(_model(pendulum_store), pendulum_store, _config(steps=5), run).fit()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(TrainingError, match="already holds another model"):
+        Trainer(_model(pendulum_store, "tiny-mlp:wide"), pendulum_store, _config(steps=10), run)
+    with pytest.raises(TrainingError, match="already holds another model"):
+        Trainer(_model(pendulum_store, hidden=17), pendulum_store, _config(steps=10), run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+    exported = tmp_path / "exported"
+    _model(pendulum_store).save_pretrained(exported)
+    with pytest.raises(TrainingError, match="without trainer state"):
+        Trainer(_model(pendulum_store), pendulum_store, _config(), exported)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "thesis.tex").write_text("precious")
+    with pytest.raises(TrainingError, match="not a worldflux-gym run"):
+        Trainer(_model(pendulum_store), pendulum_store, _config(), tmp_path / "home")
+    assert (tmp_path / "home" / "thesis.tex").read_text() == "precious"
+
+
+def test_data_that_does_not_match_the_model_or_is_empty_is_refused(tmp_path, pendulum_store):
+    cartpole = gym.make("CartPole-v1")
+    wrong = create_world_model("tiny-mlp:ci", cartpole.observation_space, cartpole.action_space)
+    with pytest.raises(SpaceError, match="observation space"):
+        Trainer(wrong, pendulum_store, _config(), tmp_path / "run")
+    empty = EpisodeStore.create(
+        tmp_path / "empty", "Pendulum-v1", pendulum_store.observation_space, pendulum_store.action_space
+    )
+    with pytest.raises(DataError, match="no training episodes"):
+        Trainer(_model(pendulum_store), empty, _config(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_world_model_collects_then_resumes(tmp_path):
+    run = tmp_path / "run"
+    model = fit_world_model(
+        "CartPole-v1",
+        "tiny-mlp:ci",
+        run,
+        steps=10,
+        collect_steps=300,
+        progress=False,
+        trainer=dict(batch_size=16, tensorboard=False),
+    )
+    assert EpisodeStore(run / "data").num_steps() >= 300
+    assert from_pretrained(run).action_space == gym.spaces.Discrete(2) and model.family == "tiny-mlp"
+    fit_world_model(
+        "CartPole-v1",
+        "tiny-mlp:ci",
+        run,
+        steps=20,
+        collect_steps=300,
+        progress=False,
+        trainer=dict(batch_size=16, tensorboard=False),
+    )
+    assert trainer_state(run)["step"] == 20
+    with pytest.raises(TrainingError, match="already holds a tiny-mlp:ci model fitted on CartPole-v1"):
+        fit_world_model("Pendulum-v1", "tiny-mlp:ci", run, steps=5, collect_steps=10, progress=False)
+    assert not (run / "data").joinpath("Pendulum").exists() and trainer_state(run)["step"] == 20
+
+
+_FIT_FOREVER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import torch; torch.set_num_threads(1)
+import minimal_family
+from worldflux_gym.data import EpisodeStore
+from worldflux_gym.training import Trainer, TrainerConfig
+from worldflux_gym import create_world_model
+store = EpisodeStore(sys.argv[1])
+model = create_world_model("tiny-mlp:ci", store.observation_space, store.action_space)
+config = TrainerConfig(steps=10_000_000, batch_size=32, checkpoint_every=20, validate_every=20,
+                       progress=False, tensorboard=False)
+Trainer(model, store, config, sys.argv[3]).fit()
+"""
+
+
+def test_kill_9_during_fitting_keeps_a_loadable_checkpoint_to_resume(tmp_path, pendulum_store):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FIT_FOREVER, str(pendulum_store.directory), str(TESTS), str(run)], env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if trainer_state(run)["step"] >= 40:
+                    break
+            except (TrainingError, ValueError):  # not written yet
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("the fit wrote no checkpoint in 60 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    step = trainer_state(run)["step"]
+    assert step >= 40 and step % 20 == 0
+    from_pretrained(run)  # a complete, verified checkpoint
+    model = _model(pendulum_store)
+    metrics = Trainer(model, pendulum_store, _config(steps=step + 10), run).fit()
+    assert metrics["step"] == step + 10 and trainer_state(run)["step"] == step + 10
+
+
+_DDP_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import torch; torch.set_num_threads(1)
+import torch.distributed as dist
+import minimal_family
+from worldflux_gym.data import EpisodeStore
+from worldflux_gym.training import Trainer, TrainerConfig
+from worldflux_gym import create_world_model
+store = EpisodeStore(sys.argv[1])
+torch.manual_seed(0)
+model = create_world_model("tiny-mlp:ci", store.observation_space, store.action_space)
+config = TrainerConfig(steps=30, batch_size=32, checkpoint_every=10, validate_every=10, progress=False,
+                       tensorboard=False)
+Trainer(model, store, config, sys.argv[3]).fit()
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, flat)
+assert all(torch.equal(g, gathered[0]) for g in gathered), "ranks disagree on the weights"
+torch.save(flat, f"{sys.argv[3]}/../weights-rank{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_with_gloo(tmp_path, pendulum_store):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(_DDP_SCRIPT)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(pendulum_store.directory),
+            str(TESTS),
+            str(run),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert trainer_state(run)["step"] == 30 and trainer_state(run)["world_size"] == 2
+    saved = torch.cat([p.detach().flatten() for p in from_pretrained(run).parameters()])
+    rank0 = torch.load(tmp_path / "weights-rank0.pt")
+    torch.testing.assert_close(saved, rank0, rtol=0, atol=0)
+    assert np.isfinite(saved.numpy()).all()
