@@ -24,6 +24,20 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from worldflux_gym.dream.registration import load_specs
+
+    rows = [("id", "real env", "family", "weights")]
+    rows += [
+        (s.id, s.real_env, f"{s.family}:{s.preset}", "present" if s.weights_present else "missing")
+        for s in load_specs()
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+    return 0
+
+
 def _collect(args: argparse.Namespace) -> int:
     from worldflux_gym.data import collect_to_store
 
@@ -123,6 +137,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dyna(args: argparse.Namespace) -> int:
+    from worldflux_gym.training.dyna import DynaConfig, run_dyna
+
+    config = DynaConfig(
+        real_steps=args.real_steps,
+        recipe=args.recipe,
+        initial_steps=args.initial_steps,
+        steps_per_round=args.steps_per_round,
+        fit_steps_per_round=args.fit_steps,
+        agent_steps_per_round=args.agent_steps,
+        starts=args.starts,
+        dream_horizon=args.dream_horizon,
+        seed=args.seed,
+        device=args.device,
+    )
+    record = run_dyna(args.env_id, args.model, args.out, config)
+    print("round  real steps  real return")
+    for r in record["rounds"]:
+        ret = "n/a" if r["real_return"] is None else f"{r['real_return']:.1f}"
+        print(f"{r['round']:>5}  {r['real_steps']:>10}  {ret:>11}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux-gym",
@@ -133,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("catalog", help="list every world-model family:preset with its size")
     p.set_defaults(handler=_catalog)
+
+    p = commands.add_parser("list", help="list the dream env ids, their real env, family and weights")
+    p.set_defaults(handler=_list)
 
     p = commands.add_parser(
         "collect", help="collect real episodes from a Gymnasium env into an episode store"
@@ -187,6 +227,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", help="SB3 algorithm when it cannot be detected (PPO, SAC, ...)")
     p.set_defaults(handler=_evaluate)
+
+    p = commands.add_parser(
+        "dyna", help="collect, fit, train an agent in the dream, collect with it ... (resumable)"
+    )
+    p.add_argument("env_id", metavar="ENV_ID", help="the real Gymnasium env")
+    p.add_argument("--model", required=True, help="FAMILY:PRESET, see `worldflux-gym catalog`")
+    p.add_argument("--real-steps", type=int, required=True, help="the real-env step budget")
+    p.add_argument("--recipe", required=True, help="agent recipe name (agents/*.json) or path")
+    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    p.add_argument("--initial-steps", type=int, default=5000, help="random-action warm-up steps")
+    p.add_argument("--steps-per-round", type=int, default=5000, help="real steps collected per round")
+    p.add_argument("--fit-steps", type=int, default=2000, help="model updates per round")
+    p.add_argument("--agent-steps", type=int, default=100_000, help="dreamed agent steps per round")
+    p.add_argument("--starts", choices=["branched", "reset"], default="branched")
+    p.add_argument("--dream-horizon", type=int, default=100, help="dreamed episode length")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_dyna)
 
     return parser
 
