@@ -26,6 +26,28 @@ def default_recipe(dream_id: str) -> str:
     return recipe
 
 
+def agent_device(recipe: Recipe) -> str:
+    # PPO/A2C with MLP policies are faster on the CPU; off-policy algorithms use the GPU when present
+    return "cpu" if recipe.algorithm in ("PPO", "A2C") else "auto"
+
+
+def build_agent(
+    recipe: Recipe, venv, seed: int = 0, tensorboard_dir: str | Path | None = None
+) -> BaseAlgorithm:
+    """The recipe's SB3 algorithm over ``venv`` (TensorBoard logs only when tensorboard is installed)."""
+    if tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
+        tensorboard_dir = None
+    return recipe.algorithm_class(
+        recipe.policy,
+        venv,
+        seed=seed,
+        device=agent_device(recipe),
+        tensorboard_log=None if tensorboard_dir is None else str(tensorboard_dir),
+        verbose=0,
+        **recipe.hyperparameters,
+    )
+
+
 def train_agent(
     dream_id: str,
     out: str | Path,
@@ -53,20 +75,7 @@ def train_agent(
     options = {**recipe.env_options, **(env_options or {})}
     venv = make_sb3_vec_env(dream_id, num_envs=recipe.num_envs, checkpoint=checkpoint, **options)
     venv.seed(seed)
-    tb_dir = None
-    if tensorboard and importlib.util.find_spec("tensorboard") is not None:
-        tb_dir = str(out.with_name(out.stem + "_tb"))
-    # PPO/A2C with MLP policies are faster on the CPU; off-policy algorithms use the GPU when present
-    device = "cpu" if recipe.algorithm in ("PPO", "A2C") else "auto"
-    agent = recipe.algorithm_class(
-        recipe.policy,
-        venv,
-        seed=seed,
-        device=device,
-        tensorboard_log=tb_dir,
-        verbose=0,
-        **recipe.hyperparameters,
-    )
+    agent = build_agent(recipe, venv, seed, out.with_name(out.stem + "_tb") if tensorboard else None)
     started = time.perf_counter()
     agent.learn(total_timesteps=steps, progress_bar=progress)
     seconds = time.perf_counter() - started
