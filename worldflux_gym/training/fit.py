@@ -10,7 +10,7 @@ from typing import Any
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, SpaceError, TrainingError
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.core.registry import create_world_model, parse_name
+from worldflux_gym.core.registry import build_config, create_world_model, parse_name
 from worldflux_gym.data.collect import Policy, collect_to_store
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.training.trainer import STATE_JSON, Trainer, TrainerConfig, inspect_run_dir
@@ -56,6 +56,7 @@ def fit_world_model(
     holds :class:`TrainerConfig` fields; ``overrides`` are model config fields.
     """
     run_dir = Path(run_dir)
+    build_config(*parse_name(model_name), overrides)  # a typo fails now, not after collecting
     _check_resumable(run_dir, env_id, model_name)
     if data_dir is None:
         data_dir = run_dir / RUN_DATA_DIR
