@@ -231,6 +231,7 @@ class Trainer:
         )
         self.step = 0
         self.last_checkpoint_step: int | None = None
+        self._loss_module: nn.Module | None = None  # model.loss as a module (DDP-wrapped under torchrun)
 
     # --- data -------------------------------------------------------------------------------
     def _open_data(self, data) -> tuple[EpisodeBuffer, EpisodeBuffer | None, dict[str, Any]]:
@@ -397,7 +398,7 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _adapt(self) -> None:
+    def adapt(self) -> None:
         """``model.adapt_to_data`` once, on a large sample shared by every rank."""
         buffer = self.train_data
         if buffer.num_steps <= self.config.adapt_samples:
@@ -421,19 +422,49 @@ class Trainer:
             "for non-finite values."
         )
 
+    def sample_batch(self) -> TransitionBatch | SequenceBatch:
+        """The training batch for the next update, drawn from a generator seeded by (seed, rank, step)."""
+        rng = np.random.default_rng([self.config.seed, self.rank, self.step])
+        return self._sample(self.train_data, rng)
+
+    def update(self, batch: TransitionBatch | SequenceBatch) -> dict[str, float]:
+        """One AdamW step on ``model.loss(batch)``, gradients clipped; returns the loss and its parts.
+
+        A non-finite loss or gradient raises :class:`TrainingError` before the weights change.
+        """
+        if self._loss_module is None:
+            self._loss_module = _LossModule(self.model)
+            if self.world_size > 1:
+                from torch.nn.parallel import DistributedDataParallel
+
+                self._loss_module = DistributedDataParallel(self._loss_module)
+        with self._autocast():
+            loss, components = self._loss_module(batch)
+        finite = torch.isfinite(loss.detach().float())
+        if self.world_size > 1:  # every rank stops together, or none does
+            finite = finite.to(torch.int32)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
+            raise self._non_finite("loss", float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        if not math.isfinite(grad_norm):  # gradients are all-reduced: every rank sees the same norm
+            raise self._non_finite("gradient norm", grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), "grad_norm": grad_norm, **components}
+
     def fit(self) -> dict[str, float]:
         """Train up to ``config.steps`` updates (resuming from ``run_dir``); returns the final metrics."""
         cfg = self.config
         if self.resuming:
             self._load_checkpoint()
         else:
-            self._adapt()
+            self.adapt()
             self.save_checkpoint()  # step 0: a loadable model, and a good state to fall back on
-        loss_module: nn.Module = _LossModule(self.model)
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            loss_module = DistributedDataParallel(loss_module)
+        if self.step >= cfg.steps:  # a finished run: report on it
+            return {**self.validate(), "step": float(self.step)}
         logs, tensorboard = self._open_logs()
         bar = tqdm(
             total=cfg.steps,
@@ -448,29 +479,7 @@ class Trainer:
         self.model.train()
         try:
             while self.step < cfg.steps:
-                rng = np.random.default_rng([cfg.seed, self.rank, self.step])
-                batch = self._sample(self.train_data, rng)
-                with self._autocast():
-                    loss, components = loss_module(batch)
-                finite = torch.isfinite(loss.detach().float())
-                if self.world_size > 1:  # every rank stops together, or none does
-                    finite = finite.to(torch.int32)
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if not bool(finite):
-                    raise self._non_finite("loss", float(loss.detach()))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
-                if not math.isfinite(grad_norm):  # gradients are all-reduced: every rank sees the same
-                    raise self._non_finite("gradient norm", grad_norm)
-                self.optimizer.step()
-                self.step += 1
-
-                for name, value in {
-                    "loss": float(loss.detach()),
-                    "grad_norm": grad_norm,
-                    **components,
-                }.items():
+                for name, value in self.update(self.sample_batch()).items():
                     window.setdefault(name, []).append(float(value))
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last:
@@ -485,7 +494,7 @@ class Trainer:
                     self._log(logs, tensorboard, validation)
                     if "val/loss" in validation:
                         bar.set_postfix(
-                            loss=f"{metrics.get('train/loss', float(loss.detach())):.4g}",
+                            loss=f"{metrics.get('train/loss', float('nan')):.4g}",
                             val=f"{validation['val/loss']:.4g}",
                             refresh=False,
                         )
@@ -500,10 +509,9 @@ class Trainer:
                 tensorboard.close()
         elapsed = time.perf_counter() - started
         updates = self.step - start_step
-        if updates and elapsed > 0:
-            metrics["updates_per_s"] = updates / elapsed
-            samples = cfg.batch_size * (self.model.sequence_length or 1) * self.world_size
-            metrics["samples_per_s"] = updates * samples / elapsed
+        metrics["updates_per_s"] = updates / elapsed
+        samples = cfg.batch_size * (self.model.sequence_length or 1) * self.world_size
+        metrics["samples_per_s"] = updates * samples / elapsed
         metrics["step"] = float(self.step)
         self.model.eval()
         return metrics
