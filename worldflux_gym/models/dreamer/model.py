@@ -1,0 +1,340 @@
+"""The ``dreamer`` family: a DreamerV3 world model (RSSM + heads), without the actor-critic.
+
+State: ``{"deter": [B, D], "stoch": [B, S, K]}`` (``stoch`` is one-hot). Verbs:
+
+- ``initial_state(B)``: the learned starting GRU state and its prior's mode;
+- ``encode(obs)``: the posterior from the initial state, with no action before it;
+- ``update(state, a, o')``: GRU step under ``a``, then the posterior given ``o'``;
+- ``transition(state, a)``: GRU step under ``a``, then a sample (or the mode) of the prior;
+- ``decode(state)``: observation mean (real units), expected reward, continue logits.
+
+Alignment (``core/batch.py``): with a window ``o_0..o_T`` and ``a_0..a_{T-1}`` the posterior
+state ``s_{t+1}``, which has seen ``a_t`` and ``o_{t+1}``, is trained to predict ``reward[:, t]``
+and ``continue_target()[:, t]``. The reward therefore depends on the action actually taken: the
+action goes through the GRU before any head sees the state.
+
+Training windows that start mid-episode (``is_first`` False) are filtered from the initial state
+as if they began there. That is exactly how a dream starts from a burned-in real context window,
+so the model is trained for the use it gets; the first steps of such windows simply carry less
+history than DreamerV3's replay-carried states would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from gymnasium import spaces
+from torch.nn import functional as F
+
+from worldflux_gym.core.batch import SequenceBatch
+from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.model import Capabilities, WorldModel
+from worldflux_gym.core.outputs import LossOutput, ModelOutput
+from worldflux_gym.core.registry import Preset, register_family
+from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
+from worldflux_gym.core.state import State
+from worldflux_gym.models.dreamer.networks import (
+    MLP,
+    ConvDecoder,
+    ConvEncoder,
+    TwoHotSymlog,
+    symexp,
+    symlog,
+)
+from worldflux_gym.models.dreamer.rssm import RSSM
+
+
+@dataclass
+class DreamerConfig:
+    deter: int = 512  # GRU state size
+    stoch: int = 32  # number of categorical latents
+    classes: int = 32  # classes per latent
+    hidden: int = 512  # width of every MLP layer
+    layers: int = 2  # hidden layers of the encoder, decoder and heads
+    cnn_depth: int = 32  # channels of the first conv layer (image observations only)
+    reward_bins: int = 255  # two-hot bins of the reward head
+    unimix: float = 0.01  # uniform mix-in of the latent categoricals
+    free_nats: float = 1.0  # KL below this is not penalised (free bits)
+    dyn_scale: float = 0.5  # weight of KL(sg(post) || prior): trains the prior
+    rep_scale: float = 0.1  # weight of KL(post || sg(prior)): regularises the posterior
+    sequence_length: int = 64  # training window length T
+    learning_rate: float = 1e-4  # a suggestion for trainers (DreamerV3 uses 1e-4 for the world model)
+
+    def __post_init__(self) -> None:
+        for name in ("deter", "stoch", "classes", "hidden", "cnn_depth", "sequence_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"dreamer config {name} must be positive, got {getattr(self, name)}")
+        if self.reward_bins < 2:
+            raise ConfigError(f"dreamer config reward_bins must be at least 2, got {self.reward_bins}")
+        if not 0.0 <= self.unimix < 1.0:
+            raise ConfigError(f"dreamer config unimix must be in [0, 1), got {self.unimix}")
+
+
+PRESETS = {
+    "ci": Preset(
+        {
+            "deter": 64,
+            "stoch": 8,
+            "classes": 8,
+            "hidden": 64,
+            "layers": 2,
+            "cnn_depth": 8,
+            "reward_bins": 63,
+            "sequence_length": 16,
+            "learning_rate": 1e-3,
+        },
+        "test",
+        "tiny RSSM (deter 64, 8x8 stoch, 64 hidden) for tests",
+    ),
+    "small": Preset(
+        {
+            "deter": 256,
+            "stoch": 32,
+            "classes": 32,
+            "hidden": 256,
+            "layers": 2,
+            "cnn_depth": 16,
+            "sequence_length": 32,
+            "learning_rate": 3e-4,
+        },
+        "experimental",
+        "CPU-sized RSSM (deter 256, 32x32 stoch, 2x256 MLPs) for proprioceptive control",
+    ),
+    "default": Preset(
+        {
+            "deter": 512,
+            "stoch": 32,
+            "classes": 32,
+            "hidden": 512,
+            "layers": 2,
+            "cnn_depth": 32,
+            "sequence_length": 64,
+            "learning_rate": 1e-4,
+        },
+        "experimental",
+        "DreamerV3 small-scale RSSM (deter 512, 32x32 stoch, 2x512 MLPs)",
+    ),
+}
+
+
+def _masked_mean(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (value * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+@register_family("dreamer", presets=PRESETS)
+class DreamerModel(WorldModel):
+    config_class = DreamerConfig
+    capabilities = Capabilities(
+        decodes_observations=True,
+        predicts_reward=True,
+        predicts_termination=True,
+        reports_uncertainty=False,
+        recurrent=True,
+    )
+    batch_type = SequenceBatch
+
+    def __init__(self, config: DreamerConfig, observation_space: spaces.Space, action_space: spaces.Space):
+        super().__init__(config, observation_space, action_space)
+        c = config
+        self.is_image = is_image_space(observation_space)
+        if self.is_image:
+            shape = tuple(int(s) for s in observation_space.shape)
+            self.encoder = ConvEncoder(shape, c.cnn_depth)
+            embed_dim = self.encoder.outputs
+        else:
+            self.encoder = MLP(observation_dim(observation_space), c.hidden, c.layers)
+            embed_dim = c.hidden
+        self.rssm = RSSM(c.deter, c.stoch, c.classes, c.hidden, action_dim(action_space), embed_dim, c.unimix)
+        features = self.rssm.feature_size
+        if self.is_image:
+            self.decoder = ConvDecoder(features, shape, c.cnn_depth)
+        else:
+            self.decoder = MLP(features, c.hidden, c.layers, observation_dim(observation_space))
+        self.reward_head = MLP(features, c.hidden, c.layers, c.reward_bins, zero_output=True)
+        self.continue_head = MLP(features, c.hidden, c.layers, 1)
+        self.twohot = TwoHotSymlog(c.reward_bins)
+
+    # --- observation and action transforms ----------------------------------------------------
+    def _embed(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations ``[N, *obs_shape]`` -> embeddings ``[N, E]`` (vectors enter in symlog)."""
+        if self.is_image:
+            return self.encoder(obs)
+        return self.encoder(symlog(obs.float()))
+
+    def _obs_target(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the decoder regresses: symlog(obs) for vectors, ``obs/255 - 0.5`` for images."""
+        return obs.float() / 255.0 - 0.5 if self.is_image else symlog(obs.float())
+
+    def _obs_mean(self, prediction: torch.Tensor) -> torch.Tensor:
+        """Decoder output -> observation in real units (0..255 floats for images)."""
+        if self.is_image:
+            return ((prediction + 0.5) * 255.0).clamp(0.0, 255.0)
+        return symexp(prediction)
+
+    def _action(self, action: torch.Tensor) -> torch.Tensor:
+        return action_features(action.to(self.device), self.action_space)
+
+    @staticmethod
+    def features(state: State) -> torch.Tensor:
+        """``[B, D + S*K]``: what every head reads."""
+        return torch.cat([state["deter"], state["stoch"].flatten(-2)], dim=-1)
+
+    # --- the verbs ------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> State:
+        """The learned starting GRU state with the mode of its prior, before any observation."""
+        deter = self.rssm.initial_deter_state(batch_size).contiguous()
+        stoch = self.rssm.sample(self.rssm.prior(deter), deterministic=True)
+        return State({"deter": deter, "stoch": stoch})
+
+    def encode(
+        self, obs: torch.Tensor, *, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> State:
+        """Posterior for ``obs`` ``[B, *obs_shape]`` from the initial state, no action before it.
+
+        Uses the posterior's mode by default so that a burn-in is reproducible without a generator.
+        """
+        deter = self.rssm.initial_deter_state(obs.shape[0]).contiguous()
+        post = self.rssm.posterior(deter, self._embed(obs.to(self.device)))
+        return State({"deter": deter, "stoch": self.rssm.sample(post, deterministic, generator)})
+
+    def update(
+        self,
+        state: State,
+        action: torch.Tensor,
+        obs: torch.Tensor,
+        *,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """Posterior step: the GRU takes ``action``, then ``stoch`` is inferred from ``obs``."""
+        return self._posterior_step(
+            state, self._action(action), self._embed(obs.to(self.device)), deterministic, generator
+        )
+
+    def _posterior_step(self, state, action_feat, embed, deterministic, generator) -> State:
+        deter = self.rssm.recur(state["deter"], state["stoch"], action_feat)
+        post = self.rssm.posterior(deter, embed)
+        return State({"deter": deter, "stoch": self.rssm.sample(post, deterministic, generator)})
+
+    def observe(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        *,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """Burn in ``obs`` ``[B, T+1, ...]`` and ``action`` ``[B, T, ...]``; the state after ``o_T``.
+
+        Same result as ``encode`` + ``update`` per step, but every observation is embedded in one
+        batched call, leaving only the GRU in the time loop.
+        """
+        obs = obs.to(self.device)
+        embed = self._embed(obs)
+        actions = self._action(action)
+        deter = self.rssm.initial_deter_state(obs.shape[0]).contiguous()
+        post = self.rssm.posterior(deter, embed[:, 0])
+        state = State({"deter": deter, "stoch": self.rssm.sample(post, deterministic, generator)})
+        for t in range(actions.shape[1]):
+            state = self._posterior_step(state, actions[:, t], embed[:, t + 1], deterministic, generator)
+        return state
+
+    def transition(
+        self,
+        state: State,
+        action: torch.Tensor,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        report_uncertainty: bool = True,
+    ) -> State:
+        """Prior step: GRU under ``action`` ``[B, *action_shape]``, then sample (or mode of) the prior."""
+        deter = self.rssm.recur(state["deter"], state["stoch"], self._action(action))
+        stoch = self.rssm.sample(self.rssm.prior(deter), deterministic, generator)
+        return State({"deter": deter, "stoch": stoch})
+
+    def decode(self, state: State) -> ModelOutput:
+        """Observation mean ``[B, *obs_shape]``, expected reward ``[B]``, continue logits ``[B]``."""
+        features = self.features(state)
+        return ModelOutput(
+            obs=self._obs_mean(self.decoder(features)),
+            reward=self.twohot.mean(self.reward_head(features)),
+            continue_logits=self.continue_head(features).squeeze(-1),
+        )
+
+    # --- training -------------------------------------------------------------------------------
+    def loss(self, batch: SequenceBatch) -> LossOutput:
+        """DreamerV3's world-model loss on windows ``obs`` ``[B, T+1, ...]``, ``action`` ``[B, T, ...]``.
+
+        ``pred`` (decoder symlog-MSE summed over observation dims, two-hot reward cross-entropy,
+        continue BCE on terminations only) + ``dyn_scale * max(free, KL(sg(q) || p))`` +
+        ``rep_scale * max(free, KL(q || sg(p)))``. Padded steps (``mask`` False) are left out.
+        """
+        if not isinstance(batch, SequenceBatch):
+            raise TypeError(
+                f"the dreamer family trains on SequenceBatch windows, got {type(batch).__name__}; "
+                "sample them with EpisodeBuffer.sample_sequences(batch, model.sequence_length, rng)"
+            )
+        batch = batch.to(self.device)
+        B, T = batch.reward.shape
+        embed = self._embed(batch.obs)  # [B, T+1, E]
+        actions = self._action(batch.action)  # [B, T, A]
+
+        # Filter the window with posterior samples (straight-through), keeping prior and posterior.
+        # The prior does not feed back into the filter, so it is computed once for all steps after.
+        deter = self.rssm.initial_deter_state(B)
+        post = self.rssm.posterior(deter, embed[:, 0])
+        stoch = self.rssm.sample(post)
+        deters, posts, stochs = [deter], [post], [stoch]
+        for t in range(T):
+            deter = self.rssm.recur(deter, stoch, actions[:, t])
+            post = self.rssm.posterior(deter, embed[:, t + 1])
+            stoch = self.rssm.sample(post)
+            deters.append(deter)
+            posts.append(post)
+            stochs.append(stoch)
+        deter, post = torch.stack(deters, 1), torch.stack(posts, 1)  # [B, T+1, D], [B, T+1, S, K]
+        prior = self.rssm.prior(deter)
+        features = torch.cat([deter, torch.stack(stochs, 1).flatten(-2)], -1)
+
+        # Step 0 (o_0) is always real; step t+1 is real where mask[:, t] is.
+        valid = torch.cat([batch.mask.new_ones(B, 1), batch.mask], dim=1).float()  # [B, T+1]
+        step = batch.mask.float()  # [B, T]
+
+        error = (self.decoder(features) - self._obs_target(batch.obs)).pow(2)
+        obs_loss = _masked_mean(error.flatten(2).sum(-1), valid)
+        # s_{t+1} (features[:, 1:]) has seen a_t and o_{t+1}: it owns reward[:, t] and continue[:, t].
+        after = features[:, 1:]
+        reward_loss = _masked_mean(self.twohot.loss(self.reward_head(after), batch.reward.float()), step)
+        continue_loss = _masked_mean(
+            F.binary_cross_entropy_with_logits(
+                self.continue_head(after).squeeze(-1), batch.continue_target(), reduction="none"
+            ),
+            step,
+        )
+        # KL balancing: the prior moves toward the posterior faster than the reverse; free bits
+        # stop pushing once the KL is below `free_nats` so the representation is not collapsed.
+        kl_dyn = self.rssm.kl(post.detach(), prior)
+        kl_rep = self.rssm.kl(post, prior.detach())
+        dyn_loss = _masked_mean(kl_dyn.clamp_min(self.config.free_nats), valid)
+        rep_loss = _masked_mean(kl_rep.clamp_min(self.config.free_nats), valid)
+
+        total = (
+            obs_loss
+            + reward_loss
+            + continue_loss
+            + self.config.dyn_scale * dyn_loss
+            + self.config.rep_scale * rep_loss
+        )
+        return LossOutput(
+            total,
+            {
+                "obs": obs_loss.item(),
+                "reward": reward_loss.item(),
+                "continue": continue_loss.item(),
+                "kl": _masked_mean(kl_dyn, valid).item(),
+                "dyn": dyn_loss.item(),
+                "rep": rep_loss.item(),
+            },
+        )
