@@ -72,6 +72,10 @@ class TDMPC2Config:
     vmax: float = 10.0
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    # optimisation (the Trainer reads these fields when its own are left unset)
+    batch_size: int = 256  # windows per update
+    learning_rate: float = 3e-4
+    grad_clip: float = 20.0
     # objective
     sequence_length: int = 3  # horizon H of the consistency loss (T of the SequenceBatch)
     rho: float = 0.5  # temporal discount of the per-step losses
@@ -106,6 +110,8 @@ _SHAPES = "Walker2d-v5 spaces (17-D observation, 6-D action)"
                 "enc_dim": 64,
                 "mlp_dim": 64,
                 "num_bins": 51,
+                "batch_size": 64,
+                "learning_rate": 1e-3,
                 "plan_samples": 64,
                 "plan_elites": 8,
                 "plan_policy_samples": 8,
@@ -396,7 +402,9 @@ class TDMPC2Model(WorldModel):
                 spread = torch.quantile(q.detach(), 0.95) - torch.quantile(q.detach(), 0.05)
                 self.q_scale.lerp_(spread.clamp_min(1.0), self.config.scale_tau)
         objective = self.config.entropy_coef * log_prob - q / self.q_scale  # [B * (T+1)]
-        return _weighted_mean(objective.view(B, T1), weight), float(-log_prob.detach().mean())
+        return _weighted_mean(objective.view(B, T1), weight), float(
+            _weighted_mean(-log_prob.detach().view(B, T1), valid)
+        )
 
     @torch.no_grad()
     def validate(self, batch: SequenceBatch | TransitionBatch) -> dict[str, float]:
