@@ -303,3 +303,21 @@ def test_presets_in_the_catalog():
         entries["ensemble:default"].parameters
         == 7 * (23 * 200 + 3 * 200 * 200 + 200 * 37 + 4 * 200 + 37) + 36
     )
+
+
+def test_cached_elite_weights_follow_weight_updates(pendulum):
+    # Imagination caches the elites' gathered weights; an in-place update must invalidate the cache.
+    model = copy.deepcopy(pendulum.model)
+    batch = pendulum.held_out_transitions()
+    with torch.inference_mode():
+        before = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
+    with torch.no_grad():
+        model.output_layer.bias[model.elite_index] += 1.0  # shifts every elite's predicted change
+    with torch.inference_mode():
+        after = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
+    fresh = copy.deepcopy(model)  # no cache carried over: new storage
+    fresh._elite_cache = None
+    with torch.inference_mode():
+        expected = fresh.transition(fresh.encode(batch.obs), batch.action, deterministic=True)["obs"]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected)

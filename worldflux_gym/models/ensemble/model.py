@@ -186,7 +186,7 @@ class EnsembleModel(WorldModel):
                 (m.weight.index_select(0, elites), m.bias.index_select(0, elites)) for m in self._layers()
             ]
         tensors = [elites] + [t for m in self._layers() for t in (m.weight, m.bias)]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        key = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
         cached = getattr(self, "_elite_cache", None)
         if cached is None or cached[0] != key:
             weights = [
