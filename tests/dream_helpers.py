@@ -62,3 +62,19 @@ def constant_model(env_id: str, reward: float = 1.0, continue_logit: float = 20.
         last.bias[-2] = reward
         last.bias[-1] = continue_logit
     return model.eval()
+
+
+@functools.cache
+def family_checkpoint(env_id: str, family: str) -> Path:
+    """A checkpoint of the family's ``ci`` preset for ``env_id``: fitted for the one-step ensemble,
+    untrained for the sequence families (Dreamer, TD-MPC2), whose dream semantics do not depend on
+    training. ``None``-free: raises if the family is not installed."""
+    if family == "ensemble":
+        return fitted_checkpoint(env_id, "ensemble:ci")
+    torch.manual_seed(0)
+    env = gym.make(env_id)
+    model = create_world_model(f"{family}:ci", env.observation_space, env.action_space)
+    env.close()
+    directory = _ROOT / f"{env_id}-{family}-ci-untrained"
+    model.eval().save_pretrained(directory)
+    return directory

@@ -1,0 +1,166 @@
+"""Registered ids: specs in envs/, make / make_vec, checkers on every id, clear checkpoint errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from dream_helpers import family_checkpoint, fitted_checkpoint
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import worldflux_gym  # noqa: F401  (registers the ids)
+from worldflux_gym.cli import main as cli_main
+from worldflux_gym.core import CheckpointError, ConfigError, SpaceError, families
+from worldflux_gym.dream import DreamEnv, DreamVectorEnv, load_specs
+from worldflux_gym.dream.registration import ENVS_DIR, read_spec, register_envs
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED_IDS = {
+    "WorldFlux/Dreamer-Walker-v0": "Walker2d-v5",
+    "WorldFlux/Ensemble-Walker-v0": "Walker2d-v5",
+    "WorldFlux/TDMPC2-Walker-v0": "Walker2d-v5",
+    "WorldFlux/Dreamer-CartPole-v0": "CartPole-v1",
+    "WorldFlux/Ensemble-Pendulum-v0": "Pendulum-v1",
+}
+ALL_IDS = sorted(spec.id for spec in load_specs())
+
+
+def test_specs_declare_the_required_ids_with_both_entry_points():
+    specs = {s.id: s for s in load_specs()}
+    assert ENVS_DIR.resolve() == (REPO / "envs").resolve()
+    for env_id, real_env in REQUIRED_IDS.items():
+        assert specs[env_id].real_env == real_env
+        registered = gym.spec(env_id)
+        assert registered.entry_point and registered.vector_entry_point
+        assert registered.max_episode_steps == specs[env_id].max_episode_steps
+        gym.spec(real_env)  # the real env exists
+    assert set(register_envs()) == set(specs)  # registering again is harmless
+
+
+def test_a_bad_spec_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"id": "Walker-v0", "real_env": "Walker2d-v5"}))
+    with pytest.raises(ConfigError, match="lacks"):
+        load_specs(tmp_path)
+    (tmp_path / "bad.json").write_text(
+        json.dumps(
+            dict(id="Walker-v0", real_env="x", family="f", preset="p", checkpoint="c", max_episode_steps=1)
+        )
+    )
+    with pytest.raises(ConfigError, match="WorldFlux/<Family>-<Env>-v<N>"):
+        read_spec(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_a_missing_checkpoint_says_how_to_fit_one(env_id):
+    spec = next(s for s in load_specs() if s.id == env_id)
+    if spec.weights_present:
+        pytest.skip("the shipped weights are installed")
+    with pytest.raises(CheckpointError, match=rf"worldflux-gym fit {spec.real_env} --model {spec.family}:"):
+        gym.make(env_id)
+    with pytest.raises(CheckpointError, match="checkpoint=DIR"):
+        gym.make_vec(env_id, num_envs=2)
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_both_checkers_pass_on_every_registered_id(env_id):
+    spec = next(s for s in load_specs() if s.id == env_id)
+    run = fitted_checkpoint(spec.real_env)
+    env = gym.make(env_id, checkpoint=run)
+    real = gym.make(spec.real_env)
+    assert isinstance(env.unwrapped, DreamEnv)
+    # by default an id mirrors its real env: spaces, start distribution, episode limit
+    assert env.observation_space == real.observation_space and env.action_space == real.action_space
+    assert env.spec.max_episode_steps == real.spec.max_episode_steps == spec.max_episode_steps
+    np.testing.assert_allclose(env.reset(seed=3)[0], real.reset(seed=3)[0], rtol=1e-6)
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+    vec = gym.make_vec(env_id, num_envs=3, checkpoint=run)
+    assert isinstance(vec, DreamVectorEnv) and vec.single_observation_space == real.observation_space
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_checkers_pass_with_a_checkpoint_of_the_ids_own_family(env_id):
+    spec = next(s for s in load_specs() if s.id == env_id)
+    if spec.family not in families():
+        pytest.skip(f"the {spec.family} family is not installed")
+    env = gym.make(env_id, checkpoint=family_checkpoint(spec.real_env, spec.family))
+    real = gym.make(spec.real_env)
+    assert env.action_space == real.action_space
+    if env.unwrapped.model.capabilities.decodes_observations:
+        assert env.observation_space == real.observation_space
+    else:  # a latent family: the real env seen through the encoder has the dream's space
+        from worldflux_gym.dream import EncodeObservation
+
+        assert EncodeObservation(real, env.unwrapped.model).observation_space == env.observation_space
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+
+
+def test_options_pass_through_make_and_the_horizon_can_be_changed():
+    env = gym.make(
+        "WorldFlux/Ensemble-Pendulum-v0",
+        checkpoint=fitted_checkpoint("Pendulum-v1"),
+        max_episode_steps=3,
+        deterministic=True,
+    )
+    env.reset(seed=0)
+    truncated = [env.step(np.zeros(1, np.float32))[3] for _ in range(3)]
+    assert truncated == [False, False, True]
+    assert env.unwrapped.dream.deterministic
+
+
+def test_a_checkpoint_for_another_env_is_rejected(tmp_path):
+    with pytest.raises(SpaceError, match="another env"):
+        gym.make("WorldFlux/Ensemble-Walker-v0", checkpoint=fitted_checkpoint("Pendulum-v1"))
+    with pytest.raises(CheckpointError, match="worldflux-gym fit"):
+        gym.make("WorldFlux/Ensemble-Walker-v0", checkpoint=tmp_path)
+
+
+def test_shipped_weights_are_found_through_the_spec(tmp_path, monkeypatch):
+    # a copy of envs/ with weights in place, as the shipping script will leave it
+    envs = tmp_path / "envs"
+    shutil.copytree(REPO / "envs", envs, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(fitted_checkpoint("Pendulum-v1"), envs / "checkpoints" / "ensemble_pendulum")
+    monkeypatch.setattr("worldflux_gym.dream.registration.ENVS_DIR", envs)
+    spec = next(s for s in load_specs() if s.id == "WorldFlux/Ensemble-Pendulum-v0")
+    assert spec.weights_present
+    env = gym.make("WorldFlux/Ensemble-Pendulum-v0", spec_path=str(spec.path))
+    assert env.unwrapped.dream.checkpoint == spec.checkpoint
+
+
+def test_cli_list_shows_ids_real_envs_families_and_weights(capsys):
+    assert cli_main(["list"]) == 0
+    out = capsys.readouterr().out
+    for spec in load_specs():
+        line = next(line for line in out.splitlines() if line.startswith(spec.id))
+        assert spec.real_env in line and f"{spec.family}:{spec.preset}" in line
+        assert ("present" if spec.weights_present else "missing") in line
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_specs(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+    )
+    import zipfile
+
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for spec in load_specs():
+        assert f"worldflux_gym/dream/shipped/{spec.path.name}" in names
