@@ -160,6 +160,54 @@ def _dyna(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from worldflux_gym.audit import audit_agent, rank_agents, summary_text, write_ranking_report, write_report
+    from worldflux_gym.audit.report import ranking_text
+
+    options = {
+        "checkpoint": args.checkpoint,
+        "real": (args.real or True) if args.real is not None else False,  # bare --real: the dream's env
+        "episodes": args.episodes,
+        "horizon": args.horizon,
+        "seed": args.seed,
+        "what_if": not args.no_what_if,
+    }
+    if len(args.agent) == 1:
+        result = audit_agent(args.agent[0], args.dream_id, **options)
+        write_report(result, args.out)
+        print(summary_text(result))
+    else:
+        ranking = rank_agents(args.agent, args.dream_id, **options)
+        write_ranking_report(ranking, args.out)
+        print(ranking_text(ranking))
+    print(f"report: {args.out}/report.md, every figure in {args.out}/report.json")
+    return 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    from worldflux_gym.video import record_dream
+
+    path = record_dream(
+        args.dream_id,
+        args.out,
+        agent=args.agent,
+        steps=args.steps,
+        compare=args.compare,
+        checkpoint=args.checkpoint,
+        seed=args.seed,
+        real_env=args.real_env,
+        fps=args.fps,
+        width=args.size,
+        height=args.size,
+        shadows=args.shadows,
+        reflections=args.reflections,
+    )
+    print(
+        f"{path}: {args.steps} frames of {args.dream_id}" + (" beside the real env" if args.compare else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldflux-gym",
@@ -245,6 +293,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_dyna)
+
+    p = commands.add_parser(
+        "audit", help="audit agents in a dream: return with CI, model uncertainty, what-ifs, real replay"
+    )
+    p.add_argument(
+        "agent", nargs="+", metavar="AGENT", help="SB3 agent .zip (several: ranked by dream return)"
+    )
+    p.add_argument("dream_id", metavar="DREAM_ID", help="a WorldFlux/* id, see `worldflux-gym list`")
+    p.add_argument(
+        "--episodes", type=int, default=100, help="dreamed episodes from real starts (default 100)"
+    )
+    p.add_argument(
+        "--real", nargs="?", const="", metavar="REAL_ID",
+        help="replay the same starts in the real env (default: the dream's own real env)",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
+    p.add_argument("--horizon", type=int, help="dream steps per episode (default: the id's episode limit)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")
+    p.add_argument("--out", required=True, help="report directory: report.md, report.json, SVG charts")
+    p.set_defaults(handler=_audit)
+
+    p = commands.add_parser(
+        "video", help="record a dreamed rollout to .mp4/.gif (optionally beside the real env)"
+    )
+    p.add_argument(
+        "dream_id", metavar="DREAM_ID", help="a WorldFlux/* id (or a checkpoint dir with --real-env)"
+    )
+    p.add_argument("--agent", metavar="AGENT.zip", help="SB3 agent that acts (default: random actions)")
+    p.add_argument("--steps", type=int, default=200, help="frames to record (default 200)")
+    p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
+    p.add_argument(
+        "--compare", action="store_true", help="the real env beside the dream: same start, same actions"
+    )
+    p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
+    p.add_argument("--seed", type=int, default=0, help="the real reset the dream starts from")
+    p.add_argument("--fps", type=float, help="frame rate (default: the real env's)")
+    p.add_argument("--size", type=int, help="panel size in pixels (MuJoCo and pixel models; default 480/256)")
+    p.add_argument("--shadows", action="store_true", help="MuJoCo shadows (slower under software GL)")
+    p.add_argument("--reflections", action="store_true", help="MuJoCo floor reflections (slower)")
+    p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
+    p.set_defaults(handler=_video)
 
     return parser
 

@@ -1,0 +1,53 @@
+"""Auditing a policy inside the imagination.
+
+``audit_agent(agent, "WorldFlux/Ensemble-Pendulum-v0", real=True)`` runs an agent (an SB3
+``.zip``, an SB3 model or a batch callable) in a dream from many real starts and reports the
+expected return with a bootstrap interval, the model's uncertainty along the way, the share of
+steps (and of the return) spent where the model is unsure, what-if scenarios (start noise, action
+noise, an adversarial CEM search over starts) and, with ``real``, the same starts replayed in the
+real env. ``rank_agents`` ranks several agents by dream return (Spearman against real returns).
+``write_report`` writes ``report.json`` and ``report.md`` with SVG charts.
+"""
+
+from worldflux_gym.audit.audit import (
+    AuditConfig,
+    AuditResult,
+    Ranking,
+    RealComparison,
+    ScenarioResult,
+    audit_agent,
+    rank_agents,
+    ranking_of,
+)
+from worldflux_gym.audit.dream import Calibration, DreamRollouts, FixedStarts, calibrate, dream_rollouts
+from worldflux_gym.audit.policy import as_policy
+from worldflux_gym.audit.real import draw_real_starts, real_rollouts, set_real_state
+from worldflux_gym.audit.report import summary_text, write_ranking_report, write_report
+from worldflux_gym.audit.stats import Interval, bootstrap_ci, rankdata, spearman
+
+__all__ = [
+    "AuditConfig",
+    "AuditResult",
+    "Calibration",
+    "DreamRollouts",
+    "FixedStarts",
+    "Interval",
+    "Ranking",
+    "RealComparison",
+    "ScenarioResult",
+    "as_policy",
+    "audit_agent",
+    "bootstrap_ci",
+    "calibrate",
+    "draw_real_starts",
+    "dream_rollouts",
+    "rank_agents",
+    "ranking_of",
+    "rankdata",
+    "real_rollouts",
+    "set_real_state",
+    "spearman",
+    "summary_text",
+    "write_ranking_report",
+    "write_report",
+]

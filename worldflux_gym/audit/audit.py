@@ -1,0 +1,649 @@
+"""Auditing a policy inside the imagination: what return to expect, where the model is unsure, and
+whether the return comes from there.
+
+An agent that practised in a dream can learn the model's mistakes instead of the task (World
+Models: 2086 in the dream, 193 in reality). The audit runs the agent in the dream from many real
+starts and reports, per scenario:
+
+- the expected return with a 95% **percentile bootstrap** interval over episodes;
+- the model's per-step uncertainty (ensemble disagreement) over time;
+- the **unsure share**: the share of dreamed steps whose uncertainty exceeds the ``quantile``
+  (0.99 by default) of the model's uncertainty on *real* transitions (held-out episodes of the
+  checkpoint's data when it has them, else fresh random-action steps of the real env, the data the
+  shipped models are fitted on). On real data 1% of steps lie above this level by construction,
+  so an agent that spends far more of its time there is off the data the model knows;
+- the **return share unsure**: the share of the return earned on those steps, with each reward
+  counted above the lowest real reward in the same data (so that a share means something for
+  envs whose rewards are all negative, like Pendulum);
+- a **flag** (the signature of exploitation) when the unsure share exceeds ``flag_share`` (10%,
+  ten times the real data's rate) *and* the agent earns more there than elsewhere (return share
+  unsure > unsure share).
+
+Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
+units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
+units of half the action range), and ``adversarial``: a cross-entropy-method (CEM) search over
+bounded start perturbations for the starts with the lowest dream return. With ``real``, the
+nominal starts and the adversarial worst starts are replayed in the real env (``real.py``) and the
+report gives the dream-minus-real return gap per episode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from worldflux_gym.audit.dream import (
+    Calibration,
+    DreamRollouts,
+    calibrate,
+    calibration_buffer,
+    dream_rollouts,
+)
+from worldflux_gym.audit.policy import Agent, BatchPolicy, agent_name, as_policy
+from worldflux_gym.audit.real import can_set_state, draw_real_starts, project_starts, real_rollouts
+from worldflux_gym.audit.stats import Interval, bootstrap_ci, spearman
+from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.model import WorldModel
+from worldflux_gym.dream.core import latent_of, load_model
+
+
+@dataclass
+class AuditConfig:
+    """Settings of an audit; every one is written to ``report.json``."""
+
+    episodes: int = 100  # starts of the nominal scenario (one dreamed episode each)
+    horizon: int | None = None  # dream steps per episode; None: the dream id's episode limit
+    seed: int = 0
+    deterministic: bool = False  # False: the stochastic dream agents practise in
+    unsure_quantile: float = 0.99  # the "unsure" threshold, as a quantile of real-data uncertainty
+    flag_share: float = 0.10  # flag when more than this share of steps is unsure (and earns more)
+    what_if: bool = True  # run the start-noise, action-noise and adversarial scenarios
+    start_noise: float = 0.1  # std of start noise, in units of the real data's per-dimension std
+    action_noise: float = 0.1  # std of action noise, in units of half the action range
+    adversarial_bases: int = 8  # real starts the CEM searches around (one worst case each)
+    adversarial_radius: float = 0.5  # max |perturbation| per dimension, in units of the data's std
+    cem_iterations: int = 5
+    cem_population: int = 32
+    cem_elite_fraction: float = 0.2
+    worst_cases: int = 5  # worst cases listed in the report
+    calibration_steps: int = 3000  # fresh real steps when the checkpoint holds no data
+    confidence: float = 0.95
+
+
+@dataclass
+class ScenarioResult:
+    """The dreamed episodes of one scenario, summarised."""
+
+    name: str
+    description: str
+    returns: np.ndarray
+    lengths: np.ndarray
+    interval: Interval
+    terminated_share: float
+    uncertainty_mean: float | None = None
+    uncertainty_per_step: dict[str, list[float]] | None = None  # mean / q90 over live episodes
+    unsure_share: float | None = None
+    unsure_share_per_episode: np.ndarray | None = None
+    return_share_unsure: float | None = None
+    reward_rate_sure: float | None = None
+    reward_rate_unsure: float | None = None
+    flagged: bool = False
+
+    @property
+    def mean_return(self) -> float:
+        return self.interval.mean
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k != "interval"}
+        data["interval"] = self.interval.as_dict()
+        return _jsonable(data)
+
+
+@dataclass
+class RealComparison:
+    """The same starts in the real env: returns, and the dream-minus-real gap per episode."""
+
+    env_id: str
+    method: str
+    dream_returns: np.ndarray
+    real_returns: np.ndarray
+    start_reproduced: np.ndarray  # [N] bool: the real start equals the dream's (to 1e-4)
+    real_interval: Interval
+    gap_interval: Interval  # of dream - real, per episode
+    episode_correlation: float | None  # Pearson, dream vs real return per episode
+
+    @property
+    def gaps(self) -> np.ndarray:
+        return self.dream_returns - self.real_returns
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if not k.endswith("interval")}
+        data.update(
+            gaps=self.gaps,
+            real_interval=self.real_interval.as_dict(),
+            gap_interval=self.gap_interval.as_dict(),
+        )
+        return _jsonable(data)
+
+
+@dataclass
+class AuditResult:
+    agent: str
+    dream_id: str | None
+    real_env: str | None
+    checkpoint: str | None
+    config: AuditConfig
+    calibration: Calibration | None
+    scenarios: dict[str, ScenarioResult]
+    worst_cases: list[dict[str, Any]]
+    real: RealComparison | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    rollouts: dict[str, DreamRollouts] = field(default_factory=dict, repr=False)  # not in the JSON
+
+    @property
+    def nominal(self) -> ScenarioResult:
+        return self.scenarios["nominal"]
+
+    @property
+    def flagged(self) -> bool:
+        return self.nominal.flagged
+
+    def verdict(self) -> str:
+        """One sentence on whether the dream return can be trusted."""
+        s = self.nominal
+        if s.unsure_share is None:
+            return "the model reports no uncertainty: the dream return cannot be checked for exploitation"
+        q = f"{self.calibration.quantile:.0%}" if self.calibration else "most"
+        text = (
+            f"{s.unsure_share:.1%} of dreamed steps are beyond the uncertainty of {q} of real transitions "
+            f"and earn {s.return_share_unsure:.1%} of the return"
+        )
+        if s.flagged:
+            return "FLAGGED: " + text + ": the dream return is likely inflated by model errors"
+        if s.unsure_share > self.config.flag_share:
+            return "UNRELIABLE: " + text + ": the agent leaves the data, but does not profit from it"
+        return "OK: " + text
+
+    def as_dict(self) -> dict:
+        return _jsonable(
+            {
+                "agent": self.agent,
+                "dream_id": self.dream_id,
+                "real_env": self.real_env,
+                "checkpoint": self.checkpoint,
+                "config": asdict(self.config),
+                "calibration": self.calibration.as_dict() if self.calibration else None,
+                "verdict": self.verdict(),
+                "flagged": self.flagged,
+                "scenarios": {k: v.as_dict() for k, v in self.scenarios.items()},
+                "worst_cases": self.worst_cases,
+                "real": self.real.as_dict() if self.real else None,
+                "notes": self.notes,
+                "seconds": self.seconds,
+            }
+        )
+
+
+# --- the dream an audit runs in -------------------------------------------------------------------
+@dataclass
+class DreamSetup:
+    model: WorldModel
+    dream_id: str | None
+    real_env: str | None
+    horizon: int
+    checkpoint: Path | None
+
+
+def resolve_dream(
+    dream_id: str | None,
+    checkpoint: str | Path | WorldModel | None = None,
+    real_env: str | None = None,
+    horizon: int | None = None,
+    device: str = "auto",
+) -> DreamSetup:
+    """The model, real env and horizon of a registered dream id (``checkpoint`` replaces its weights),
+    or of a bare checkpoint / model with ``real_env`` and ``horizon`` given."""
+    spec = None
+    if dream_id is not None:
+        from worldflux_gym.dream.registration import find_spec, resolve_checkpoint
+
+        spec = find_spec(dream_id)
+        if not isinstance(checkpoint, WorldModel):
+            checkpoint = resolve_checkpoint(spec, checkpoint)
+    if checkpoint is None:
+        raise ConfigError("name a dream id (WorldFlux/...) or give a fitted checkpoint to audit in")
+    real_env = real_env or (spec.real_env if spec else None)
+    horizon = horizon or (spec.max_episode_steps if spec else None)
+    if horizon is None:
+        raise ConfigError("a bare checkpoint has no episode limit: pass horizon=")
+    path = None if isinstance(checkpoint, WorldModel) else Path(checkpoint)
+    return DreamSetup(load_model(checkpoint, device), dream_id, real_env, int(horizon), path)
+
+
+# --- summaries ------------------------------------------------------------------------------------
+def summarise(
+    name: str,
+    description: str,
+    rollouts: DreamRollouts,
+    calibration: Calibration | None,
+    config: AuditConfig,
+) -> ScenarioResult:
+    """Return interval, uncertainty over time, unsure share and return share unsure of ``rollouts``."""
+    returns = rollouts.returns
+    result = ScenarioResult(
+        name=name,
+        description=description,
+        returns=returns,
+        lengths=rollouts.lengths,
+        interval=bootstrap_ci(returns, config.confidence, seed=config.seed),
+        terminated_share=float(rollouts.terminated.mean()),
+    )
+    u, alive = rollouts.uncertainty, rollouts.alive
+    if u is None or calibration is None:
+        return result
+    live = np.where(alive, u, np.nan)
+    with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+        result.uncertainty_per_step = {
+            "mean": np.nanmean(live, axis=1).tolist(),
+            "q90": np.nanquantile(live, 0.9, axis=1).tolist(),
+        }
+    result.uncertainty_mean = float(np.nanmean(live))
+    unsure = alive & (u > calibration.threshold)
+    result.unsure_share = float(unsure.sum() / max(alive.sum(), 1))
+    result.unsure_share_per_episode = unsure.sum(axis=0) / np.maximum(alive.sum(axis=0), 1)
+    # rewards above the lowest real reward: every step earns >= 0, so a share of the total is defined
+    lifted = np.where(alive, rollouts.rewards - calibration.reward_floor, 0.0)
+    total = lifted.sum()
+    result.return_share_unsure = float(lifted[unsure].sum() / total) if total > 0 else 0.0
+    sure = alive & ~unsure
+    result.reward_rate_sure = float(rollouts.rewards[sure].mean()) if sure.any() else None
+    result.reward_rate_unsure = float(rollouts.rewards[unsure].mean()) if unsure.any() else None
+    result.flagged = bool(
+        result.unsure_share > config.flag_share and result.return_share_unsure > result.unsure_share
+    )
+    return result
+
+
+class _quiet_nan_warnings:
+    """All-NaN slices (steps after every episode ended) are expected; their warnings are noise."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy arrays and scalars to lists and numbers; NaN and inf to None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- what-if scenarios ----------------------------------------------------------------------------
+def _flat_box(space: spaces.Space) -> bool:
+    return isinstance(space, spaces.Box) and len(space.shape) == 1
+
+
+def perturb_starts(
+    starts: np.ndarray,
+    scale: np.ndarray,
+    noise: np.ndarray,
+    space: spaces.Box,
+    real_env: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``starts + noise * scale``, mapped onto real states where the real env allows it (so that the
+    dream and a real replay start from the same state), and kept inside the observation space."""
+    perturbed = (starts + noise * scale).astype(np.float32)
+    projected = np.zeros(len(starts), dtype=bool)
+    if real_env is not None:
+        perturbed, projected = project_starts(real_env, perturbed)
+    return np.clip(perturbed, space.low, space.high).astype(np.float32), projected
+
+
+def adversarial_search(
+    model: WorldModel,
+    policy: BatchPolicy,
+    bases: np.ndarray,
+    scale: np.ndarray,
+    space: spaces.Box,
+    real_env: str | None,
+    horizon: int,
+    config: AuditConfig,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """CEM over start perturbations ``|delta| <= radius`` (per dimension, in units of ``scale``) around
+    each base start, minimising the dream return. All bases x candidates run as one dream batch.
+
+    The search dreams deterministically (the model's mean transition), so that CEM follows starts
+    that are bad rather than unlucky draws. Returns the worst start found per base, its perturbation
+    in units of ``scale``, the deterministic dream return of each unperturbed base, and the mean
+    over bases of the worst return found after each iteration.
+    """
+    rng = np.random.default_rng(config.seed + 7)
+    k, d = bases.shape
+    p, radius = config.cem_population, config.adversarial_radius
+    n_elite = max(2, int(round(config.cem_elite_fraction * p)))
+    mean, std = np.zeros((k, d)), np.full((k, d), radius / 2.0)
+    worst_start, worst_delta = bases.copy(), np.zeros((k, d))
+    worst_return = np.full(k, np.inf)
+    base_return = np.zeros(k)
+    history = []
+    for iteration in range(config.cem_iterations):
+        delta = np.clip(mean[:, None] + std[:, None] * rng.standard_normal((k, p, d)), -radius, radius)
+        delta[:, 0] = mean  # the current mean competes too
+        candidates, _ = perturb_starts(
+            np.repeat(bases, p, axis=0), np.asarray(scale), delta.reshape(k * p, d), space, real_env
+        )
+        returns = dream_rollouts(
+            model, policy, candidates, horizon, seed=config.seed + iteration, deterministic=True,
+            report_uncertainty=False, keep_obs=False,
+        ).returns.reshape(k, p)  # fmt: skip
+        if iteration == 0:
+            base_return = returns[:, 0].copy()  # the first mean is 0: the unperturbed start
+        order = np.argsort(returns, axis=1)
+        elites = np.take_along_axis(delta, order[:, :n_elite, None], axis=1)
+        mean, std = elites.mean(axis=1), elites.std(axis=1) + 1e-3 * radius
+        best = order[:, 0]
+        improved = returns[np.arange(k), best] < worst_return
+        candidates = candidates.reshape(k, p, d)
+        worst_return = np.where(improved, returns[np.arange(k), best], worst_return)
+        worst_start[improved] = candidates[improved, best[improved]]
+        worst_delta[improved] = ((worst_start - bases) / scale)[improved]
+        history.append(float(worst_return.mean()))
+    return worst_start.astype(np.float32), worst_delta, base_return, history
+
+
+# --- the audit ------------------------------------------------------------------------------------
+def audit_agent(
+    agent: Agent,
+    dream_id: str | None = None,
+    *,
+    checkpoint: str | Path | WorldModel | None = None,
+    real: bool | str = False,
+    config: AuditConfig | None = None,
+    starts: np.ndarray | None = None,
+    real_env: str | None = None,
+    calibration: Calibration | None = None,
+    name: str | None = None,
+    **overrides: Any,
+) -> AuditResult:
+    """Audit ``agent`` in the dream ``dream_id`` (a ``WorldFlux/*`` id; ``checkpoint`` replaces its
+    weights) or in a bare ``checkpoint`` / model (then give ``real_env`` and ``horizon``).
+
+    ``agent``: an SB3 ``.zip``, an SB3 model, or a callable from a batch of observations to a batch
+    of actions. ``real``: ``True`` replays the starts in the dream's real env, a string names
+    another env id. ``starts``: the start observations ``[N, *obs_shape]`` to use instead of
+    ``config.episodes`` real resets. ``overrides``: :class:`AuditConfig` fields
+    (``audit_agent(a, id, episodes=50)``). See the module docstring for what is measured.
+    """
+    config = config or AuditConfig()
+    if overrides:
+        unknown = set(overrides) - set(AuditConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown audit settings {sorted(unknown)}; see AuditConfig")
+        config = AuditConfig(**{**asdict(config), **overrides})
+    started = time.perf_counter()
+    setup = resolve_dream(dream_id, checkpoint, real_env, config.horizon)
+    model, horizon = setup.model, setup.horizon
+    real_id = setup.real_env if real is True else (real or None)
+    env_for_starts = real_id or setup.real_env
+    policy = as_policy(agent)
+    notes: list[str] = []
+
+    # real data: the uncertainty threshold and the scale of perturbations
+    buffer, source = calibration_buffer(
+        setup.checkpoint, env_for_starts, config.calibration_steps, config.seed
+    )
+    if calibration is None:
+        calibration = calibrate(model, buffer, source, config.unsure_quantile, seed=config.seed)
+    if calibration is None:
+        notes.append(f"the {model.family!r} family reports no uncertainty: no unsure share, no flag")
+    scale = buffer.obs.reshape(len(buffer.obs), -1).std(axis=0).astype(np.float32)
+    scale = np.where(scale > 1e-6, scale, 1.0)
+
+    if starts is None:
+        if env_for_starts is None:
+            raise ConfigError("without a real env to reset, pass the start observations (starts=)")
+        starts, seeds = draw_real_starts(env_for_starts, config.episodes, config.seed)
+        start_source = f"{len(starts)} seeded resets of {env_for_starts} (seeds {seeds[0]}..{seeds[-1]})"
+    else:
+        starts = np.asarray(starts, dtype=np.float32)
+        seeds = [config.seed + i for i in range(len(starts))]
+        start_source = f"{len(starts)} start observations given by the caller"
+    notes.append(f"starts: {start_source}")
+
+    def run(name: str, description: str, start_obs: np.ndarray, **kwargs: Any) -> ScenarioResult:
+        kwargs.setdefault("deterministic", config.deterministic)
+        rollouts = dream_rollouts(model, policy, start_obs, horizon, seed=config.seed, **kwargs)
+        rollouts_by_name[name] = rollouts
+        return summarise(name, description, rollouts, calibration, config)
+
+    rollouts_by_name: dict[str, DreamRollouts] = {}
+    scenarios = {"nominal": run("nominal", "real starts, the agent's own actions", starts)}
+    worst_cases: list[dict[str, Any]] = []
+    space = model.observation_space
+    adversarial = None
+    if config.what_if and _flat_box(space):
+        rng = np.random.default_rng(config.seed + 1)
+        noisy, _ = perturb_starts(
+            starts, scale, config.start_noise * rng.standard_normal(starts.shape), space, env_for_starts
+        )
+        scenarios["start_noise"] = run(
+            "start_noise", f"start obs + N(0, ({config.start_noise} x data std)^2)", noisy
+        )
+        scenarios["action_noise"] = run(
+            "action_noise",
+            f"actions + N(0, ({config.action_noise} x half range)^2)",
+            starts,
+            action_noise=config.action_noise,
+        )
+        k = min(config.adversarial_bases, len(starts))
+        worst_start, worst_delta, base_return, history = adversarial_search(
+            model, policy, starts[:k], scale, space, env_for_starts, horizon, config
+        )
+        adversarial = scenarios["adversarial"] = run(
+            "adversarial",
+            f"CEM ({config.cem_iterations} x {config.cem_population}) over start perturbations "
+            f"|delta| <= {config.adversarial_radius} data std; the worst start per base, in the "
+            "deterministic dream the search used",
+            worst_start,
+            deterministic=True,
+        )
+        notes.append(
+            f"CEM: mean worst deterministic-dream return per iteration {np.round(history, 2).tolist()}"
+        )
+        for i in np.argsort(adversarial.returns)[: config.worst_cases]:
+            worst_cases.append(
+                {
+                    "scenario": "adversarial",
+                    "base_start": int(i),
+                    "start_obs": worst_start[i],
+                    "perturbation_in_std": worst_delta[i],
+                    "dream_return": float(adversarial.returns[i]),
+                    "unperturbed_dream_return": float(base_return[i]),  # deterministic, like the search
+                    "unsure_share": None
+                    if adversarial.unsure_share_per_episode is None
+                    else float(adversarial.unsure_share_per_episode[i]),
+                }
+            )
+    elif config.what_if:
+        notes.append(f"what-if scenarios need a 1-D Box observation space, not {space}")
+    nominal = scenarios["nominal"]
+    for i in np.argsort(nominal.returns)[: config.worst_cases]:
+        worst_cases.append(
+            {
+                "scenario": "nominal",
+                "start": int(i),
+                "seed": seeds[i],
+                "start_obs": starts[i],
+                "dream_return": float(nominal.returns[i]),
+                "unsure_share": None
+                if nominal.unsure_share_per_episode is None
+                else float(nominal.unsure_share_per_episode[i]),
+            }
+        )
+
+    comparison = None
+    if real_id:
+        observe = None if model.capabilities.decodes_observations else _encoder(model)
+        replay = real_rollouts(real_id, policy, starts, seeds, horizon, observe)
+        comparison = compare(real_id, nominal.returns, replay, config)
+        if adversarial is not None:
+            if can_set_state(real_id):
+                worst = real_rollouts(
+                    real_id, policy, worst_start, seeds[: len(worst_start)], horizon, observe
+                )
+                for case in worst_cases:
+                    if case["scenario"] == "adversarial":
+                        case["real_return"] = float(worst.returns[case["base_start"]])
+            else:
+                notes.append(
+                    f"{real_id}'s state cannot be set from an observation: worst starts not replayed"
+                )
+
+    result = AuditResult(
+        agent=name or agent_name(agent),
+        dream_id=setup.dream_id,
+        real_env=real_id or setup.real_env,
+        checkpoint=str(setup.checkpoint) if setup.checkpoint else None,
+        config=config,
+        calibration=calibration,
+        scenarios=scenarios,
+        worst_cases=_jsonable(worst_cases),
+        real=comparison,
+        notes=notes,
+        rollouts=rollouts_by_name,
+    )
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _encoder(model: WorldModel):
+    """Real observations -> the latents a latent family's agent sees (as EncodeObservation does)."""
+
+    def observe(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tensor = torch.as_tensor(obs, dtype=torch.float32, device=model.device)
+            return latent_of(model, model.encode(tensor)).float().cpu().numpy()
+
+    return observe
+
+
+def compare(env_id: str, dream_returns: np.ndarray, replay, config: AuditConfig) -> RealComparison:
+    gaps = dream_returns - replay.returns
+    correlation = None
+    if dream_returns.std() > 0 and replay.returns.std() > 0:
+        correlation = float(np.corrcoef(dream_returns, replay.returns)[0, 1])
+    return RealComparison(
+        env_id=env_id,
+        method=replay.method,
+        dream_returns=dream_returns,
+        real_returns=replay.returns,
+        start_reproduced=replay.start_error <= 1e-4,
+        real_interval=bootstrap_ci(replay.returns, config.confidence, seed=config.seed),
+        gap_interval=bootstrap_ci(gaps, config.confidence, seed=config.seed),
+        episode_correlation=correlation,
+    )
+
+
+# --- ranking --------------------------------------------------------------------------------------
+@dataclass
+class Ranking:
+    """Agents ordered by dream return, with the Spearman correlation against real returns."""
+
+    names: list[str]
+    dream_means: np.ndarray
+    real_means: np.ndarray | None
+    spearman: float | None
+    mean_absolute_error: float | None  # |dream - real| of the means, averaged over agents
+    relative_error: float | None  # the same, over the spread (max - min) of the real means
+    audits: list[AuditResult]
+
+    def order(self) -> list[int]:
+        return list(np.argsort(-self.dream_means, kind="stable"))
+
+    def as_dict(self) -> dict:
+        rows = []
+        for rank, i in enumerate(self.order(), start=1):
+            audit = self.audits[i]
+            rows.append(
+                {
+                    "rank": rank,
+                    "agent": self.names[i],
+                    "dream_return": audit.nominal.interval.as_dict(),
+                    "real_return": None if audit.real is None else audit.real.real_interval.as_dict(),
+                    "unsure_share": audit.nominal.unsure_share,
+                    "flagged": audit.flagged,
+                }
+            )
+        return _jsonable(
+            {
+                "rows": rows,
+                "spearman": self.spearman,
+                "mean_absolute_error": self.mean_absolute_error,
+                "relative_error": self.relative_error,
+            }
+        )
+
+
+def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) -> Ranking:
+    """Rank audited agents; real means come from the audits' replays unless given."""
+    names = [a.agent for a in audits]
+    dream = np.array([a.nominal.mean_return for a in audits])
+    if real_means is None and all(a.real is not None for a in audits):
+        real_means = np.array([a.real.real_returns.mean() for a in audits])
+    rho = mae = relative = None
+    if real_means is not None:
+        real_means = np.asarray(real_means, dtype=np.float64)
+        rho = spearman(dream, real_means)
+        mae = float(np.abs(dream - real_means).mean())
+        spread = float(real_means.max() - real_means.min())
+        relative = mae / spread if spread > 0 else None
+    return Ranking(names, dream, real_means, rho, mae, relative, audits)
+
+
+def rank_agents(
+    agents: list[Agent] | dict[str, Agent],
+    dream_id: str | None = None,
+    *,
+    real_returns: list[float] | np.ndarray | None = None,
+    **audit_options: Any,
+) -> Ranking:
+    """Audit every agent from the same starts and rank them by dream return.
+
+    The Spearman rank correlation with real returns is reported when ``real_returns`` (one mean per
+    agent) is given or when the audits replay in the real env (``real=True``).
+    """
+    named = agents if isinstance(agents, dict) else {agent_name(a): a for a in agents}
+    if len(named) != (len(agents)):
+        raise ConfigError("two agents have the same name; pass a dict {name: agent}")
+    audits: list[AuditResult] = []
+    for name, agent in named.items():
+        # one calibration for all: it depends on the model and its data, not on the agent
+        calibration = audits[0].calibration if audits else audit_options.pop("calibration", None)
+        audits.append(audit_agent(agent, dream_id, name=name, calibration=calibration, **audit_options))
+    return ranking_of(audits, None if real_returns is None else np.asarray(real_returns))

@@ -1,0 +1,255 @@
+"""Writing an audit: ``report.json`` (every figure), ``report.md`` (tables + SVG charts) and the
+summary table the CLI prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from worldflux_gym.audit import svg
+from worldflux_gym.audit.audit import AuditResult, Ranking, ScenarioResult
+from worldflux_gym.core.checkpoint import atomic_write_files
+
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _interval(s: ScenarioResult) -> str:
+    i = s.interval
+    return f"{i.mean:.1f} [{i.low:.1f}, {i.high:.1f}]"
+
+
+def summary_rows(result: AuditResult) -> list[tuple[str, ...]]:
+    """One row per scenario (and one for the real replay): the figures of the CLI's table."""
+    rows = [("scenario", "episodes", "return [95% CI]", "length", "unsure steps", "return unsure", "flag")]
+    for s in result.scenarios.values():
+        rows.append(
+            (
+                s.name,
+                str(len(s.returns)),
+                _interval(s),
+                f"{s.lengths.mean():.0f}",
+                _pct(s.unsure_share),
+                _pct(s.return_share_unsure),
+                "FLAG" if s.flagged else "",
+            )
+        )
+    if result.real is not None:
+        r = result.real.real_interval
+        rows.append(
+            (
+                f"real {result.real.env_id}",
+                str(len(result.real.real_returns)),
+                f"{r.mean:.1f} [{r.low:.1f}, {r.high:.1f}]",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def summary_text(result: AuditResult) -> str:
+    lines = [
+        f"audit of {result.agent} in {result.dream_id or result.checkpoint}",
+        format_table(summary_rows(result)),
+    ]
+    if result.real is not None:
+        g = result.real.gap_interval
+        lines.append(f"dream - real return per episode: {g.mean:.1f} [{g.low:.1f}, {g.high:.1f}]")
+    lines.append(result.verdict())
+    return "\n".join(lines)
+
+
+def _markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows[1:]]
+    return lines
+
+
+def figures(result: AuditResult) -> dict[str, str]:
+    """The report's charts, ``file name -> SVG``."""
+    charts = {}
+    series = {name: s.returns for name, s in result.scenarios.items() if name != "adversarial"}
+    if result.real is not None:
+        series[f"real {result.real.env_id}"] = result.real.real_returns
+    charts["returns.svg"] = svg.histogram(series, "Return distribution per scenario", "episode return")
+    nominal = result.nominal
+    if nominal.uncertainty_per_step is not None and result.calibration is not None:
+        charts["uncertainty.svg"] = svg.line_chart(
+            {
+                "mean over live episodes": nominal.uncertainty_per_step["mean"],
+                "90th percentile": nominal.uncertainty_per_step["q90"],
+            },
+            "Model uncertainty over time (nominal scenario)",
+            "dream step",
+            "ensemble disagreement",
+            reference=(
+                f"unsure threshold (real q{result.calibration.quantile:.0%})",
+                result.calibration.threshold,
+            ),
+        )
+    if result.real is not None:
+        charts["dream_vs_real.svg"] = svg.scatter(
+            {"episode (same start)": (result.real.real_returns, result.real.dream_returns)},
+            "Dream vs real return per episode",
+            "real return",
+            "dream return",
+        )
+    return charts
+
+
+def _record_videos(result: AuditResult, out: Path) -> str:
+    """Videos of the worst cases through ``worldflux_gym.video.record_dream`` when that module exists."""
+    try:
+        from worldflux_gym.video import record_dream  # noqa: F401  (another area, may not exist yet)
+    except ImportError:
+        return (
+            "No videos: `worldflux_gym.video` is not available in this installation, so the worst cases "
+            "are listed by their start observations; dream one with "
+            "`audit.dream_rollouts(model, policy, np.array([start_obs]), horizon)`."
+        )
+    return "Videos: `worldflux_gym.video` exists but the audit does not call it yet (see the module notes)."
+
+
+def write_report(result: AuditResult, out: str | Path) -> Path:
+    """Write ``report.json``, ``report.md`` and the SVG charts into ``out`` (created); returns ``out``."""
+    out = Path(out)
+    charts = figures(result)
+    video_note = _record_videos(result, out)
+    data = result.as_dict()
+    data["figures"] = sorted(charts)
+    data["videos"] = video_note
+    horizon = result.config.horizon or result.nominal.lengths.max()
+    md = [
+        f"# Audit of `{result.agent}` in `{result.dream_id or result.checkpoint}`",
+        "",
+        f"**{result.verdict()}**",
+        "",
+        f"- checkpoint: `{result.checkpoint}`",
+        f"- real env: `{result.real_env}`; dream horizon {horizon} steps",
+        f"- confidence intervals: {result.nominal.interval.method}, {result.config.confidence:.0%}",
+        f"- audit took {result.seconds:.1f} s",
+        "",
+        "## Scenarios",
+        "",
+        *_markdown_table(summary_rows(result)),
+        "",
+        "*unsure steps*: share of dreamed steps whose model uncertainty exceeds the threshold below. "
+        "*return unsure*: share of the return (each reward counted above the lowest real reward) "
+        "earned on those steps. *FLAG*: unsure steps > "
+        f"{result.config.flag_share:.0%} and the agent earns more than its share of return there.",
+        "",
+    ]
+    for s in result.scenarios.values():
+        md.append(f"- `{s.name}`: {s.description}")
+    md.append("")
+    if result.calibration is not None:
+        c = result.calibration
+        md += [
+            "## Uncertainty threshold",
+            "",
+            f"{c.threshold:.4g} = the {c.quantile:.0%} quantile of the model's one-step uncertainty on "
+            f"{c.transitions} real transitions from {c.source}; by construction "
+            f"{1 - c.quantile:.0%} of real steps exceed it. Real-data quantiles: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in c.real_quantiles.items())
+            + f". Lowest real reward: {c.reward_floor:.4g}.",
+            "",
+        ]
+    if result.real is not None:
+        r = result.real
+        g = r.gap_interval
+        md += [
+            f"## Dream vs real ({r.env_id})",
+            "",
+            f"Starts replayed with: {r.method}; start reproduced (to 1e-4) in "
+            f"{r.start_reproduced.mean():.0%} of episodes. Real return {r.real_interval.mean:.1f} "
+            f"[{r.real_interval.low:.1f}, {r.real_interval.high:.1f}]; dream - real per episode "
+            f"{g.mean:.1f} [{g.low:.1f}, {g.high:.1f}]; per-episode correlation "
+            f"{_num(r.episode_correlation, 2)}.",
+            "",
+            "| episode | dream | real | gap |",
+            "|---|---|---|---|",
+        ]
+        for i in range(min(20, len(r.real_returns))):
+            md.append(f"| {i} | {r.dream_returns[i]:.1f} | {r.real_returns[i]:.1f} | {r.gaps[i]:.1f} |")
+        if len(r.real_returns) > 20:
+            md.append(f"| ... | | | ({len(r.real_returns)} episodes in report.json) |")
+        md.append("")
+    if result.worst_cases:
+        header = "| scenario | start | dream return | real return | unsure steps | start obs |"
+        md += ["## Worst cases", "", header, "|---|---|---|---|---|---|"]
+        for case in result.worst_cases:
+            start = case.get("start", case.get("base_start"))
+            obs = ", ".join(f"{v:.3g}" for v in case["start_obs"])
+            md.append(
+                f"| {case['scenario']} | {start} | {case['dream_return']:.1f} | "
+                f"{_num(case.get('real_return'))} | {_pct(case.get('unsure_share'))} | {obs} |"
+            )
+        md += ["", video_note, ""]
+    if charts:
+        md += ["## Figures", ""] + [f"![{name}]({name})" for name in sorted(charts)] + [""]
+    if result.notes:
+        md += ["## Notes", ""] + [f"- {note}" for note in result.notes] + [""]
+    files = {REPORT_JSON: (json.dumps(data, indent=2) + "\n").encode(), REPORT_MD: "\n".join(md).encode()}
+    files.update({name: text.encode() for name, text in charts.items()})
+    atomic_write_files(out, files)
+    return out
+
+
+def ranking_text(ranking: Ranking) -> str:
+    rows = [("rank", "agent", "dream return [95% CI]", "real return", "unsure steps", "flag")]
+    for rank, i in enumerate(ranking.order(), start=1):
+        audit = ranking.audits[i]
+        real = "" if ranking.real_means is None else f"{ranking.real_means[i]:.1f}"
+        rows.append(
+            (str(rank), ranking.names[i], _interval(audit.nominal), real, _pct(audit.nominal.unsure_share),
+             "FLAG" if audit.flagged else "")
+        )  # fmt: skip
+    text = format_table(rows)
+    if ranking.spearman is not None:
+        text += (
+            f"\nSpearman rank correlation dream vs real: {ranking.spearman:.3f}; mean |dream - real| "
+            f"{ranking.mean_absolute_error:.1f} ({_pct(ranking.relative_error)} of the real spread)"
+        )
+    return text
+
+
+def write_ranking_report(ranking: Ranking, out: str | Path) -> Path:
+    """Each agent's report in ``out/<agent>/``, and the ranking in ``out/report.{json,md}``."""
+    out = Path(out)
+    for audit in ranking.audits:
+        write_report(audit, out / audit.agent)
+    charts = {}
+    if ranking.real_means is not None:
+        charts["ranking.svg"] = svg.scatter(
+            {"agent": (ranking.real_means, ranking.dream_means)},
+            "Mean return per agent: dream vs real",
+            "real return",
+            "dream return",
+            labels=ranking.names,
+        )
+    data = ranking.as_dict()
+    data["figures"] = sorted(charts)
+    md = ["# Ranking by dream return", "", "```", ranking_text(ranking), "```", ""]
+    md += [f"- [{a.agent}]({a.agent}/report.md): {a.verdict()}" for a in ranking.audits] + [""]
+    md += [f"![{name}]({name})" for name in sorted(charts)]
+    files = {REPORT_JSON: (json.dumps(data, indent=2) + "\n").encode(), REPORT_MD: "\n".join(md).encode()}
+    files.update({name: text.encode() for name, text in charts.items()})
+    atomic_write_files(out, files)
+    return out
