@@ -46,13 +46,14 @@ class DreamEnv(gym.Env):
     :class:`~worldflux_gym.dream.core.DreamBatch`.
     """
 
-    metadata = {"render_modes": [], "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
 
     def __init__(
         self,
         model: WorldModel | str | Path,
         *,
         render_mode: str | None = None,
+        render_options: dict[str, Any] | None = None,
         **options: Any,
     ):
         # a single env never autoresets: after the end, the caller resets (Gymnasium's contract)
@@ -62,6 +63,10 @@ class DreamEnv(gym.Env):
         self.action_space = self.dream.action_space
         self.render_mode = render_mode
         self._obs_dtype = self.observation_space.dtype
+        # rendering lives in worldflux_gym.video; render_options: width, height, shadows, ...
+        from worldflux_gym.video.render import attach_renderer
+
+        self._renderer = attach_renderer(self, render_mode, render_options)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -71,6 +76,8 @@ class DreamEnv(gym.Env):
             # first reset without a seed: draw one from Gymnasium's np_random so runs still differ
             seed = int(self.np_random.integers(2**31))
         obs = self.dream.reset(seed=seed)
+        if self.render_mode == "human":
+            self.render()
         return self._numpy_obs(obs[0]), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -81,6 +88,8 @@ class DreamEnv(gym.Env):
             info["uncertainty"] = float(result.uncertainty[0])
         if result.halted is not None:
             info["halted"] = bool(result.halted[0])
+        if self.render_mode == "human":
+            self.render()
         return (
             self._numpy_obs(result.obs[0]),
             float(result.reward[0]),
@@ -92,6 +101,15 @@ class DreamEnv(gym.Env):
     def _numpy_obs(self, obs: torch.Tensor) -> np.ndarray:
         return obs.cpu().numpy().astype(self._obs_dtype, copy=False)
 
+    def render(self) -> np.ndarray | None:
+        """The dream's current frame (see :mod:`worldflux_gym.video.render`); ``None`` without a mode."""
+        if self._renderer is None:
+            gym.logger.warn("render() without a render_mode: make the env with render_mode='rgb_array'")
+            return None
+        return self._renderer.render()
+
     def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
         self.dream.close()
         super().close()

@@ -50,6 +50,7 @@ class DreamVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         tensor_output: bool = False,
         render_mode: str | None = None,
+        render_options: dict[str, Any] | None = None,
         **options: Any,
     ):
         mode = AutoresetMode(autoreset_mode)
@@ -64,6 +65,10 @@ class DreamVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.tensor_output = bool(tensor_output)
         self._obs_dtype = self.single_observation_space.dtype
+        # rendering lives in worldflux_gym.video: render() gives one frame per env
+        from worldflux_gym.video.render import attach_renderer
+
+        self._renderer = attach_renderer(self, render_mode, render_options)
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
@@ -134,5 +139,13 @@ class DreamVectorEnv(VectorEnv):
             info["final_info"], info["_final_info"] = final_info, self._out(ended)
         return info
 
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One frame per env (``rgb_array``), or a grid of the first 16 in a window (``human``)."""
+        if self._renderer is None:
+            return None
+        return self._renderer.render_batch()
+
     def close_extras(self, **kwargs: Any) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
         self.dream.close()
