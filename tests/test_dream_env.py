@@ -250,11 +250,14 @@ def test_model_divergence_is_a_clear_error_not_a_nan():
     env.reset(seed=0)
     with pytest.raises(ModelDivergenceError, match="diverged"):
         env.step(np.zeros(1, np.float32))
-    model = constant_model("Pendulum-v1", reward=float("inf"))
-    env = DreamEnv(model, real_env="Pendulum-v1")
-    env.reset(seed=0)
-    with pytest.raises(ModelDivergenceError, match="NaN or inf"):
-        env.step(np.zeros(1, np.float32))
+    for model in (
+        constant_model("Pendulum-v1", reward=float("inf")),
+        constant_model("Pendulum-v1", continue_logit=float("nan")),  # a NaN termination probability
+    ):
+        env = DreamEnv(model, real_env="Pendulum-v1")
+        env.reset(seed=0)
+        with pytest.raises(ModelDivergenceError, match="NaN or inf"):
+            env.step(np.zeros(1, np.float32))
 
 
 def test_starts_need_a_real_source():

@@ -250,6 +250,13 @@ class DreamBatch:
             source = RealResetStarts(env, self.device, block=min(1024, max(16, self.num_envs)))
             self._check_real_spaces(source.env)
             return source
+        # other starts need no real env, but a given one still has to match the model's spaces
+        if isinstance(real_env, gym.Env):
+            self._check_real_spaces(real_env)
+        elif self.real_env_id is not None:
+            probe = gym.make(self.real_env_id)
+            self._check_real_spaces(probe)
+            probe.close()
         if starts == "bank":
             return BankStarts(self._bank(start_bank)["initial_obs"], self.device)
         if starts == "branched":
@@ -416,20 +423,20 @@ class DreamBatch:
             out = self.model.decode(state)
             obs = self._observation(state, out.obs)
             reward = out.reward.reshape(self.num_envs).float()
-            self._check_finite(obs, reward)
-
             uncertainty = None
             if self.report_uncertainty and out.uncertainty is not None:
                 uncertainty = out.uncertainty.reshape(self.num_envs).float()
                 reward = reward - self.uncertainty_penalty * uncertainty
-            term_prob = out.termination_prob
+            term_prob = None if out.termination_prob is None else out.termination_prob.reshape(self.num_envs)
+            self._check_finite(obs, reward, term_prob, uncertainty)
+
             if term_prob is None:
                 terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
             elif self.deterministic:
-                terminated = term_prob.reshape(self.num_envs) > 0.5
+                terminated = term_prob > 0.5
             else:
                 draw = torch.rand(self.num_envs, generator=self.generator, device=self.device)
-                terminated = draw < term_prob.reshape(self.num_envs)
+                terminated = draw < term_prob
             halted = None
             if self.halt_threshold is not None and uncertainty is not None:
                 halted = uncertainty > self.halt_threshold
@@ -475,9 +482,18 @@ class DreamBatch:
         result.reset = rows_mask
         self.ended = self.ended & ~rows_mask
 
-    def _check_finite(self, obs: torch.Tensor, reward: torch.Tensor) -> None:
+    def _check_finite(
+        self,
+        obs: torch.Tensor,
+        reward: torch.Tensor,
+        term_prob: torch.Tensor | None,
+        uncertainty: torch.Tensor | None,
+    ) -> None:
         # one reduction and one host sync per step: no NaN or inf ever leaves step() silently
         finite = torch.isfinite(obs.reshape(self.num_envs, -1)).all(dim=1) & torch.isfinite(reward)
+        for extra in (term_prob, uncertainty):
+            if extra is not None:
+                finite &= torch.isfinite(extra)
         if not bool(finite.all()):
             rows = torch.nonzero(~finite).flatten().tolist()
             raise ModelDivergenceError(
