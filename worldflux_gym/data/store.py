@@ -41,7 +41,12 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors_bytes
 from safetensors.numpy import save as save_safetensors_bytes
 
-from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
+from worldflux_gym.core.checkpoint import (
+    _JOURNAL,
+    atomic_write_files,
+    recover_interrupted_write,
+    to_json_bytes,
+)
 from worldflux_gym.core.errors import DataError, SpaceError
 from worldflux_gym.core.spaces import (
     check_action_space,
@@ -158,6 +163,18 @@ class EpisodeStore:
                 )
             store.check_compatible(env_id, observation_space, action_space)
             return store
+        if (directory / f".{STORE_FILE}.pending").exists() or (directory / _JOURNAL).exists():
+            recover_interrupted_write(directory)  # a create killed mid-write: finish or discard it
+            if is_store(directory):
+                return cls.create(
+                    directory,
+                    env_id,
+                    observation_space,
+                    action_space,
+                    validation_fraction,
+                    exist_ok,
+                    metadata,
+                )
         if directory.exists() and any(directory.iterdir()):
             raise DataError(
                 f"{directory} is not empty and is not an episode store; choose a new or empty directory "
@@ -172,7 +189,8 @@ class EpisodeStore:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "metadata": metadata or {},
         }
-        (directory / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        # store.json is the store's first and only file until the first episode: a create that is
+        # killed leaves either nothing or a complete, empty store
         atomic_write_files(directory, {STORE_FILE: to_json_bytes(info)})
         return cls(directory)
 

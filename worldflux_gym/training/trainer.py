@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
 from worldflux_gym.core.checkpoint import (
+    _JOURNAL,
     CONFIG_FILE,
     METADATA_FILE,
     WEIGHTS_FILE,
@@ -163,13 +164,15 @@ def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> boo
         return False
     if not run_dir.is_dir():
         raise TrainingError(f"{run_dir} is a file; give a directory for the run")
-    recover_interrupted_write(run_dir)
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
+    # our own names, and the leftovers of an interrupted atomic write of them (finished below)
+    ours = RUN_DIR_FILES | {f".{name}.pending" for name in RUN_DIR_FILES} | {_JOURNAL, f"{_JOURNAL}.tmp"}
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in ours)
     if foreign:
         raise TrainingError(
             f"{run_dir} already holds files that are not a worldflux-gym run ({', '.join(foreign[:5])}); "
             "choose a new directory for --out (nothing is ever overwritten)"
         )
+    recover_interrupted_write(run_dir)
     if not (run_dir / METADATA_FILE).exists():
         return False
     if not (run_dir / STATE_JSON).exists():
@@ -291,9 +294,12 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Commit model and trainer state together (rank 0 only)."""
+        self.last_checkpoint_step = self.step
         if self.rank != 0:
             return
-        with tempfile.TemporaryDirectory() as tmp:
+        devices = [self.device] if self.device.type == "cuda" else []
+        # save_pretrained runs the model once (its I/O fingerprint): keep that off the training RNG
+        with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=devices):
             self.model.save_pretrained(tmp)  # the model's own save format, read back as bytes
             files = {
                 name: (Path(tmp) / name).read_bytes() for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
@@ -302,7 +308,6 @@ class Trainer:
         files[STATE_JSON] = to_json_bytes(info)
         files[STATE_TENSORS] = save_safetensors_bytes(tensors)
         atomic_write_files(self.run_dir, files)
-        self.last_checkpoint_step = self.step
 
     def _load_checkpoint(self) -> None:
         saved = from_pretrained(self.run_dir, device=self.device)  # verifies checksum and contract
