@@ -6,6 +6,8 @@ import pytest
 import torch
 from dream_helpers import constant_model, fitted_checkpoint
 from gymnasium.vector import AutoresetMode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worldflux_gym.core import ConfigError
 from worldflux_gym.dream import ActionError, DreamEnv, DreamResetNeeded, DreamVectorEnv
@@ -182,3 +184,33 @@ def test_step_before_reset_raises():
     env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1")
     with pytest.raises(DreamResetNeeded):
         env.step(zeros())
+
+
+_CARTPOLE = {}
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    actions=st.lists(st.lists(st.integers(0, 1), min_size=N, max_size=N), max_size=12),
+)
+def test_property_discrete_batches_stay_in_the_space_and_replay_exactly(seed, actions):
+    if "env" not in _CARTPOLE:
+        _CARTPOLE["env"] = DreamVectorEnv(
+            fitted_checkpoint("CartPole-v1"), N, real_env="CartPole-v1", max_episode_steps=4
+        )
+    env = _CARTPOLE["env"]
+
+    def run():
+        out = [env.reset(seed=seed)[0]]
+        for a in actions:
+            out.extend(env.step(np.array(a, dtype=np.int64))[:4])
+        return out
+
+    first, second = run(), run()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    for obs in [first[0], *first[1::4]]:
+        assert env.observation_space.contains(obs)
+    for reward in first[2::4]:
+        assert np.isfinite(reward).all()
