@@ -18,8 +18,10 @@ the target of ``R(z_t, a_t)`` and ``continue_target()[:, t]`` the target of ``C(
 predictions are stored in the state returned by ``transition`` (the state after the action).
 
 Training: :meth:`loss` takes a ``SequenceBatch`` and sums the paper's terms: the multi-step latent
-consistency loss (rollout from ``h(o_0)`` compared with ``h(o_t)``), reward and value cross-entropies
-and the termination BCE, each weighted by ``rho**t`` over the horizon, plus the policy loss. The policy
+consistency loss (rollout from ``h(o_0)`` compared with ``h(o_t)``) and the reward and value
+cross-entropies on the rolled-out latents, each weighted by ``rho**t`` over the horizon; the termination
+BCE on encoded latents (see the comment in ``loss`` for why); and the policy loss. Padded steps
+(``batch.mask`` False) weigh nothing anywhere. The policy
 loss only reaches the policy's weights (latents and Q weights are detached), so one optimizer over all
 parameters is correct. Target Q networks are Polyak-averaged at the start of every ``loss`` call made
 with gradients enabled in training mode (i.e. once per optimizer step, one step behind, which is
@@ -230,12 +232,29 @@ class TDMPC2Model(WorldModel):
         log_std = c.log_std_min + 0.5 * (c.log_std_max - c.log_std_min) * (torch.tanh(raw_log_std) + 1)
         return squashed_gaussian(mean, log_std, deterministic=deterministic, generator=generator)
 
-    def q_logits(self, z: torch.Tensor, a: torch.Tensor, *, target: bool = False) -> torch.Tensor:
-        """All Q heads' logits ``[E, N, num_bins]`` for latents ``[N, L]`` and action features ``[N, A]``."""
+    def q_logits(
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        *,
+        target: bool = False,
+        heads: torch.Tensor | None = None,
+        frozen: bool = False,
+    ) -> torch.Tensor:
+        """Q logits ``[E, N, num_bins]`` for latents ``[N, L]`` and action features ``[N, A]``.
+
+        ``heads`` picks a subset of members (only those are computed, ``E = len(heads)``);
+        ``target`` uses the Polyak-averaged weights; ``frozen`` the online weights, detached.
+        """
         x = torch.cat([z, a], dim=-1)
-        if not target:
+        if not (target or frozen) and heads is None:
             return self.q(x)
-        weights = {name: getattr(self, buffer) for name, buffer in self._target_names.items()}
+        if target:
+            weights = {name: getattr(self, buffer) for name, buffer in self._target_names.items()}
+        else:
+            weights = {name: p.detach() if frozen else p for name, p in self.q.named_parameters()}
+        if heads is not None:  # every Q weight has the member as its leading dimension
+            weights = {name: w[heads] for name, w in weights.items()}
         return functional_call(self.q, weights, (x,))
 
     def q_value(
@@ -244,12 +263,14 @@ class TDMPC2Model(WorldModel):
         a: torch.Tensor,
         *,
         target: bool = False,
+        frozen: bool = False,
         reduce: str = "min",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Q value ``[N]`` from two randomly chosen heads, their ``"min"`` or ``"mean"``."""
+        """Q value ``[N]`` of two randomly chosen heads: their ``"min"`` or their ``"mean"``."""
         heads = torch.randperm(self.config.num_q, generator=generator)[:2].to(z.device)
-        values = self.two_hot.decode(self.q_logits(z, a, target=target)[heads])  # [2, N]
+        logits = self.q_logits(z, a, target=target, frozen=frozen, heads=heads)
+        values = self.two_hot.decode(logits)  # [2, N]
         return values.min(0).values if reduce == "min" else values.mean(0)
 
     def state_value(self, z: torch.Tensor, *, target: bool = False, reduce: str = "min", generator=None):
@@ -393,10 +414,7 @@ class TDMPC2Model(WorldModel):
         weight = torch.cat([rho, rho[-1:] * self.config.rho]) * valid
         a, log_prob = self.pi(z.reshape(B * T1, L))
         # Q with detached weights, so the policy gradient does not move the critics.
-        frozen = {name: p.detach() for name, p in self.q.named_parameters()}
-        heads = torch.randperm(self.config.num_q)[:2]
-        q_logits = functional_call(self.q, frozen, (torch.cat([z.reshape(B * T1, L), a], -1),))
-        q = self.two_hot.decode(q_logits[heads.to(z.device)]).mean(0)
+        q = self.q_value(z.reshape(B * T1, L), a, frozen=True, reduce="mean")
         if update_scale:
             with torch.no_grad():
                 spread = torch.quantile(q.detach(), 0.95) - torch.quantile(q.detach(), 0.05)

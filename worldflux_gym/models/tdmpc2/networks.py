@@ -121,7 +121,9 @@ class QEnsemble(nn.Module):
             self.net[-1].bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.unsqueeze(0).expand(self.members, *x.shape))
+        # the member count is read off the weights: torch.func.functional_call may pass a subset
+        members = self.net[0].weight.shape[0]
+        return self.net(x.unsqueeze(0).expand(members, *x.shape))
 
 
 # --- discrete regression in symlog space --------------------------------------------------------
