@@ -174,37 +174,13 @@ def _audit(args: argparse.Namespace) -> int:
     }
     if len(args.agent) == 1:
         result = audit_agent(args.agent[0], args.dream_id, **options)
-        write_report(result, args.out)
+        write_report(result, args.out, videos=args.videos)
         print(summary_text(result))
     else:
         ranking = rank_agents(args.agent, args.dream_id, **options)
-        write_ranking_report(ranking, args.out)
+        write_ranking_report(ranking, args.out, videos=args.videos)
         print(ranking_text(ranking))
     print(f"report: {args.out}/report.md, every figure in {args.out}/report.json")
-    return 0
-
-
-def _video(args: argparse.Namespace) -> int:
-    from worldflux_gym.video import record_dream
-
-    path = record_dream(
-        args.dream_id,
-        args.out,
-        agent=args.agent,
-        steps=args.steps,
-        compare=args.compare,
-        checkpoint=args.checkpoint,
-        seed=args.seed,
-        real_env=args.real_env,
-        fps=args.fps,
-        width=args.size,
-        height=args.size,
-        shadows=args.shadows,
-        reflections=args.reflections,
-    )
-    print(
-        f"{path}: {args.steps} frames of {args.dream_id}" + (" beside the real env" if args.compare else "")
-    )
     return 0
 
 
@@ -336,29 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, help="dream steps per episode (default: the id's episode limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")
+    p.add_argument("--videos", type=int, default=3, help="videos of the worst nominal episodes (default 3)")
     p.add_argument("--out", required=True, help="report directory: report.md, report.json, SVG charts")
     p.set_defaults(handler=_audit)
-
-    p = commands.add_parser(
-        "video", help="record a dreamed rollout to .mp4/.gif (optionally beside the real env)"
-    )
-    p.add_argument(
-        "dream_id", metavar="DREAM_ID", help="a WorldFlux/* id (or a checkpoint dir with --real-env)"
-    )
-    p.add_argument("--agent", metavar="AGENT.zip", help="SB3 agent that acts (default: random actions)")
-    p.add_argument("--steps", type=int, default=200, help="frames to record (default 200)")
-    p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
-    p.add_argument(
-        "--compare", action="store_true", help="the real env beside the dream: same start, same actions"
-    )
-    p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=int, default=0, help="the real reset the dream starts from")
-    p.add_argument("--fps", type=float, help="frame rate (default: the real env's)")
-    p.add_argument("--size", type=int, help="panel size in pixels (MuJoCo and pixel models; default 480/256)")
-    p.add_argument("--shadows", action="store_true", help="MuJoCo shadows (slower under software GL)")
-    p.add_argument("--reflections", action="store_true", help="MuJoCo floor reflections (slower)")
-    p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
-    p.set_defaults(handler=_video)
 
     p = commands.add_parser(
         "video", help="record a dreamed rollout to .mp4/.gif (optionally beside the real env)"

@@ -146,6 +146,7 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     rollouts: dict[str, DreamRollouts] = field(default_factory=dict, repr=False)  # not in the JSON
+    agent_path: str | None = None  # the agent's .zip, when it was given as one (for videos)
 
     @property
     def nominal(self) -> ScenarioResult:
@@ -430,10 +431,12 @@ def audit_agent(
             raise ConfigError("without a real env to reset, pass the start observations (starts=)")
         starts, seeds = draw_real_starts(env_for_starts, config.episodes, config.seed)
         start_source = f"{len(starts)} seeded resets of {env_for_starts} (seeds {seeds[0]}..{seeds[-1]})"
+        reset_seeds = True
     else:
         starts = np.asarray(starts, dtype=np.float32)
         seeds = [config.seed + i for i in range(len(starts))]
         start_source = f"{len(starts)} start observations given by the caller"
+        reset_seeds = False  # the seeds only seed the real envs before their state is set
     notes.append(f"starts: {start_source}")
 
     def run(name: str, description: str, start_obs: np.ndarray, **kwargs: Any) -> ScenarioResult:
@@ -498,7 +501,7 @@ def audit_agent(
             {
                 "scenario": "nominal",
                 "start": int(i),
-                "seed": seeds[i],
+                "seed": seeds[i] if reset_seeds else None,  # the real reset this start came from
                 "start_obs": starts[i],
                 "dream_return": float(nominal.returns[i]),
                 "unsure_share": None
@@ -537,6 +540,7 @@ def audit_agent(
         real=comparison,
         notes=notes,
         rollouts=rollouts_by_name,
+        agent_path=str(agent) if isinstance(agent, (str, Path)) else None,
     )
     result.seconds = round(time.perf_counter() - started, 2)
     return result

@@ -114,24 +114,62 @@ def figures(result: AuditResult) -> dict[str, str]:
     return charts
 
 
-def _record_videos(result: AuditResult, out: Path) -> str:
-    """Videos of the worst cases through ``worldflux_gym.video.record_dream`` when that module exists."""
+def record_videos(result: AuditResult, out: Path, count: int) -> str:
+    """Videos of the ``count`` worst nominal episodes through ``worldflux_gym.video.record_dream``.
+
+    A nominal start is a seeded real reset, which is exactly what ``record_dream(seed=...)`` starts
+    from; with a real replay the real env is drawn beside the dream. The dream in the video is a new
+    draw of the stochastic dream from the same start, not a replay of the audited episode.
+    Adversarial starts are perturbed observations that ``record_dream`` cannot start from: they are
+    listed with their numbers. Returns a sentence for the report; videos go into each worst case.
+    """
+    if count <= 0:
+        return "No videos asked for (videos=0)."
     try:
-        from worldflux_gym.video import record_dream  # noqa: F401  (another area, may not exist yet)
+        from worldflux_gym.video import record_dream
     except ImportError:
         return (
-            "No videos: `worldflux_gym.video` is not available in this installation, so the worst cases "
-            "are listed by their start observations; dream one with "
-            "`audit.dream_rollouts(model, policy, np.array([start_obs]), horizon)`."
+            "No videos: `worldflux_gym.video` is not available in this installation; the worst cases are "
+            "listed by their start observations (nominal ones also by the real reset seed)."
         )
-    return "Videos: `worldflux_gym.video` exists but the audit does not call it yet (see the module notes)."
+    if result.agent_path is None:
+        return "No videos: record_dream needs the agent as an SB3 .zip, and this agent is a callable."
+    made, failed = 0, []
+    cases = [c for c in result.worst_cases if c["scenario"] == "nominal" and c["seed"] is not None][:count]
+    for rank, case in enumerate(cases, start=1):
+        path = out / f"worst_{rank}_seed{case['seed']}.mp4"
+        try:
+            record_dream(
+                result.dream_id or result.checkpoint,
+                path,
+                agent=result.agent_path,
+                steps=int(result.nominal.lengths.max()),
+                compare=result.real is not None,
+                checkpoint=result.checkpoint if result.dream_id else None,
+                seed=int(case["seed"]),
+                real_env=None if result.dream_id else result.real_env,
+            )
+        except Exception as err:  # a video is a convenience: report why it is missing, keep the audit
+            failed.append(f"seed {case['seed']}: {type(err).__name__}: {err}")
+            continue
+        case["video"] = path.name
+        made += 1
+    note = f"{made} video(s) of the worst nominal starts (record_dream from the same real reset seed"
+    note += ", real env beside the dream)." if result.real is not None else ")."
+    if failed:
+        note += " Not recorded: " + "; ".join(failed)
+    return note + " Adversarial starts are perturbed observations: listed by their numbers only."
 
 
-def write_report(result: AuditResult, out: str | Path) -> Path:
-    """Write ``report.json``, ``report.md`` and the SVG charts into ``out`` (created); returns ``out``."""
+def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
+    """Write ``report.json``, ``report.md`` and the SVG charts into ``out`` (created); returns ``out``.
+
+    ``videos``: record that many of the worst nominal episodes (see :func:`record_videos`).
+    """
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     charts = figures(result)
-    video_note = _record_videos(result, out)
+    video_note = record_videos(result, out, videos)
     data = result.as_dict()
     data["figures"] = sorted(charts)
     data["videos"] = video_note
@@ -192,14 +230,16 @@ def write_report(result: AuditResult, out: str | Path) -> Path:
             md.append(f"| ... | | | ({len(r.real_returns)} episodes in report.json) |")
         md.append("")
     if result.worst_cases:
-        header = "| scenario | start | dream return | real return | unsure steps | start obs |"
-        md += ["## Worst cases", "", header, "|---|---|---|---|---|---|"]
+        header = "| scenario | start | dream return | real return | unsure steps | start obs | video |"
+        md += ["## Worst cases", "", header, "|---|---|---|---|---|---|---|"]
         for case in result.worst_cases:
             start = case.get("start", case.get("base_start"))
             obs = ", ".join(f"{v:.3g}" for v in case["start_obs"])
             md.append(
                 f"| {case['scenario']} | {start} | {case['dream_return']:.1f} | "
-                f"{_num(case.get('real_return'))} | {_pct(case.get('unsure_share'))} | {obs} |"
+                f"{_num(case.get('real_return'))} | {_pct(case.get('unsure_share'))} | {obs} | "
+                + (f"[{case['video']}]({case['video']})" if case.get("video") else "")
+                + " |"
             )
         md += ["", video_note, ""]
     if charts:
@@ -230,11 +270,11 @@ def ranking_text(ranking: Ranking) -> str:
     return text
 
 
-def write_ranking_report(ranking: Ranking, out: str | Path) -> Path:
+def write_ranking_report(ranking: Ranking, out: str | Path, videos: int = 0) -> Path:
     """Each agent's report in ``out/<agent>/``, and the ranking in ``out/report.{json,md}``."""
     out = Path(out)
     for audit in ranking.audits:
-        write_report(audit, out / audit.agent)
+        write_report(audit, out / audit.agent, videos=videos)
     charts = {}
     if ranking.real_means is not None:
         charts["ranking.svg"] = svg.scatter(

@@ -1,0 +1,194 @@
+"""The policy audit: intervals, agents, unsure share, real replay, Spearman, reports and the CLI.
+
+One small ensemble is fitted on real Pendulum data for the whole module (``ensemble:ci``, a few
+hundred updates); audits use short horizons and few episodes to stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from worldflux_gym.audit import (
+    AuditConfig,
+    Calibration,
+    DreamRollouts,
+    audit_agent,
+    bootstrap_ci,
+    rankdata,
+    real_rollouts,
+    spearman,
+    write_report,
+)
+from worldflux_gym.audit.audit import summarise
+from worldflux_gym.cli import main
+
+DREAM_ID = "WorldFlux/Ensemble-Pendulum-v0"
+FAST = {"what_if": False, "horizon": 30}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from worldflux_gym.training import fit_world_model
+
+    run = tmp_path_factory.mktemp("audit") / "pendulum-ensemble"
+    fit_world_model("Pendulum-v1", "ensemble:ci", run, steps=300, collect_steps=3000, progress=False)
+    return run
+
+
+def zero_torque(obs: np.ndarray) -> np.ndarray:
+    return np.zeros((len(obs), 1), dtype=np.float32)
+
+
+def pd_controller(obs: np.ndarray) -> np.ndarray:
+    """A fixed, reasonable Pendulum controller: push towards upright, damp the speed."""
+    theta = np.arctan2(obs[:, 1], obs[:, 0])
+    return np.clip(-2.0 * theta - 0.5 * obs[:, 2], -2.0, 2.0)[:, None].astype(np.float32)
+
+
+# --- statistics ------------------------------------------------------------------------------------
+def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_values():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(5.0, 2.0, 20), rng.normal(5.0, 2.0, 500)
+    a, b = bootstrap_ci(small), bootstrap_ci(large)
+    for interval, values in ((a, small), (b, large)):
+        assert interval.low < values.mean() < interval.high
+        assert interval.mean == pytest.approx(values.mean())
+    assert (b.high - b.low) < 0.5 * (a.high - a.low)  # ~ 1/sqrt(n): sqrt(20/500) = 0.2
+    assert bootstrap_ci(small) == a  # seeded: the same values give the same interval
+
+
+def test_spearman_on_known_inputs():
+    assert spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4], [1, 10, 100, 1000]) == pytest.approx(1.0)  # monotone, not linear
+    # ties share their mean rank: y ranks (1, 4, 2.5, 2.5) against (1, 2, 3, 4) -> 1.5 / sqrt(5 * 4.5)
+    assert rankdata([1, 3, 2, 2]).tolist() == [1.0, 4.0, 2.5, 2.5]
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 2]) == pytest.approx(1.5 / np.sqrt(22.5))
+    assert spearman([1, 2, 3], [7, 7, 7]) is None  # undefined: no spread
+
+
+# --- the unsure share on a constructed case ----------------------------------------------------------
+def test_unsure_share_and_return_share_on_a_constructed_case():
+    # two episodes of three steps; episode 1 ended after two steps (its third step is not counted)
+    rewards = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    uncertainty = np.array([[0.1, 5.0], [5.0, 0.1], [5.0, np.nan]])
+    alive = np.array([[True, True], [True, True], [True, False]])
+    rollouts = DreamRollouts(rewards, uncertainty, alive, np.array([False, True]), np.zeros(0), np.zeros(0))
+    calibration = Calibration(1.0, 0.99, 100, "constructed", reward_floor=0.0, real_quantiles={})
+    s = summarise("case", "", rollouts, calibration, AuditConfig(flag_share=0.1))
+    # unsure: (t=1, ep 0) r=3, (t=2, ep 0) r=5, (t=0, ep 1) r=2 -> 3 of 5 live steps, 10 of 15 reward
+    assert s.unsure_share == pytest.approx(3 / 5)
+    assert s.return_share_unsure == pytest.approx(10 / 15)
+    assert s.unsure_share_per_episode.tolist() == pytest.approx([2 / 3, 1 / 2])
+    assert s.reward_rate_unsure == pytest.approx(10 / 3) and s.reward_rate_sure == pytest.approx(5 / 2)
+    assert s.flagged  # unsure most of the time, and earning more than its share there
+    assert s.returns.tolist() == [9.0, 6.0] and s.lengths.tolist() == [3, 2]
+    # unsure where the reward is low: often unsure (2 of 5 steps) but earning less there -> no flag
+    rollouts.uncertainty = np.array([[5.0, 5.0], [0.1, 0.1], [0.1, np.nan]])
+    low = summarise("case", "", rollouts, calibration, AuditConfig(flag_share=0.1))
+    assert low.unsure_share == pytest.approx(2 / 5) and low.return_share_unsure == pytest.approx(3 / 15)
+    assert not low.flagged
+
+
+def test_starts_far_from_the_data_are_mostly_unsure(checkpoint):
+    near = audit_agent(zero_torque, DREAM_ID, checkpoint=checkpoint, episodes=16, **FAST)
+    far_starts = np.tile(
+        np.array([[4.0, -4.0, 30.0]], np.float32), (16, 1)
+    )  # |cos|, |sin| > 1: no real state
+    far = audit_agent(zero_torque, DREAM_ID, checkpoint=checkpoint, starts=far_starts, **FAST)
+    assert near.calibration.threshold == far.calibration.threshold  # the same real data
+    assert "held-out" in near.calibration.source
+    assert near.nominal.unsure_share < 0.2
+    assert far.nominal.unsure_share > 0.8
+    assert far.nominal.uncertainty_mean > 3 * near.nominal.uncertainty_mean
+
+
+# --- audits ------------------------------------------------------------------------------------------
+def test_dream_interval_contains_the_mean_and_shrinks_with_more_episodes(checkpoint):
+    few = audit_agent(pd_controller, DREAM_ID, checkpoint=checkpoint, episodes=8, **FAST).nominal
+    many = audit_agent(pd_controller, DREAM_ID, checkpoint=checkpoint, episodes=96, **FAST).nominal
+    for s in (few, many):
+        assert s.interval.low <= s.returns.mean() <= s.interval.high
+        assert len(s.returns) == len(s.lengths)
+    assert len(many.returns) == 96
+    assert many.interval.high - many.interval.low < few.interval.high - few.interval.low
+
+
+def test_an_sb3_zip_and_a_callable_give_the_same_audit(checkpoint, tmp_path):
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", gym.make("Pendulum-v1"), seed=0, device="cpu")
+    model.save(tmp_path / "ppo.zip")
+
+    def as_callable(obs):
+        return model.predict(obs, deterministic=True)[0]
+
+    from_zip = audit_agent(tmp_path / "ppo.zip", DREAM_ID, checkpoint=checkpoint, episodes=6, **FAST)
+    from_callable = audit_agent(as_callable, DREAM_ID, checkpoint=checkpoint, episodes=6, **FAST)
+    assert from_zip.agent == "ppo" and from_zip.agent_path.endswith("ppo.zip")
+    np.testing.assert_allclose(from_zip.nominal.returns, from_callable.nominal.returns, rtol=1e-5)
+
+
+def test_real_replay_starts_pendulum_exactly_where_the_dream_started():
+    rng = np.random.default_rng(1)
+    theta, speed = rng.uniform(-np.pi, np.pi, 5), rng.uniform(-6, 6, 5)
+    starts = np.stack([np.cos(theta), np.sin(theta), speed], axis=1).astype(np.float32)
+    replay = real_rollouts("Pendulum-v1", pd_controller, starts, seeds=list(range(5)), horizon=50)
+    assert replay.state_set.all()
+    np.testing.assert_allclose(replay.start_obs, starts, atol=1e-6)
+    # an independent single-env run from the same state earns the same return
+    env = gym.make("Pendulum-v1")
+    for i in range(5):
+        obs, _ = env.reset(seed=123)
+        env.unwrapped.state = np.array([theta[i], speed[i]])
+        obs, total = env.unwrapped._get_obs(), 0.0
+        for _ in range(50):
+            obs, reward, *_ = env.step(pd_controller(obs[None])[0])
+            total += reward
+        assert replay.returns[i] == pytest.approx(total, rel=1e-4)
+    assert replay.lengths.tolist() == [50] * 5
+
+
+# --- report and command line -------------------------------------------------------------------------
+def test_report_files_hold_every_figure(checkpoint, tmp_path):
+    config = AuditConfig(episodes=8, horizon=20, cem_iterations=2, cem_population=8, adversarial_bases=3)
+    result = audit_agent(pd_controller, DREAM_ID, checkpoint=checkpoint, real=True, config=config)
+    assert set(result.scenarios) == {"nominal", "start_noise", "action_noise", "adversarial"}
+    assert result.real.start_reproduced.all()
+    np.testing.assert_allclose(result.real.gaps, result.nominal.returns - result.real.real_returns)
+    out = write_report(result, tmp_path / "report")
+    data = json.loads((out / "report.json").read_text())
+    assert data["scenarios"]["nominal"]["interval"]["method"].startswith("percentile bootstrap")
+    assert len(data["scenarios"]["nominal"]["returns"]) == 8
+    assert len(data["real"]["real_returns"]) == 8 and data["calibration"]["threshold"] > 0
+    assert len(data["scenarios"]["nominal"]["uncertainty_per_step"]["mean"]) == 20
+    assert sum(c["scenario"] == "adversarial" for c in data["worst_cases"]) == 3
+    assert data["figures"] == ["dream_vs_real.svg", "returns.svg", "uncertainty.svg"]
+    markdown = (out / "report.md").read_text()
+    for name in data["figures"]:
+        assert (out / name).read_text().startswith("<svg") and f"]({name})" in markdown
+    assert "## Dream vs real (Pendulum-v1)" in markdown and "## Worst cases" in markdown
+
+
+def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
+    from stable_baselines3 import PPO
+
+    paths = []
+    for seed in (0, 1):
+        paths.append(tmp_path / f"agent{seed}.zip")
+        PPO("MlpPolicy", gym.make("Pendulum-v1"), seed=seed, device="cpu").save(paths[-1])
+    out = tmp_path / "ranking"
+    code = main(
+        ["audit", *map(str, paths), DREAM_ID, "--checkpoint", str(checkpoint), "--episodes", "4",
+         "--horizon", "15", "--real", "--no-what-if", "--videos", "0", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Spearman rank correlation" in printed and "agent0" in printed and "agent1" in printed
+    data = json.loads((out / "report.json").read_text())
+    assert [row["rank"] for row in data["rows"]] == [1, 2]
+    assert data["rows"][0]["dream_return"]["mean"] >= data["rows"][1]["dream_return"]["mean"]
+    assert (out / "agent0" / "report.md").is_file() and (out / "ranking.svg").is_file()
