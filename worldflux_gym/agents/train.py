@@ -19,8 +19,7 @@ from worldflux_gym.dream.registration import find_spec, make_sb3_vec_env
 
 
 def default_recipe(dream_id: str) -> str:
-    spec = find_spec(dream_id)
-    recipe = spec.fit.get("recipe")
+    recipe = find_spec(dream_id).recipe
     if recipe is None:
         raise ConfigError(f"{dream_id} names no default agent recipe; pass one with --recipe")
     return recipe

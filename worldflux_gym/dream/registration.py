@@ -48,6 +48,7 @@ class DreamEnvSpec:
     path: Path  # the JSON file
     fit: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None  # the agent recipe (agents/*.json) that trains best in this dream
 
     @property
     def weights_present(self) -> bool:
@@ -78,6 +79,7 @@ def read_spec(path: str | Path) -> DreamEnvSpec:
         path=path,
         fit=dict(data.get("fit", {})),
         validation=dict(data.get("validation", {})),
+        recipe=data.get("recipe"),
     )
 
 
