@@ -49,7 +49,8 @@ class DreamRenderer:
         dream: the :class:`DreamBatch` to draw.
         render_mode: ``"rgb_array"`` or ``"human"``.
         width, height: frame size (MuJoCo and pixel models; classic control draws at its own size).
-        shadows, reflections: MuJoCo scene flags, off by default (faster; plain for video).
+        shadows, reflections, antialias: MuJoCo shadows, floor reflections and multisampling, off
+            by default (several times faster under software GL).
         track: the MuJoCo camera follows the body.
         real_env: the real env id to draw state models with (default: the dream's real env).
     """
@@ -63,6 +64,7 @@ class DreamRenderer:
         height: int | None = None,
         shadows: bool = False,
         reflections: bool = False,
+        antialias: bool = False,
         track: bool = True,
         real_env: str | None = None,
     ):
@@ -88,7 +90,13 @@ class DreamRenderer:
                     "real_env='Walker2d-v5' (for example) when making the dream env"
                 )
             self.canvas = SimulatorCanvas(
-                env_id, width, height, shadows=shadows, reflections=reflections, track=track
+                env_id,
+                width,
+                height,
+                shadows=shadows,
+                reflections=reflections,
+                antialias=antialias,
+                track=track,
             )
             self.fps = self.canvas.fps
         # MuJoCo's x position per row, integrated from the predicted x-velocity; `_seen` is the

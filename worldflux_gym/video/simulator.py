@@ -10,8 +10,9 @@ and for the envs below the observation pins down the simulator state well enough
 - Classic control: CartPole's observation *is* its state; Pendulum's is ``(cos, sin, thetadot)``,
   so ``theta = atan2(sin, cos)``.
 
-MuJoCo frames for video are drawn without shadows and reflections by default (several times
-faster under software EGL, see ``benchmarks/bench_video.py``). Several MuJoCo renderers in one
+MuJoCo frames for video are drawn without shadows, reflections and multisample antialiasing by
+default: under software EGL each of them costs a multiple of the frame time (the shadow map alone is
+4096 x 4096), see ``benchmarks/bench_video.py``. Several MuJoCo renderers in one
 process each own a GL context: :meth:`SimulatorCanvas.draw` makes its own current before drawing,
 otherwise a frame comes out black or shows another env.
 """
@@ -51,16 +52,17 @@ def make_render_env(
     *,
     shadows: bool = False,
     reflections: bool = False,
+    antialias: bool = False,
     track: bool = True,
     **make_kwargs,
 ) -> gym.Env:
     """The real env ``env_id`` with ``render_mode="rgb_array"``, set up the way videos draw it.
 
-    MuJoCo envs get ``width`` x ``height`` frames (default 480 x 480, Gymnasium's), scene flags for
-    shadows and reflections, and with ``track`` a camera that follows the torso (Gymnasium's own
-    camera stays where the episode started, so a walker leaves the picture). Classic-control envs
-    draw at their own size. Used both for the real env in ``--compare`` videos and for drawing
-    dreamed states, so that both look the same.
+    MuJoCo envs get ``width`` x ``height`` frames (default 480 x 480, Gymnasium's), shadows,
+    reflections and multisample antialiasing as asked, and with ``track`` a camera that follows the
+    torso (Gymnasium's own camera stays where the episode started, so a walker leaves the picture).
+    Classic-control envs draw at their own size. Used both for the real env in ``--compare`` videos
+    and for drawing dreamed states, so that both look the same.
     """
     if env_family(env_id) in MUJOCO_ENVS:
         make_kwargs.setdefault("width", width or 480)
@@ -68,14 +70,23 @@ def make_render_env(
     env = gym.make(env_id, render_mode="rgb_array", **make_kwargs)
     env.reset(seed=0)  # MuJoCo envs need a reset before the first render; classic ones need a state
     if env_family(env_id) in MUJOCO_ENVS:
-        _setup_mujoco_view(env, shadows=shadows, reflections=reflections, track=track)
+        _setup_mujoco_view(env, shadows=shadows, reflections=reflections, antialias=antialias, track=track)
     return env
 
 
-def _setup_mujoco_view(env: gym.Env, *, shadows: bool, reflections: bool, track: bool) -> None:
+def _setup_mujoco_view(
+    env: gym.Env, *, shadows: bool, reflections: bool, antialias: bool, track: bool
+) -> None:
     import mujoco
 
     renderer = env.unwrapped.mujoco_renderer
+    quality = env.unwrapped.model.vis.quality
+    # read when the GL context is made (the first render): without shadows no shadow map is
+    # allocated, without antialiasing the offscreen buffer has one sample per pixel
+    if not shadows:
+        quality.shadowsize = 0
+    if not antialias:
+        quality.offsamples = 0
     env.render()  # creates the offscreen viewer (and its GL context), whose scene we configure
     viewer = renderer.viewer
     viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(shadows)
@@ -104,7 +115,8 @@ class SimulatorCanvas:
         env_id: the real env the model was fitted on (Walker2d, Hopper, HalfCheetah, CartPole or
             Pendulum, any version).
         width, height: MuJoCo frame size (default 480 x 480); classic control draws at its own size.
-        shadows, reflections: MuJoCo scene flags (off by default: faster, and plain for video).
+        shadows, reflections, antialias: MuJoCo shadows, floor reflections and multisampling (off by
+            default: several times faster under software GL).
         track: MuJoCo camera follows the body.
     """
 
@@ -116,6 +128,7 @@ class SimulatorCanvas:
         *,
         shadows: bool = False,
         reflections: bool = False,
+        antialias: bool = False,
         track: bool = True,
     ):
         family = env_family(env_id)
@@ -128,7 +141,7 @@ class SimulatorCanvas:
         self.env_id = env_id
         self.family = family
         self.env = make_render_env(
-            env_id, width, height, shadows=shadows, reflections=reflections, track=track
+            env_id, width, height, shadows=shadows, reflections=reflections, antialias=antialias, track=track
         )
         self.unwrapped = self.env.unwrapped
         self.fps = int(self.env.metadata.get("render_fps", 30))
