@@ -30,7 +30,16 @@ import gymnasium as gym
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
 from worldflux_gym.core.errors import CheckpointError, ConfigError
 
-ENVS_DIR = Path(__file__).resolve().parent / "shipped"
+
+def _envs_dir() -> Path:
+    shipped = Path(__file__).resolve().parent / "shipped"
+    if shipped.is_dir():
+        return shipped
+    # a checkout made without symlinks (core.symlinks=false) holds envs/ only at the top
+    return Path(__file__).resolve().parents[2] / "envs"
+
+
+ENVS_DIR = _envs_dir()
 _ID_PATTERN = re.compile(r"^WorldFlux/[A-Za-z0-9]+-[A-Za-z0-9]+-v\d+$")
 _REQUIRED = ("id", "real_env", "family", "preset", "checkpoint", "max_episode_steps")
 
