@@ -186,6 +186,24 @@ def test_data_that_does_not_match_the_model_or_is_empty_is_refused(tmp_path, pen
     assert not (tmp_path / "run").exists()
 
 
+def test_fit_world_model_completes_an_interrupted_collection(tmp_path):
+    run = tmp_path / "run"
+    collect_to_store("CartPole-v1", 120, run / "data", progress=False)  # as if killed after 120 steps
+    before = EpisodeStore(run / "data").episodes("all")
+    fit_world_model(
+        "CartPole-v1",
+        "tiny-mlp:ci",
+        run,
+        steps=2,
+        collect_steps=300,
+        progress=False,
+        trainer=dict(batch_size=8, tensorboard=False),
+    )
+    after = EpisodeStore(run / "data").episodes("all")
+    assert 300 <= sum(len(e) for e in after) < 300 + 120  # topped up, not collected again
+    np.testing.assert_array_equal(after[0].obs, before[0].obs)  # what was there is kept
+
+
 def test_fit_world_model_collects_then_resumes(tmp_path):
     run = tmp_path / "run"
     model = fit_world_model(

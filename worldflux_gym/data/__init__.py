@@ -9,6 +9,7 @@ from worldflux_gym.data.collect import (
     resize_frame,
 )
 from worldflux_gym.data.episode import Episode
+from worldflux_gym.data.minari_import import import_minari  # minari itself is imported on use
 from worldflux_gym.data.store import EpisodeStore
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "EpisodeStore",
     "collect_episodes",
     "collect_to_store",
+    "import_minari",
     "iter_episodes",
     "load_sb3_policy",
     "resize_frame",

@@ -229,8 +229,12 @@ class Trainer:
         self.resuming = inspect_run_dir(self.run_dir, model)
         if self.world_size > 1:
             dist.barrier()  # every rank has looked at run_dir before rank 0 writes to it
+        # foreach: one fused pass over all parameters instead of a Python loop (also on CPU, ~25% here)
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+            model.parameters(),
+            lr=self.config.learning_rate,
+            weight_decay=self.config.weight_decay,
+            foreach=True,
         )
         self.step = 0
         self.last_checkpoint_step: int | None = None
@@ -330,11 +334,16 @@ class Trainer:
         else:  # one saved state cannot serve every rank: each reseeds from (seed, rank, step)
             torch.manual_seed(hash((self.config.seed, self.rank, info["step"])) % 2**63)
         self.step = self.last_checkpoint_step = int(info["step"])
-        if info.get("data", {}).get("train_steps") != self.data_info["train_steps"] and self.rank == 0:
+        # More data in the same store is the normal case (a Dyna loop refits as it collects); data
+        # from elsewhere, or less of it, is probably a mistake worth a word.
+        saved = info.get("data", {})
+        elsewhere = saved.get("store") != self.data_info["store"]
+        shrunk = (saved.get("train_steps") or 0) > self.data_info["train_steps"]
+        if (elsewhere or shrunk) and self.rank == 0:
             warnings.warn(
-                f"resuming {self.run_dir} on different data than it was fitted on so far "
-                f"({info.get('data', {}).get('train_steps')} -> {self.data_info['train_steps']} training "
-                "steps); the run goes on, but not exactly as it would have",
+                f"resuming {self.run_dir} on other data than it was fitted on so far ({saved.get('store')}, "
+                f"{saved.get('train_steps')} training steps -> {self.data_info['store']}, "
+                f"{self.data_info['train_steps']}); the run goes on from its checkpoint",
                 stacklevel=3,
             )
 
