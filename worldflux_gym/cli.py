@@ -201,10 +201,29 @@ def _video(args: argparse.Namespace) -> int:
         height=args.size,
         shadows=args.shadows,
         reflections=args.reflections,
+        antialias=args.antialias,
     )
     print(
         f"{path}: {args.steps} frames of {args.dream_id}" + (" beside the real env" if args.compare else "")
     )
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from worldflux_gym.video.play import play
+
+    log = play(
+        args.dream_id,
+        checkpoint=args.checkpoint,
+        real_env=args.real_env,
+        seed=args.seed,
+        max_frames=args.max_frames,
+        fps=args.fps,
+        width=args.size,
+        height=args.size,
+    )
+    steps = {world: len(actions) for world, actions in log.actions.items()}
+    print(f"played {log.frames} frames: {steps['dream']} dream steps, {steps['real']} real steps")
     return 0
 
 
@@ -334,8 +353,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="panel size in pixels (MuJoCo and pixel models; default 480/256)")
     p.add_argument("--shadows", action="store_true", help="MuJoCo shadows (slower under software GL)")
     p.add_argument("--reflections", action="store_true", help="MuJoCo floor reflections (slower)")
+    p.add_argument("--antialias", action="store_true", help="MuJoCo multisample antialiasing (slower)")
     p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
     p.set_defaults(handler=_video)
+
+    p = commands.add_parser(
+        "play", help="drive a dream with the keyboard in a window; TAB switches to the real env"
+    )
+    p.add_argument(
+        "dream_id", metavar="DREAM_ID", help="a WorldFlux/* id (or a checkpoint dir with --real-env)"
+    )
+    p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
+    p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
+    p.add_argument("--seed", type=int, default=0, help="the first real reset")
+    p.add_argument(
+        "--fps", type=float, help="frames per second (default: the real env's; 0: as fast as it goes)"
+    )
+    p.add_argument("--size", type=int, help="frame size in pixels (MuJoCo and pixel models)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (default: until ESC)")
+    p.epilog = (
+        "keys: arrows/1-9 act (Box: RIGHT/LEFT dim 0, UP/DOWN dim 1, k dim k-1, SHIFT+k its low bound; "
+        "Discrete: k takes action k-1, LEFT/RIGHT 0/1), TAB dream/real, R new episode, ESC quit"
+    )
+    p.set_defaults(handler=_play)
 
     return parser
 
