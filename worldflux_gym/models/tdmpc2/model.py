@@ -268,7 +268,8 @@ class TDMPC2Model(WorldModel):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Q value ``[N]`` of two randomly chosen heads: their ``"min"`` or their ``"mean"``."""
-        heads = torch.randperm(self.config.num_q, generator=generator)[:2].to(z.device)
+        device = generator.device if generator is not None else torch.device("cpu")
+        heads = torch.randperm(self.config.num_q, generator=generator, device=device)[:2].to(z.device)
         logits = self.q_logits(z, a, target=target, frozen=frozen, heads=heads)
         values = self.two_hot.decode(logits)  # [2, N]
         return values.min(0).values if reduce == "min" else values.mean(0)

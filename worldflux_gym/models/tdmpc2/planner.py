@@ -59,7 +59,8 @@ class TDMPC2Planner:
         self.min_std = min_std if min_std is not None else c.plan_min_std
         self.max_std = max_std if max_std is not None else c.plan_max_std
         self.generator = torch.Generator(device=model.device)
-        self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        # without a seed, draw one from torch's global RNG: torch.manual_seed then reproduces the plans
+        self.generator.manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ())))
 
     # --- public API --------------------------------------------------------------------------
     @torch.no_grad()
