@@ -321,3 +321,23 @@ def test_cached_elite_weights_follow_weight_updates(pendulum):
         expected = fresh.transition(fresh.encode(batch.obs), batch.action, deterministic=True)["obs"]
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected)
+
+
+def test_large_cpu_batches_in_slices_give_the_same_step(walker, monkeypatch):
+    import worldflux_gym.models.ensemble.model as ensemble_model
+
+    batch = walker.held_out_transitions()
+    obs, action = batch.obs.repeat(3, 1), batch.action.repeat(3, 1)  # > 2 slices per member either way
+
+    def step(report: bool):
+        return walker.predict(
+            obs, action, generator=torch.Generator().manual_seed(2), report_uncertainty=report
+        )
+
+    whole = [step(True), step(False)]
+    monkeypatch.setattr(ensemble_model, "_CPU_CHUNK_FLOATS", 1)  # slices of 256 rows (the floor)
+    sliced = [step(True), step(False)]
+    for a, b in zip(whole, sliced):
+        torch.testing.assert_close(a.obs, b.obs)
+        torch.testing.assert_close(a.continue_logits, b.continue_logits)
+    torch.testing.assert_close(whole[0].uncertainty, sliced[0].uncertainty)
