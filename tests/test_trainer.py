@@ -162,6 +162,14 @@ def test_run_dir_of_another_model_is_refused_and_left_intact(tmp_path, pendulum_
         Trainer(_model(pendulum_store, hidden=17), pendulum_store, _config(steps=10), run)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
+    (run / "audit.html").write_text("a report someone saved beside the run")
+    assert Trainer(_model(pendulum_store), pendulum_store, _config(steps=6), run).fit()["step"] == 6
+
+    killed = tmp_path / "killed"  # the first checkpoint was killed before its journal was written
+    killed.mkdir()
+    (killed / ".model.safetensors.pending").write_bytes(b"half a file")
+    assert Trainer(_model(pendulum_store), pendulum_store, _config(steps=2), killed).fit()["step"] == 2
+
     exported = tmp_path / "exported"
     _model(pendulum_store).save_pretrained(exported)
     with pytest.raises(TrainingError, match="without trainer state"):

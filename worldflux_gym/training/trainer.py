@@ -164,16 +164,17 @@ def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> boo
         return False
     if not run_dir.is_dir():
         raise TrainingError(f"{run_dir} is a file; give a directory for the run")
-    # our own names, and the leftovers of an interrupted atomic write of them (finished below)
-    ours = RUN_DIR_FILES | {f".{name}.pending" for name in RUN_DIR_FILES} | {_JOURNAL, f"{_JOURNAL}.tmp"}
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in ours)
-    if foreign:
-        raise TrainingError(
-            f"{run_dir} already holds files that are not a worldflux-gym run ({', '.join(foreign[:5])}); "
-            "choose a new directory for --out (nothing is ever overwritten)"
-        )
-    recover_interrupted_write(run_dir)
+    leftovers = [run_dir / _JOURNAL] + [run_dir / f".{name}.pending" for name in RUN_DIR_FILES]
+    if (run_dir / METADATA_FILE).exists() or any(p.exists() for p in leftovers):
+        recover_interrupted_write(run_dir)  # a checkpoint write a kill interrupted: finish or discard it
     if not (run_dir / METADATA_FILE).exists():
+        # not a run (yet): only our own names (e.g. data/ of a collection that was interrupted)
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
+        if foreign:
+            raise TrainingError(
+                f"{run_dir} already holds files that are not a worldflux-gym run "
+                f"({', '.join(foreign[:5])}); choose a new directory for --out (nothing is ever overwritten)"
+            )
         return False
     if not (run_dir / STATE_JSON).exists():
         raise TrainingError(
