@@ -7,6 +7,7 @@ hundred updates); audits use short horizons and few episodes to stay fast.
 from __future__ import annotations
 
 import json
+from xml.etree import ElementTree
 
 import gymnasium as gym
 import numpy as np
@@ -152,6 +153,28 @@ def test_real_replay_starts_pendulum_exactly_where_the_dream_started():
     assert replay.lengths.tolist() == [50] * 5
 
 
+@pytest.mark.parametrize("env_id", ["Walker2d-v5", "CartPole-v1"])
+def test_real_replay_sets_mujoco_and_cartpole_states_from_mid_episode_observations(env_id):
+    env = gym.make(env_id)
+    env.action_space.seed(0)
+    starts = []
+    for seed in range(3):  # states a few random steps into an episode, not just resets
+        obs, _ = env.reset(seed=seed)
+        for _ in range(4):
+            obs, *_ = env.step(env.action_space.sample())
+        starts.append(obs)
+    env.close()
+    starts = np.stack(starts)
+    act = (
+        (lambda o: np.zeros(len(o), np.int64))
+        if env_id.startswith("CartPole")
+        else (lambda o: np.zeros((len(o), 6)))
+    )
+    replay = real_rollouts(env_id, act, starts, seeds=[10, 11, 12], horizon=3)
+    assert replay.state_set.all()
+    np.testing.assert_allclose(replay.start_obs, starts, atol=1e-6)
+
+
 # --- report and command line -------------------------------------------------------------------------
 def test_report_files_hold_every_figure(checkpoint, tmp_path):
     config = AuditConfig(episodes=8, horizon=20, cem_iterations=2, cem_population=8, adversarial_bases=3)
@@ -169,7 +192,9 @@ def test_report_files_hold_every_figure(checkpoint, tmp_path):
     assert data["figures"] == ["dream_vs_real.svg", "returns.svg", "uncertainty.svg"]
     markdown = (out / "report.md").read_text()
     for name in data["figures"]:
-        assert (out / name).read_text().startswith("<svg") and f"]({name})" in markdown
+        root = ElementTree.fromstring((out / name).read_text())  # well-formed SVG
+        assert root.tag.endswith("svg") and len(root) > 10 and f"]({name})" in markdown
+    assert all(c["real_return"] is not None for c in data["worst_cases"])  # every worst start replayed
     assert "## Dream vs real (Pendulum-v1)" in markdown and "## Worst cases" in markdown
 
 

@@ -515,6 +515,9 @@ def audit_agent(
         observe = None if model.capabilities.decodes_observations else _encoder(model)
         replay = real_rollouts(real_id, policy, starts, seeds, horizon, observe)
         comparison = compare(real_id, nominal.returns, replay, config)
+        for case in worst_cases:
+            if case["scenario"] == "nominal":
+                case["real_return"] = float(replay.returns[case["start"]])
         if adversarial is not None:
             if can_set_state(real_id):
                 worst = real_rollouts(
