@@ -217,6 +217,21 @@ def test_vector_env_renders_one_frame_per_env():
     single.close()
 
 
+def test_vector_env_in_human_mode_shows_a_grid_of_its_envs():
+    import pygame
+
+    envs = gym.make_vec(
+        "WorldFlux/Ensemble-Pendulum-v0",
+        num_envs=2,
+        checkpoint=fitted_checkpoint("Pendulum-v1", "ensemble:ci"),
+        render_mode="human",
+    )
+    envs.reset(seed=0)
+    assert envs.render() is None
+    assert pygame.display.get_surface().get_size() == (2 * 500 + 4, 500)  # two frames side by side
+    envs.close()
+
+
 def test_dream_env_passes_gymnasiums_render_check():
     from gymnasium.utils.env_checker import check_env
 

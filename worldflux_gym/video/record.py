@@ -179,7 +179,9 @@ class _OneStart(StartSource):
 class _RealSide:
     """The real env a recording starts from and, with ``compare``, draws beside the dream."""
 
-    def __init__(self, env_id: str, image_shape: tuple[int, ...] | None, view: dict[str, Any]):
+    def __init__(
+        self, env_id: str, image_shape: tuple[int, ...] | None, view: dict[str, Any], drawn: bool = True
+    ):
         from worldflux_gym.video.simulator import make_render_env, render_frame
 
         self.image_shape = image_shape
@@ -191,11 +193,10 @@ class _RealSide:
             for wrapper in image_wrappers(image_shape[0]):
                 env = wrapper(env)
             self.env = env
-        else:
-            try:
-                self.env = make_render_env(env_id, **view)
-            except ConfigError:
-                self.env = gym.make(env_id, render_mode="rgb_array")
+        elif drawn:
+            self.env = make_render_env(env_id, **view)
+        else:  # only the source of starts: no renderer, no GL context to set up
+            self.env = gym.make(env_id)
         self._render = render_frame
         self.fps = int(self.env.metadata.get("render_fps", 30))
         self.obs: np.ndarray | None = None
@@ -301,7 +302,7 @@ def record_dream(
         "antialias": antialias,
     }
 
-    real = _RealSide(source.real_env, model.observation_space.shape if pixels else None, view)
+    real = _RealSide(source.real_env, model.observation_space.shape if pixels else None, view, drawn=compare)
     starts = _OneStart()
     options = {"report_uncertainty": None, **source.options}
     batch = DreamBatch(

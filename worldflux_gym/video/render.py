@@ -79,7 +79,7 @@ class DreamRenderer:
         self.window = None
         if self.pixels:
             self.size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
-            self.fps = 30
+            self.fps = real_env_fps(real_env or dream.real_env_id)
         else:
             from worldflux_gym.video.simulator import SimulatorCanvas
 
@@ -174,6 +174,21 @@ class DreamRenderer:
         if self.window is not None:
             self.window.close()
             self.window = None
+
+
+def real_env_fps(env_id: str | None, default: int = 30) -> int:
+    """The real env's frame rate (its ``1 / dt``), so that dreams play at the real speed."""
+    if env_id is None:
+        return default
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error:
+        return default
+    fps = int(env.metadata.get("render_fps") or default)
+    env.close()
+    return fps
 
 
 def gym_reset_needed() -> Exception:
