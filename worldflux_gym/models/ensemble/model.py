@@ -16,14 +16,18 @@ Data-dependent state, all kept as buffers so that it is saved with the weights:
 
 Imagination (``transition``): every row is advanced by one elite member drawn uniformly at random
 (MBPO's "random model" propagation), sampling from its Gaussian, or by the mean of the elite means
-when ``deterministic``. Uncertainty is the ensemble disagreement of MOPO/MOReL::
+when ``deterministic`` (which ignores the generator). Uncertainty is the elites' disagreement,
+the epistemic signal behind MOPO-style reward penalties and MOReL-style halting::
 
     u = max_e || mu_e - mean_e'(mu_e') ||_2      over the elite members e,
 
 computed on the normalised prediction ``[delta obs, reward]`` (so every dimension weighs alike,
-whatever its units). With ``report_uncertainty=False`` only each row's own member is computed
-(the cost of about one member instead of all elites) and the uncertainty is reported as NaN:
-"not measured", never a misleading zero.
+whatever its units). It is the "max deviation from the ensemble mean" form; MOReL takes the max
+pairwise distance (at most twice this) and the MOPO paper the largest predicted std.
+
+With ``report_uncertainty=False`` only each row's own member is computed (the cost of about one
+member instead of all elites) and the uncertainty is reported as NaN: "not measured", never a
+misleading zero.
 """
 
 from __future__ import annotations
