@@ -59,10 +59,12 @@ class DreamerConfig:
     dyn_scale: float = 0.5  # weight of KL(sg(post) || prior): trains the prior
     rep_scale: float = 0.1  # weight of KL(post || sg(prior)): regularises the posterior
     sequence_length: int = 64  # training window length T
-    learning_rate: float = 1e-4  # a suggestion for trainers (DreamerV3 uses 1e-4 for the world model)
+    batch_size: int = 16  # windows per update (DreamerV3: 16 windows of 64 steps)
+    learning_rate: float = 1e-4  # the trainer's default (DreamerV3 uses 1e-4 for the world model)
+    grad_clip: float = 100.0  # max global gradient norm for the trainer
 
     def __post_init__(self) -> None:
-        for name in ("deter", "stoch", "classes", "hidden", "cnn_depth", "sequence_length"):
+        for name in ("deter", "stoch", "classes", "hidden", "cnn_depth", "sequence_length", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"dreamer config {name} must be positive, got {getattr(self, name)}")
         if self.reward_bins < 2:
@@ -82,7 +84,8 @@ PRESETS = {
             "cnn_depth": 8,
             "reward_bins": 63,
             "sequence_length": 16,
-            "learning_rate": 1e-3,
+            "batch_size": 32,
+            "learning_rate": 3e-3,
         },
         "test",
         "tiny RSSM (deter 64, 8x8 stoch, 64 hidden) for tests",
