@@ -15,9 +15,11 @@ starts and reports, per scenario:
 - the **return share unsure**: the share of the return earned on those steps, with each reward
   counted above the lowest real reward in the same data (so that a share means something for
   envs whose rewards are all negative, like Pendulum);
-- a **flag** (the signature of exploitation) when the unsure share exceeds ``flag_share`` (10%,
-  ten times the real data's rate) *and* the agent earns more there than elsewhere (return share
-  unsure > unsure share).
+- a **flag** (the signature of exploitation) when more than ``flag_share`` (25%) of the return is
+  earned on unsure steps *and* the agent earns more there than elsewhere (return share unsure >
+  unsure share). A sound agent whose good states are a little under-covered by the data spends
+  some time above the threshold too (about 5-12% of its steps in the Pendulum benchmark), so the
+  flag asks for a substantial part of the return to come from there, not for any excursion.
 
 Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
 units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
@@ -62,7 +64,7 @@ class AuditConfig:
     seed: int = 0
     deterministic: bool = False  # False: the stochastic dream agents practise in
     unsure_quantile: float = 0.99  # the "unsure" threshold, as a quantile of real-data uncertainty
-    flag_share: float = 0.10  # flag when more than this share of steps is unsure (and earns more)
+    flag_share: float = 0.25  # flag when more than this share of the return is earned while unsure
     what_if: bool = True  # run the start-noise, action-noise and adversarial scenarios
     start_noise: float = 0.1  # std of start noise, in units of the real data's per-dimension std
     action_noise: float = 0.1  # std of action noise, in units of half the action range
@@ -267,7 +269,7 @@ def summarise(
     result.reward_rate_sure = float(rollouts.rewards[sure].mean()) if sure.any() else None
     result.reward_rate_unsure = float(rollouts.rewards[unsure].mean()) if unsure.any() else None
     result.flagged = bool(
-        result.unsure_share > config.flag_share and result.return_share_unsure > result.unsure_share
+        result.return_share_unsure > config.flag_share and result.return_share_unsure > result.unsure_share
     )
     return result
 

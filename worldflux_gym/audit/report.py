@@ -190,8 +190,8 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
         "",
         "*unsure steps*: share of dreamed steps whose model uncertainty exceeds the threshold below. "
         "*return unsure*: share of the return (each reward counted above the lowest real reward) "
-        "earned on those steps. *FLAG*: unsure steps > "
-        f"{result.config.flag_share:.0%} and the agent earns more than its share of return there.",
+        "earned on those steps. *FLAG* (the signature of exploitation): return unsure > "
+        f"{result.config.flag_share:.0%} and > unsure steps (the agent earns more there than elsewhere).",
         "",
     ]
     for s in result.scenarios.values():
