@@ -354,7 +354,8 @@ def record_dream(
                 _annotate(frame, ["real", *lines], overlay),
                 _annotate(frame, ["context (real)"], overlay),
             ]
-            writer.write(hstack([*panels, error_image(frame, frame)]))
+            error = _annotate(error_image(frame, frame), ["|real - dream|"], overlay)
+            writer.write(hstack([*panels, error]))
         starts.start = Start(
             as_model_tensor(frames_obs[-1][None], batch.device),
             as_model_tensor(np.stack(frames_obs)[None], batch.device),
