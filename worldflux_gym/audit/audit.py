@@ -32,6 +32,7 @@ report gives the dream-minus-real return gap per episode.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,7 @@ def adversarial_search(
     real_env: str | None,
     horizon: int,
     config: AuditConfig,
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """CEM over start perturbations ``|delta| <= radius`` (per dimension, in units of ``scale``) around
     each base start, minimising the dream return. All bases x candidates run as one dream batch.
 
@@ -450,53 +451,13 @@ def audit_agent(
     rollouts_by_name: dict[str, DreamRollouts] = {}
     scenarios = {"nominal": run("nominal", "real starts, the agent's own actions", starts)}
     worst_cases: list[dict[str, Any]] = []
-    space = model.observation_space
-    adversarial = None
-    if config.what_if and _flat_box(space):
-        rng = np.random.default_rng(config.seed + 1)
-        noisy, _ = perturb_starts(
-            starts, scale, config.start_noise * rng.standard_normal(starts.shape), space, env_for_starts
+    worst_start = None
+    if config.what_if and _flat_box(model.observation_space):
+        worst_start = _what_if(
+            run, scenarios, worst_cases, starts, scale, setup, env_for_starts, policy, config
         )
-        scenarios["start_noise"] = run(
-            "start_noise", f"start obs + N(0, ({config.start_noise} x data std)^2)", noisy
-        )
-        scenarios["action_noise"] = run(
-            "action_noise",
-            f"actions + N(0, ({config.action_noise} x half range)^2)",
-            starts,
-            action_noise=config.action_noise,
-        )
-        k = min(config.adversarial_bases, len(starts))
-        worst_start, worst_delta, base_return, history = adversarial_search(
-            model, policy, starts[:k], scale, space, env_for_starts, horizon, config
-        )
-        adversarial = scenarios["adversarial"] = run(
-            "adversarial",
-            f"CEM ({config.cem_iterations} x {config.cem_population}) over start perturbations "
-            f"|delta| <= {config.adversarial_radius} data std; the worst start per base, in the "
-            "deterministic dream the search used",
-            worst_start,
-            deterministic=True,
-        )
-        notes.append(
-            f"CEM: mean worst deterministic-dream return per iteration {np.round(history, 2).tolist()}"
-        )
-        for i in np.argsort(adversarial.returns)[: config.worst_cases]:
-            worst_cases.append(
-                {
-                    "scenario": "adversarial",
-                    "base_start": int(i),
-                    "start_obs": worst_start[i],
-                    "perturbation_in_std": worst_delta[i],
-                    "dream_return": float(adversarial.returns[i]),
-                    "unperturbed_dream_return": float(base_return[i]),  # deterministic, like the search
-                    "unsure_share": None
-                    if adversarial.unsure_share_per_episode is None
-                    else float(adversarial.unsure_share_per_episode[i]),
-                }
-            )
     elif config.what_if:
-        notes.append(f"what-if scenarios need a 1-D Box observation space, not {space}")
+        notes.append(f"what-if scenarios need a 1-D Box observation space, not {model.observation_space}")
     nominal = scenarios["nominal"]
     for i in np.argsort(nominal.returns)[: config.worst_cases]:
         worst_cases.append(
@@ -506,32 +467,14 @@ def audit_agent(
                 "seed": seeds[i] if reset_seeds else None,  # the real reset this start came from
                 "start_obs": starts[i],
                 "dream_return": float(nominal.returns[i]),
-                "unsure_share": None
-                if nominal.unsure_share_per_episode is None
-                else float(nominal.unsure_share_per_episode[i]),
+                "unsure_share": _at(nominal.unsure_share_per_episode, i),
             }
         )
-
     comparison = None
     if real_id:
-        observe = None if model.capabilities.decodes_observations else _encoder(model)
-        replay = real_rollouts(real_id, policy, starts, seeds, horizon, observe)
-        comparison = compare(real_id, nominal.returns, replay, config)
-        for case in worst_cases:
-            if case["scenario"] == "nominal":
-                case["real_return"] = float(replay.returns[case["start"]])
-        if adversarial is not None:
-            if can_set_state(real_id):
-                worst = real_rollouts(
-                    real_id, policy, worst_start, seeds[: len(worst_start)], horizon, observe
-                )
-                for case in worst_cases:
-                    if case["scenario"] == "adversarial":
-                        case["real_return"] = float(worst.returns[case["base_start"]])
-            else:
-                notes.append(
-                    f"{real_id}'s state cannot be set from an observation: worst starts not replayed"
-                )
+        comparison = _replay(
+            real_id, setup, policy, nominal, starts, seeds, worst_start, worst_cases, notes, config
+        )
 
     result = AuditResult(
         agent=name or agent_name(agent),
@@ -549,6 +492,93 @@ def audit_agent(
     )
     result.seconds = round(time.perf_counter() - started, 2)
     return result
+
+
+def _at(values: np.ndarray | None, i: int) -> float | None:
+    return None if values is None else float(values[i])
+
+
+def _what_if(
+    run: Callable[..., ScenarioResult],
+    scenarios: dict[str, ScenarioResult],
+    worst_cases: list[dict[str, Any]],
+    starts: np.ndarray,
+    scale: np.ndarray,
+    setup: DreamSetup,
+    env_for_starts: str | None,
+    policy: BatchPolicy,
+    config: AuditConfig,
+) -> np.ndarray:
+    """Start noise, action noise and the adversarial search; returns the worst start per base."""
+    space, horizon = setup.model.observation_space, setup.horizon
+    rng = np.random.default_rng(config.seed + 1)
+    noise = config.start_noise * rng.standard_normal(starts.shape)
+    noisy, _ = perturb_starts(starts, scale, noise, space, env_for_starts)
+    scenarios["start_noise"] = run(
+        "start_noise", f"start obs + N(0, ({config.start_noise} x data std)^2)", noisy
+    )
+    scenarios["action_noise"] = run(
+        "action_noise",
+        f"actions + N(0, ({config.action_noise} x half range)^2)",
+        starts,
+        action_noise=config.action_noise,
+    )
+    k = min(config.adversarial_bases, len(starts))
+    worst_start, worst_delta, base_return, history = adversarial_search(
+        setup.model, policy, starts[:k], scale, space, env_for_starts, horizon, config
+    )
+    adversarial = scenarios["adversarial"] = run(
+        "adversarial",
+        f"CEM ({config.cem_iterations} x {config.cem_population}) over start perturbations "
+        f"|delta| <= {config.adversarial_radius} data std; the worst start per base, in the "
+        "deterministic dream the search used",
+        worst_start,
+        deterministic=True,
+    )
+    for i in np.argsort(adversarial.returns)[: config.worst_cases]:
+        worst_cases.append(
+            {
+                "scenario": "adversarial",
+                "base_start": int(i),
+                "start_obs": worst_start[i],
+                "perturbation_in_std": worst_delta[i],
+                "dream_return": float(adversarial.returns[i]),
+                "unperturbed_dream_return": float(base_return[i]),  # deterministic, like the search
+                "unsure_share": _at(adversarial.unsure_share_per_episode, i),
+                "cem_history": history,
+            }
+        )
+    return worst_start
+
+
+def _replay(
+    real_id: str,
+    setup: DreamSetup,
+    policy: BatchPolicy,
+    nominal: ScenarioResult,
+    starts: np.ndarray,
+    seeds: list[int],
+    worst_start: np.ndarray | None,
+    worst_cases: list[dict[str, Any]],
+    notes: list[str],
+    config: AuditConfig,
+) -> RealComparison:
+    """The nominal starts (and the adversarial worst starts) in the real env; the dream-real comparison."""
+    model, horizon = setup.model, setup.horizon
+    observe = None if model.capabilities.decodes_observations else _encoder(model)
+    replay = real_rollouts(real_id, policy, starts, seeds, horizon, observe)
+    for case in worst_cases:
+        if case["scenario"] == "nominal":
+            case["real_return"] = float(replay.returns[case["start"]])
+    if worst_start is not None:
+        if can_set_state(real_id):
+            worst = real_rollouts(real_id, policy, worst_start, seeds[: len(worst_start)], horizon, observe)
+            for case in worst_cases:
+                if case["scenario"] == "adversarial":
+                    case["real_return"] = float(worst.returns[case["base_start"]])
+        else:
+            notes.append(f"{real_id}'s state cannot be set from an observation: worst starts not replayed")
+    return compare(real_id, nominal.returns, replay, config)
 
 
 def _encoder(model: WorldModel):
