@@ -3,15 +3,18 @@
 Measures, in one run (about 3 minutes on 2 CPU cores):
 
 1. real Walker2d-v5 steps/s, one env and a gymnasium ``SyncVectorEnv`` of a few envs (random actions);
-2. dream steps/s over the ``ensemble:default`` family (7 members x 4x200, untrained weights: speed
-   does not depend on training) on Walker2d-v5's spaces: ``DreamEnv`` and ``DreamVectorEnv`` at
-   N = 1, 64, 1024, 16384 (one member per row, as MBPO/mbrl-lib step), plus N = 1024 with every
-   member computed for ``info["uncertainty"]`` and N = 1024 starting from real env resets;
+2. the bare model's ``transition`` + ``decode`` at N = 1024 (the floor every model env pays,
+   mbrl-lib's included); then dream steps/s over the ``ensemble:default`` family (7 members x
+   4x200, untrained weights: speed does not depend on training) on Walker2d-v5's spaces:
+   ``DreamEnv`` and ``DreamVectorEnv`` at N = 1, 64, 1024, 16384 (one member per row, as
+   MBPO/mbrl-lib step), plus N = 1024 with every member computed for ``info["uncertainty"]`` and
+   N = 1024 starting from real env resets (other rows start from a bank of real resets);
 3. SB3 PPO fps on ``DreamSB3VecEnv`` (256 envs) against PPO on the real Walker2d-v5 (defaults).
 
 mbrl-lib is not installed here, so there is no side-by-side run against its ``ModelEnv``; the
 figures are compared with the ones DESIGN.md section 7 gives for it (~206k transitions/s at batch
-1029 through its numpy path, ~289k through its tensor path, on this machine), and said so.
+1029 through its numpy path, ~289k through its tensor path, measured on an idle machine with 2
+threads), and said so. The share of the bare model's rate the env keeps is the like-for-like figure.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_dream_env.py [--quick] [--threads 1]``
 """
@@ -108,6 +111,20 @@ def dream_vector(
     return rate
 
 
+def raw_model(model, bank: np.ndarray, num_envs: int, budget: float) -> float:
+    """The floor any model env pays: ``transition`` + ``decode`` alone, one member per row, no env."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        start = torch.as_tensor(bank[np.arange(num_envs) % len(bank)], dtype=torch.float32)
+        state = model.encode(start.to(model.device))
+        action = torch.zeros(num_envs, 6, device=model.device)
+
+        def step():
+            model.decode(model.transition(state, action, generator=generator, report_uncertainty=False))
+
+        return timed(step, budget, num_envs)
+
+
 def ppo_fps(env, total: int, **ppo_kwargs) -> float:
     from stable_baselines3 import PPO
 
@@ -141,6 +158,7 @@ def main() -> None:
     real_one = real_single(budget)
     row(f"real {REAL_ENV}, one env", real_one)
     row(f"real {REAL_ENV}, SyncVectorEnv x4", real_sync(4, budget))
+    row("model alone: transition + decode, N=1024 (no env)", raw_model(model, bank, 1024, budget))
     row("dream DreamEnv (N=1, uncertainty on)", dream_single(model, bank, budget))
     for n in (1, 64, 1024, 16384):
         row(f"dream DreamVectorEnv N={n}, numpy out", dream_vector(model, bank, n, budget))
@@ -161,7 +179,9 @@ def main() -> None:
     )
     rates = dict(rows)
     at_1024 = rates["dream DreamVectorEnv N=1024, numpy out"]
-    print(f"\nratio dream N=1024 / real one env: {at_1024 / real_one:.1f}x (target >= 50x)")
+    floor = rates["model alone: transition + decode, N=1024 (no env)"]
+    print(f"\nthe env keeps {at_1024 / floor:.0%} of the bare model's rate at N=1024 (numpy out)")
+    print(f"ratio dream N=1024 / real one env: {at_1024 / real_one:.1f}x (target >= 50x)")
     tensor_1024 = rates["dream DreamVectorEnv N=1024, tensor out"]
     print(
         "vs mbrl-lib ModelEnv (its figures from DESIGN.md s.7, idle machine; mbrl-lib is not installed "
