@@ -312,8 +312,8 @@ class EpisodeStore:
             records, dropped = _read_records(path)
             if dropped:
                 warnings.warn(
-                    f"{path}: skipped {dropped} trailing bytes of an episode that was being written when a "
-                    "collection was interrupted; every complete episode is intact",
+                    f"{path}: skipped {dropped} trailing bytes: an episode being written now, or whose "
+                    "writing was interrupted; every complete episode is intact",
                     stacklevel=3,
                 )
             for payload in records:
