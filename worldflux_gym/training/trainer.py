@@ -211,7 +211,7 @@ class Trainer:
     ``None``).
 
     >>> trainer = Trainer(model, EpisodeStore("data/pendulum"), TrainerConfig(steps=2000), "runs/p")
-    >>> metrics = trainer.fit()  # {"step": 2000, "loss": ..., "val/loss": ..., ...}
+    >>> metrics = trainer.fit()  # {"step": 2000.0, "train/loss": ..., "val/loss": ..., "updates_per_s": ...}
     """
 
     def __init__(
