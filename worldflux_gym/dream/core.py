@@ -320,7 +320,9 @@ class DreamBatch:
                 if mask is not None:
                     raise DreamResetNeeded("a partial reset (reset_mask) needs a full reset() first")
                 self.state, self.obs = self._start_states(self.num_envs)
-                self.elapsed.zero_(), self.returns.zero_(), self.ended.zero_()
+                self.elapsed.zero_()
+                self.returns.zero_()
+                self.ended.zero_()
             else:
                 rows = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
                 self._reset_rows(torch.nonzero(rows.to(self.device)).flatten())
@@ -346,11 +348,8 @@ class DreamBatch:
         ``clip_actions``).
         """
         space = self.action_space
-        shape = (
-            (() if self._discrete else space.shape)
-            if not batched
-            else ((self.num_envs,) if self._discrete else (self.num_envs, *space.shape))
-        )
+        single = () if self._discrete else tuple(space.shape)
+        shape = (self.num_envs, *single) if batched else single
         is_tensor = isinstance(actions, torch.Tensor)
         if not is_tensor:
             try:
@@ -427,7 +426,7 @@ class DreamBatch:
                 uncertainty = out.uncertainty.reshape(self.num_envs).float()
                 reward = reward - self.uncertainty_penalty * uncertainty
             term_prob = None if out.termination_prob is None else out.termination_prob.reshape(self.num_envs)
-            self._check_finite(obs, reward, term_prob, uncertainty)
+            self._check_finite(obs, reward, term_prob, uncertainty, skip=reset_now)
 
             if term_prob is None:
                 terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -487,6 +486,7 @@ class DreamBatch:
         reward: torch.Tensor,
         term_prob: torch.Tensor | None,
         uncertainty: torch.Tensor | None,
+        skip: torch.Tensor | None = None,
     ) -> None:
         # No NaN or inf ever leaves step() silently. Fast path: one sum and one host sync; a sum is
         # finite only if every term is (it can also overflow, which the exact check below sorts out).
@@ -496,6 +496,8 @@ class DreamBatch:
         finite = torch.isfinite(obs.reshape(self.num_envs, -1)).all(dim=1)
         for part in parts[1:]:
             finite &= torch.isfinite(part)
+        if skip is not None:
+            finite |= skip  # rows being reset (NEXT_STEP): their stepped values are thrown away
         if not bool(finite.all()):
             rows = torch.nonzero(~finite).flatten().tolist()
             raise ModelDivergenceError(
