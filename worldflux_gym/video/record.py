@@ -250,12 +250,12 @@ class _Track:
 def record_dream(
     dream: str | Path | gym.Env,
     out: str | Path,
-    *,
     agent: str | Path | Any | None = None,
     steps: int = 200,
     compare: bool = False,
     checkpoint: str | Path | None = None,
     seed: int = 0,
+    *,
     real_env: str | None = None,
     fps: float | None = None,
     width: int | None = None,
