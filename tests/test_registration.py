@@ -144,23 +144,32 @@ def test_cli_list_shows_ids_real_envs_families_and_weights(capsys):
 
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_specs(tmp_path):
+    import zipfile
+
+    # build from a copy, so that the checkout gets no build/ folder; symlinks stay links
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "checkpoints")
+    shutil.copytree(REPO / "worldflux_gym", source / "worldflux_gym", symlinks=True, ignore=ignore)
+    shutil.copytree(REPO / "envs", source / "envs", ignore=ignore)
+    dist = tmp_path / "dist"
     subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            str(REPO),
+            str(source),
             "--no-deps",
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
+            str(dist),
         ],
         check=True,
     )
-    import zipfile
-
-    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    names = zipfile.ZipFile(next(dist.glob("*.whl"))).namelist()
     for spec in load_specs():
         assert f"worldflux_gym/dream/shipped/{spec.path.name}" in names
