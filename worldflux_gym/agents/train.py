@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 
 from worldflux_gym import __version__
 from worldflux_gym.agents.evaluate import sidecar_path
@@ -16,6 +17,21 @@ from worldflux_gym.agents.recipes import Recipe, load_recipe
 from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.dream.registration import find_spec, make_sb3_vec_env
+
+
+class StopAfterSeconds(BaseCallback):
+    """Ends ``learn()`` once ``seconds`` of wall-clock time have passed (a budget in time, not steps)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.deadline = 0.0
+
+    def _on_training_start(self) -> None:
+        self.deadline = time.perf_counter() + self.seconds
+
+    def _on_step(self) -> bool:
+        return time.perf_counter() < self.deadline
 
 
 def default_recipe(dream_id: str) -> str:
@@ -57,13 +73,14 @@ def train_agent(
     progress: bool = True,
     tensorboard: bool = True,
     env_options: dict[str, Any] | None = None,
+    max_seconds: float | None = None,
 ) -> BaseAlgorithm:
     """Train the recipe's SB3 agent for ``steps`` dreamed steps in ``dream_id``; save it to ``out``.
 
     Writes ``out`` (SB3's ``.zip``) and ``out`` with a ``.json`` suffix: what the agent was trained
     in (dream id, real env, checkpoint, recipe, steps, seed, throughput, final dream return), which
     ``evaluate`` and ``audit`` read. TensorBoard logs go to ``<out>_tb/`` when tensorboard is
-    installed.
+    installed. ``max_seconds`` stops training early when the wall-clock budget is spent.
     """
     out = Path(out)
     if out.suffix != ".zip":
@@ -76,7 +93,8 @@ def train_agent(
     venv.seed(seed)
     agent = build_agent(recipe, venv, seed, out.with_name(out.stem + "_tb") if tensorboard else None)
     started = time.perf_counter()
-    agent.learn(total_timesteps=steps, progress_bar=progress)
+    callback = StopAfterSeconds(max_seconds) if max_seconds else None
+    agent.learn(total_timesteps=steps, progress_bar=progress, callback=callback)
     seconds = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     agent.save(out)
@@ -89,7 +107,7 @@ def train_agent(
         "observation": "real" if venv.dream.decodes else "latent",
         "algorithm": recipe.algorithm,
         "recipe": recipe.name,
-        "steps": steps,
+        "steps": int(agent.num_timesteps),
         "seed": seed,
         "train_seconds": round(seconds, 2),
         "fps": round(agent.num_timesteps / seconds, 1),
