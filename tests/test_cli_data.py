@@ -53,7 +53,7 @@ def test_bad_input_exits_2_with_a_message_and_touches_nothing(tmp_path, capsys):
     before = _snapshot(run)
 
     assert main(["fit", "Pendulum-v1", "--model", "tiny-mlp:wide", "--out", str(run), *base]) == 2
-    assert "already holds a tiny-mlp:ci model" in capsys.readouterr().err
+    assert "already holds the model tiny-mlp:ci" in capsys.readouterr().err
     assert main(["fit", "CartPole-v1", "--model", "tiny-mlp:ci", "--out", str(run), *base]) == 2
     assert "fitted on Pendulum-v1" in capsys.readouterr().err
     assert _snapshot(run) == before  # the existing run is untouched

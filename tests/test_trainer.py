@@ -235,7 +235,7 @@ def test_fit_world_model_collects_then_resumes(tmp_path):
         trainer=dict(batch_size=16, tensorboard=False),
     )
     assert trainer_state(run)["step"] == 20
-    with pytest.raises(TrainingError, match="already holds a tiny-mlp:ci model fitted on CartPole-v1"):
+    with pytest.raises(TrainingError, match="already holds the model tiny-mlp:ci fitted on CartPole-v1"):
         fit_world_model("Pendulum-v1", "tiny-mlp:ci", run, steps=5, collect_steps=10, progress=False)
     assert not (run / "data").joinpath("Pendulum").exists() and trainer_state(run)["step"] == 20
 

@@ -27,7 +27,7 @@ def _check_resumable(run_dir: Path, env_id: str, model_name: str) -> None:
     saved_env = json.loads((run_dir / STATE_JSON).read_text()).get("data", {}).get("env_id")
     if (saved.get("family"), saved.get("preset")) != (family, preset) or saved_env not in (None, env_id):
         raise TrainingError(
-            f"{run_dir} already holds a {saved.get('family')}:{saved.get('preset')} model fitted on "
+            f"{run_dir} already holds the model {saved.get('family')}:{saved.get('preset')} fitted on "
             f"{saved_env}; choose a new directory for {family}:{preset} on {env_id} (nothing is overwritten)"
         )
 
