@@ -95,14 +95,8 @@ class TDMPC2Planner:
     def plan_box(self, z: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Latents ``[B, L]`` -> env actions ``[B, *action_shape]``."""
         model, g = self.model, self.generator
-        B, H, N, K, P, A = (
-            z.shape[0],
-            self.horizon,
-            self.num_samples,
-            self.num_elites,
-            self.num_policy_samples,
-            model.action_dim,
-        )
+        B, A = z.shape[0], model.action_dim
+        H, N, K, P = self.horizon, self.num_samples, self.num_elites, self.num_policy_samples
         policy_actions = z.new_zeros(B, 0, H, A)
         if P > 0:  # sequences proposed by the policy prior, rolled out in the model
             zp, steps = z.repeat_interleave(P, 0), []
