@@ -242,6 +242,12 @@ def test_observe_equals_encode_then_update(pendulum_spaces):
         fast["stoch"], slow["stoch"]
     )
     assert model.initial_state(4)["stoch"].shape == (4, 8, 8)
+    # Without gradients the one-hot latents are gathered instead of multiplied: same predictions.
+    with torch.no_grad():
+        gathered = model.decode(model.transition(fast, action[:, 0], deterministic=True))
+    dense = model.decode(model.transition(fast, action[:, 0], deterministic=True))
+    for name in ("obs", "reward", "continue_logits"):
+        assert torch.allclose(getattr(gathered, name), getattr(dense, name), atol=1e-5), name
 
 
 def test_save_load_round_trip_and_seeded_dreams(tmp_path, pendulum_spaces):

@@ -38,6 +38,7 @@ from worldflux_gym.models.dreamer.networks import (
     MLP,
     ConvDecoder,
     ConvEncoder,
+    StateMLP,
     TwoHotSymlog,
     symexp,
     symlog,
@@ -64,7 +65,16 @@ class DreamerConfig:
     grad_clip: float = 100.0  # max global gradient norm for the trainer
 
     def __post_init__(self) -> None:
-        for name in ("deter", "stoch", "classes", "hidden", "cnn_depth", "sequence_length", "batch_size"):
+        for name in (
+            "deter",
+            "stoch",
+            "classes",
+            "hidden",
+            "layers",
+            "cnn_depth",
+            "sequence_length",
+            "batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"dreamer config {name} must be positive, got {getattr(self, name)}")
         if self.reward_bins < 2:
@@ -149,13 +159,14 @@ class DreamerModel(WorldModel):
             self.encoder = MLP(observation_dim(observation_space), c.hidden, c.layers)
             embed_dim = c.hidden
         self.rssm = RSSM(c.deter, c.stoch, c.classes, c.hidden, action_dim(action_space), embed_dim, c.unimix)
-        features = self.rssm.feature_size
+        # Every head reads the full state [deter, stoch].
+        state_sizes = (c.deter, c.stoch, c.classes)
         if self.is_image:
-            self.decoder = ConvDecoder(features, shape, c.cnn_depth)
+            self.decoder = ConvDecoder(*state_sizes, shape, c.cnn_depth)
         else:
-            self.decoder = MLP(features, c.hidden, c.layers, observation_dim(observation_space))
-        self.reward_head = MLP(features, c.hidden, c.layers, c.reward_bins, zero_output=True)
-        self.continue_head = MLP(features, c.hidden, c.layers, 1)
+            self.decoder = StateMLP(*state_sizes, c.hidden, c.layers, observation_dim(observation_space))
+        self.reward_head = StateMLP(*state_sizes, c.hidden, c.layers, c.reward_bins, zero_output=True)
+        self.continue_head = StateMLP(*state_sizes, c.hidden, c.layers, 1)
         self.twohot = TwoHotSymlog(c.reward_bins)
 
     # --- observation and action transforms ----------------------------------------------------
@@ -259,11 +270,11 @@ class DreamerModel(WorldModel):
 
     def decode(self, state: State) -> ModelOutput:
         """Observation mean ``[B, *obs_shape]``, expected reward ``[B]``, continue logits ``[B]``."""
-        features = self.features(state)
+        deter, stoch = state["deter"], state["stoch"]
         return ModelOutput(
-            obs=self._obs_mean(self.decoder(features)),
-            reward=self.twohot.mean(self.reward_head(features)),
-            continue_logits=self.continue_head(features).squeeze(-1),
+            obs=self._obs_mean(self.decoder(deter, stoch)),
+            reward=self.twohot.mean(self.reward_head(deter, stoch)),
+            continue_logits=self.continue_head(deter, stoch).squeeze(-1),
         )
 
     # --- training -------------------------------------------------------------------------------
@@ -298,21 +309,21 @@ class DreamerModel(WorldModel):
             posts.append(post)
             stochs.append(stoch)
         deter, post = torch.stack(deters, 1), torch.stack(posts, 1)  # [B, T+1, D], [B, T+1, S, K]
+        stoch = torch.stack(stochs, 1)
         prior = self.rssm.prior(deter)
-        features = torch.cat([deter, torch.stack(stochs, 1).flatten(-2)], -1)
 
         # Step 0 (o_0) is always real; step t+1 is real where mask[:, t] is.
         valid = torch.cat([batch.mask.new_ones(B, 1), batch.mask], dim=1).float()  # [B, T+1]
         step = batch.mask.float()  # [B, T]
 
-        error = (self.decoder(features) - self._obs_target(batch.obs)).pow(2)
+        error = (self.decoder(deter, stoch) - self._obs_target(batch.obs)).pow(2)
         obs_loss = _masked_mean(error.flatten(2).sum(-1), valid)
-        # s_{t+1} (features[:, 1:]) has seen a_t and o_{t+1}: it owns reward[:, t] and continue[:, t].
-        after = features[:, 1:]
-        reward_loss = _masked_mean(self.twohot.loss(self.reward_head(after), batch.reward.float()), step)
+        # s_{t+1} (index 1:) has seen a_t and o_{t+1}: it owns reward[:, t] and continue[:, t].
+        after = deter[:, 1:], stoch[:, 1:]
+        reward_loss = _masked_mean(self.twohot.loss(self.reward_head(*after), batch.reward.float()), step)
         continue_loss = _masked_mean(
             F.binary_cross_entropy_with_logits(
-                self.continue_head(after).squeeze(-1), batch.continue_target(), reduction="none"
+                self.continue_head(*after).squeeze(-1), batch.continue_target(), reduction="none"
             ),
             step,
         )

@@ -4,7 +4,7 @@ The latent state is ``(deter, stoch)``: ``deter`` ``[B, D]`` is a GRU state that
 ``stoch`` ``[B, S, K]`` is ``S`` one-hot samples of ``K``-way categoricals. One step under action
 ``a``::
 
-    deter' = GRU(deter, dense([stoch, a]))        # the action enters here, so everything after
+    deter' = GRU(deter, dense([a, stoch]))        # the action enters here, so everything after
     prior  = p(stoch' | deter')                    #   the step depends on the action taken
     post   = q(stoch' | deter', embed(o'))         # only when a real observation is available
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from worldflux_gym.models.dreamer.networks import MLP, NormGRUCell, dense
+from worldflux_gym.models.dreamer.networks import MLP, NormGRUCell, StateLinear
 
 
 class RSSM(nn.Module):
@@ -34,7 +34,8 @@ class RSSM(nn.Module):
     ):
         super().__init__()
         self.deter_size, self.stoch, self.classes, self.unimix = deter, stoch, classes, unimix
-        self.img_in = dense(stoch * classes + action_dim, hidden)
+        self.img_in = StateLinear(action_dim, stoch, classes, hidden, bias=False)
+        self.img_norm = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU())
         self.gru = NormGRUCell(hidden, deter)
         self.prior_net = MLP(deter, hidden, 1, stoch * classes)
         self.post_net = MLP(deter + embed_dim, hidden, 1, stoch * classes)
@@ -82,7 +83,7 @@ class RSSM(nn.Module):
 
     def recur(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The GRU step: ``deter`` ``[B, D]``, ``stoch`` ``[B, S, K]``, action features ``[B, A]``."""
-        return self.gru(self.img_in(torch.cat([stoch.flatten(-2), action], dim=-1)), deter)
+        return self.gru(self.img_norm(self.img_in(action, stoch)), deter)
 
     def prior(self, deter: torch.Tensor) -> torch.Tensor:
         """``p(stoch | deter)`` as probabilities ``[B, S, K]``."""
