@@ -4,6 +4,7 @@ Gymnasium's RecordVideo, vector envs, and several MuJoCo renderers in one proces
 from __future__ import annotations
 
 import functools
+import gc
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,12 @@ from worldflux_gym.core import ConfigError, families
 from worldflux_gym.data.collect import resize_frame
 from worldflux_gym.dream import DreamEnv
 from worldflux_gym.video.frames import resample
-from worldflux_gym.video.simulator import SimulatorCanvas, make_render_env, render_frame
+from worldflux_gym.video.simulator import (
+    SimulatorCanvas,
+    close_render_env,
+    make_render_env,
+    render_frame,
+)
 
 _ROOT = Path(tempfile.mkdtemp(prefix="worldflux-video-tests-"))
 IMAGE = 64
@@ -262,9 +268,14 @@ def test_several_mujoco_renderers_each_draw_their_own_state():
     np.testing.assert_array_equal(frames["b"], alone_b)
     np.testing.assert_array_equal(frames["real"], alone_real)
     assert mean_abs_diff(frames["a"], frames["b"]) > 2.0, "two walkers in different states look different"
-    a.close()
+    # closing one renderer, and collecting it, leaves the others' GL objects alone
     b.close()
-    real.close()
+    a.draw(standing)  # a's context is current when b's leftovers are collected
+    del b
+    gc.collect()
+    np.testing.assert_array_equal(a.draw(standing), alone_a)
+    a.close()
+    close_render_env(real)
 
 
 def _walker_states() -> tuple[np.ndarray, np.ndarray]:

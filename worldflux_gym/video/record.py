@@ -215,7 +215,9 @@ class _RealSide:
         return self._render(self.env)
 
     def close(self) -> None:
-        self.env.close()
+        from worldflux_gym.video.simulator import close_render_env
+
+        close_render_env(self.env)
 
 
 def _make_policy(

@@ -108,6 +108,21 @@ def render_frame(env: gym.Env) -> np.ndarray:
     return env.render()
 
 
+def close_render_env(env: gym.Env) -> None:
+    """Close ``env``, first freeing its MuJoCo render context inside its own GL context.
+
+    Gymnasium's ``close()`` destroys the GL context but leaves the ``MjrContext`` to the garbage
+    collector, which frees its GL objects in whatever context is current then: another renderer's,
+    whose framebuffer disappears (its frames come out blank from that moment on).
+    """
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is not None:
+        for viewer in getattr(renderer, "_viewers", {}).values():
+            viewer.make_context_current()
+            viewer.con.free()
+    env.close()
+
+
 class SimulatorCanvas:
     """Draws observations of ``env_id`` through the real simulator (see the module docstring).
 
@@ -184,4 +199,4 @@ class SimulatorCanvas:
         return render_frame(self.env)
 
     def close(self) -> None:
-        self.env.close()
+        close_render_env(self.env)
