@@ -42,6 +42,11 @@ class DreamEnv(gym.Env):
     The same seed gives the same episode for the same actions. NaN or inf from the model raises
     :class:`~worldflux_gym.dream.ModelDivergenceError` instead of leaving ``step()``.
 
+    **Rendering** (:mod:`worldflux_gym.video.render`): ``render_mode="rgb_array"`` returns the
+    dream's frame (pixel models: the decoded image; state models: the real simulator put in the
+    predicted state), ``"human"`` shows it in a pygame window; latent models cannot be drawn.
+    ``render_options``: ``width``, ``height``, ``shadows``, ``reflections``, ``antialias``, ``track``.
+
     Args: ``model`` (a fitted model or a checkpoint directory) and the options of
     :class:`~worldflux_gym.dream.core.DreamBatch`.
     """
