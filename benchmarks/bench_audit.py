@@ -1,0 +1,311 @@
+"""How well does the dream audit estimate real returns, and does it flag exploitation?
+
+Two experiments on Pendulum-v1, all artefacts cached in ``--workdir`` so a rerun only redoes what
+is missing:
+
+1. **Off-policy evaluation.** Policies of graded quality: checkpoints of one SAC run on the *real*
+   env (saved every few hundred steps) plus a uniformly random policy. Each is audited in a dream
+   over an ``ensemble:default`` model fitted on real random-action data, with ``real=True``: the
+   same start states replayed in the real env. Figures: Spearman rank correlation between the
+   dream and the real mean returns (target >= 0.9) and the mean absolute error of the dream mean
+   return, relative to the spread (max - min) of the real mean returns (target <= 10%).
+2. **Exploitation.** PPO trained for a long time in the dream of a *poorly* fitted ensemble (a few
+   hundred real steps) against the same PPO recipe trained in the dream of the well fitted one.
+   Each agent is audited in the dream it was trained in (what a user would do); the audit should
+   flag the first and not the second, and the real replay shows whether the flag was right.
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [--workdir DIR] [--stage prepare|all]``
+(about 15-20 minutes of CPU on 2 cores from scratch; most of it is SAC on the real env).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REAL_ENV = "Pendulum-v1"
+DREAM_ID = "WorldFlux/Ensemble-Pendulum-v0"
+SAC_STEPS = 8000
+SAC_SAVE_EVERY = 500
+SAC_PICK = (500, 1500, 2500, 3500, 4500, 6000, 8000)  # graded: from untrained to good
+PPO_STEPS = 300_000
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- stage 1: real-env agents, world models, dream agents -----------------------------------------
+def train_sac_checkpoints(work: Path) -> dict[str, Path]:
+    """One SAC run on the real env, saved every ``SAC_SAVE_EVERY`` steps (SB3's CheckpointCallback)."""
+    folder = work / "sac"
+    paths = {f"sac_{s}": folder / f"sac_{s}_steps.zip" for s in SAC_PICK}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    log(f"SAC on real {REAL_ENV} for {SAC_STEPS} steps")
+    env = gym.make(REAL_ENV)
+    agent = SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=1e-3,
+        learning_starts=300,
+        policy_kwargs={"net_arch": [64, 64]},
+        seed=0,
+        device="cpu",
+        verbose=0,
+    )
+    agent.learn(SAC_STEPS, callback=CheckpointCallback(SAC_SAVE_EVERY, str(folder), name_prefix="sac"))
+    env.close()
+    return paths
+
+
+def fit_models(work: Path) -> dict[str, Path]:
+    """A well fitted ensemble (10k random real steps) and a poorly fitted one (200 steps: one episode)."""
+    from worldflux_gym.training import fit_world_model
+
+    runs = {
+        "good": (work / "model_good", "ensemble:default", 10_000, 2000),
+        "poor": (work / "model_poor_1ep", "ensemble:default", 200, 2000),
+    }
+    for name, (run, model, collect, steps) in runs.items():
+        if not (run / "metadata.json").is_file():
+            log(f"fit {model} on {collect} random steps of {REAL_ENV} ({name})")
+            fit_world_model(REAL_ENV, model, run, steps=steps, collect_steps=collect, progress=False)
+    return {name: spec[0] for name, spec in runs.items()}
+
+
+def train_dream_agents(work: Path, models: dict[str, Path]) -> dict[str, Path]:
+    """The same PPO recipe, trained for ``PPO_STEPS`` dreamed steps in each model's dream.
+
+    In the poor model the dream is deterministic (the elites' mean transition): a too-confident
+    dream, the setting in which the World Models controller scored 2086 in the dream and 193 in
+    reality. The sound agent practises in the stochastic dream of the well fitted model.
+    """
+    from worldflux_gym.agents import train_agent
+
+    paths = {}
+    for name, checkpoint in models.items():
+        out = work / "agents" / f"ppo_{name}_dream.zip"
+        if name == "poor":
+            out = out.with_name("ppo_poor_1ep_deterministic_dream.zip")
+        if not out.is_file():
+            log(f"PPO for {PPO_STEPS} steps in the {name} dream")
+            train_agent(
+                DREAM_ID, out, recipe="ppo_pendulum", steps=PPO_STEPS, checkpoint=checkpoint,
+                progress=False, tensorboard=False, env_options={"deterministic": name == "poor"},
+            )  # fmt: skip
+        paths[name] = out
+    return paths
+
+
+def prepare(work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    sac = train_sac_checkpoints(work)
+    models = fit_models(work)
+    dream_agents = train_dream_agents(work, models)
+    return {"sac": sac, "models": models, "dream_agents": dream_agents}
+
+
+# --- stage 2: the audits -------------------------------------------------------------------------
+def random_policy(seed: int = 0):
+    """Uniformly random torques (the worst policy of the graded set)."""
+    rng = np.random.default_rng(seed)
+
+    def random(obs: np.ndarray) -> np.ndarray:
+        return rng.uniform(-2.0, 2.0, size=(len(obs), 1)).astype(np.float32)
+
+    return random
+
+
+def off_policy_evaluation(artefacts: dict, episodes: int, reports: Path) -> dict:
+    """Rank the graded policies by their dream return in the well fitted model, against real returns."""
+    from worldflux_gym.audit import rank_agents, write_ranking_report
+    from worldflux_gym.audit.report import ranking_text
+
+    agents = {"random": random_policy(), **{name: path for name, path in artefacts["sac"].items()}}
+    log(f"off-policy evaluation: {len(agents)} policies x {episodes} episodes, dream and real")
+    started = time.perf_counter()
+    ranking = rank_agents(
+        agents, DREAM_ID, checkpoint=artefacts["models"]["good"], real=True, episodes=episodes, what_if=False
+    )
+    seconds = time.perf_counter() - started
+    write_ranking_report(ranking, reports / "ope")
+    print(ranking_text(ranking), flush=True)
+    real = ranking.real_means
+    return {
+        "policies": {
+            name: {
+                "dream_mean": float(ranking.dream_means[i]),
+                "dream_ci": [ranking.audits[i].nominal.interval.low, ranking.audits[i].nominal.interval.high],
+                "real_mean": float(real[i]),
+                "unsure_share": ranking.audits[i].nominal.unsure_share,
+                "flagged": ranking.audits[i].flagged,
+            }
+            for i, name in enumerate(ranking.names)
+        },
+        "spearman": ranking.spearman,
+        "mean_absolute_error": ranking.mean_absolute_error,
+        "real_spread": float(real.max() - real.min()),
+        "relative_error": ranking.relative_error,
+        "targets_met": bool(ranking.spearman >= 0.9 and ranking.relative_error <= 0.10),
+        "seconds": round(seconds, 1),
+    }
+
+
+def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
+    """Each dream-trained PPO agent audited in its own dream (and the exploiter in the good one)."""
+    from worldflux_gym.audit import audit_agent, summary_text, write_report
+
+    cases = {
+        "exploiter_in_poor_dream": ("poor", "poor"),
+        "sound_in_good_dream": ("good", "good"),
+        "exploiter_in_good_dream": ("poor", "good"),
+    }
+    results = {}
+    for label, (agent, model) in cases.items():
+        log(f"exploitation case {label}")
+        result = audit_agent(
+            artefacts["dream_agents"][agent], DREAM_ID, checkpoint=artefacts["models"][model], real=True,
+            episodes=episodes, name=label,
+        )  # fmt: skip
+        write_report(result, reports / label, videos=1)
+        print(summary_text(result), flush=True)
+        s = result.nominal
+        results[label] = {
+            "dream_mean": s.mean_return,
+            "dream_ci": [s.interval.low, s.interval.high],
+            "real_mean": float(result.real.real_returns.mean()),
+            "gap_mean": result.real.gap_interval.mean,
+            "unsure_share": s.unsure_share,
+            "return_share_unsure": s.return_share_unsure,
+            "threshold": result.calibration.threshold,
+            "flagged": result.flagged,
+            "verdict": result.verdict(),
+            "scenarios": {k: v.mean_return for k, v in result.scenarios.items()},
+            "seconds": result.seconds,
+        }
+    results["detected"] = bool(
+        results["exploiter_in_poor_dream"]["flagged"] and not results["sound_in_good_dream"]["flagged"]
+    )
+    return results
+
+
+# --- Walker2d-v5: off-policy evaluation only --------------------------------------------------------
+WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v0"
+WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 60_000, 10_000
+
+
+def walker(work: Path, episodes: int) -> dict:
+    """PPO checkpoints on the real Walker2d-v5 (every 10k steps) plus random actions, audited in an
+    ``ensemble:default`` dream fitted on the logged data of those behaviour policies (8k random steps
+    and 2k steps of each checkpoint: the DOPE setting; random data alone never shows walking)."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    from worldflux_gym.audit import rank_agents, write_ranking_report
+    from worldflux_gym.audit.report import ranking_text
+    from worldflux_gym.data import collect_to_store
+    from worldflux_gym.training import fit_world_model
+
+    folder = work / "walker"
+    picks = range(WALKER_SAVE_EVERY, WALKER_PPO_STEPS + 1, WALKER_SAVE_EVERY)
+    policies = {f"ppo_{s // 1000}k": folder / "ppo" / f"ppo_{s}_steps.zip" for s in picks}
+    if not all(p.is_file() for p in policies.values()):
+        log(f"PPO on real {WALKER_ENV} for {WALKER_PPO_STEPS} steps")
+        env = gym.make(WALKER_ENV)
+        agent = PPO("MlpPolicy", env, seed=0, device="cpu", verbose=0)
+        agent.learn(
+            WALKER_PPO_STEPS, callback=CheckpointCallback(WALKER_SAVE_EVERY, str(folder / "ppo"), "ppo")
+        )
+        env.close()
+    run, data = folder / "model", folder / "data"
+    if not (run / "metadata.json").is_file():
+        log("collect behaviour data and fit ensemble:default")
+        if not data.is_dir():
+            collect_to_store(WALKER_ENV, 8000, data, seed=0, progress=False)
+            for i, path in enumerate(policies.values()):
+                collect_to_store(WALKER_ENV, 2000, data, policy=path, seed=1000 * (i + 1), progress=False)
+        fit_world_model(WALKER_ENV, "ensemble:default", run, data_dir=data, steps=3000, progress=False)
+    log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes")
+    agents = {"random": _walker_random(), **policies}
+    ranking = rank_agents(agents, WALKER_DREAM, checkpoint=run, real=True, episodes=episodes, what_if=False)
+    write_ranking_report(ranking, work / "reports" / "walker_ope")
+    print(ranking_text(ranking), flush=True)
+    real = ranking.real_means
+    return {
+        "policies": {
+            n: {"dream_mean": float(d), "real_mean": float(r)}
+            for n, d, r in zip(ranking.names, ranking.dream_means, real)
+        },
+        "spearman": ranking.spearman,
+        "mean_absolute_error": ranking.mean_absolute_error,
+        "real_spread": float(real.max() - real.min()),
+        "relative_error": ranking.relative_error,
+    }
+
+
+def _walker_random():
+    rng = np.random.default_rng(0)
+
+    def random(obs: np.ndarray) -> np.ndarray:
+        return rng.uniform(-1.0, 1.0, size=(len(obs), 6)).astype(np.float32)
+
+    return random
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="/tmp/worldflux-bench-audit")
+    parser.add_argument("--stage", choices=("prepare", "all", "walker"), default="all")
+    parser.add_argument("--episodes", type=int, default=100, help="audited episodes per policy")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    work = Path(args.workdir)
+    if args.stage == "walker":  # separate: about 15 minutes more on 2 busy cores
+        results = walker(work, args.episodes)
+        (work / "results_walker.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(
+            f"\nWalker2d-v5 OPE: Spearman {results['spearman']:.3f}, MAE {results['mean_absolute_error']:.1f}"
+            f" = {results['relative_error']:.1%} of the real spread {results['real_spread']:.0f}"
+        )
+        return
+    artefacts = prepare(work)
+    log("prepared: " + json.dumps({k: {n: str(p) for n, p in v.items()} for k, v in artefacts.items()}))
+    if args.stage == "prepare":
+        return
+    reports = work / "reports"
+    results = {
+        "env": REAL_ENV,
+        "episodes": args.episodes,
+        "off_policy_evaluation": off_policy_evaluation(artefacts, args.episodes, reports),
+        "exploitation": exploitation(artefacts, args.episodes, reports),
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    ope, exp = results["off_policy_evaluation"], results["exploitation"]
+    print(
+        f"\nPendulum-v1 OPE: Spearman {ope['spearman']:.3f} (target >= 0.9), "
+        f"MAE {ope['mean_absolute_error']:.1f} = {ope['relative_error']:.1%} of the real spread "
+        f"{ope['real_spread']:.0f} (target <= 10%)"
+    )
+    for label in ("exploiter_in_poor_dream", "sound_in_good_dream", "exploiter_in_good_dream"):
+        r = exp[label]
+        print(
+            f"{label}: dream {r['dream_mean']:.0f}, real {r['real_mean']:.0f}, "
+            f"unsure {r['unsure_share']:.1%}, flagged {r['flagged']}"
+        )
+    print(f"exploitation detected (exploiter flagged, sound agent not): {exp['detected']}")
+    log(f"results in {work / 'results.json'}, reports in {reports}")
+
+
+if __name__ == "__main__":
+    main()
