@@ -13,8 +13,10 @@ validation figures the shipping script measured::
 Each id is registered with an ``entry_point`` (a :class:`DreamEnv`) and a ``vector_entry_point``
 (a :class:`DreamVectorEnv`), so both ``gym.make`` and ``gym.make_vec`` work. By default an id
 mirrors its real env: same spaces, starts from the real env's ``reset()``, same episode limit
-(the spec's ``max_episode_steps``). ``gym.make(id, checkpoint=DIR)`` uses any fitted run instead of
-the shipped weights; every ``DreamEnv`` option (``starts``, ``deterministic`` ...) passes through.
+(the spec's ``max_episode_steps``). A family that decodes no observations (TD-MPC2) observes its
+latent ``Box`` instead; ``EncodeObservation(real_env, model)`` gives the real env the same space.
+``gym.make(id, checkpoint=DIR)`` uses any fitted run instead of the shipped weights; every
+``DreamEnv`` option (``starts``, ``deterministic`` ...) passes through.
 """
 
 from __future__ import annotations
