@@ -94,7 +94,8 @@ class StateLinear(nn.Module):
         out = F.linear(x, self.weight_x, self.bias)
         if torch.is_grad_enabled():
             return out + stoch.flatten(-2) @ self.weight_stoch
-        rows = (stoch @ self.class_ids).long() + self.row_offsets  # [..., S]
+        # round(): a straight-through sample made under gradients is one-hot only up to rounding.
+        rows = (stoch @ self.class_ids).round().long() + self.row_offsets  # [..., S]
         picked = F.embedding_bag(rows.reshape(-1, self.latents), self.weight_stoch, mode="sum")
         return out + picked.reshape(out.shape)
 
