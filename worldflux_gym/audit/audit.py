@@ -19,7 +19,9 @@ starts and reports, per scenario:
   earned on unsure steps *and* the agent earns more there than elsewhere (return share unsure >
   unsure share). A sound agent whose good states are a little under-covered by the data spends
   some time above the threshold too (about 5-12% of its steps in the Pendulum benchmark), so the
-  flag asks for a substantial part of the return to come from there, not for any excursion.
+  flag asks for a substantial part of the return to come from there, not for any excursion. An
+  agent above ``warn_share`` (20%) unsure steps that is not flagged is reported **unreliable**:
+  off the data, without profiting from it (its dream return may be off either way).
 
 Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
 units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
@@ -66,6 +68,7 @@ class AuditConfig:
     deterministic: bool = False  # False: the stochastic dream agents practise in
     unsure_quantile: float = 0.99  # the "unsure" threshold, as a quantile of real-data uncertainty
     flag_share: float = 0.25  # flag when more than this share of the return is earned while unsure
+    warn_share: float = 0.20  # "unreliable" when more than this share of steps is unsure (20x real data)
     what_if: bool = True  # run the start-noise, action-noise and adversarial scenarios
     start_noise: float = 0.1  # std of start noise, in units of the real data's per-dimension std
     action_noise: float = 0.1  # std of action noise, in units of half the action range
@@ -171,8 +174,10 @@ class AuditResult:
         )
         if s.flagged:
             return "FLAGGED: " + text + ": the dream return is likely inflated by model errors"
-        if s.unsure_share > self.config.flag_share:
-            return "UNRELIABLE: " + text + ": the agent leaves the data, but does not profit from it"
+        if s.unsure_share > self.config.warn_share:
+            return (
+                "UNRELIABLE: " + text + ": the agent leaves the data (the dream return is unverified there)"
+            )
         return "OK: " + text
 
     def as_dict(self) -> dict:
