@@ -27,6 +27,12 @@ CONTEXT, HORIZON = 8, 10
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+def new_model(observation_space, action_space, seed: int = 0, **overrides):
+    """A fresh ``dreamer:ci`` model with seeded initial weights."""
+    torch.manual_seed(seed)
+    return create_world_model("dreamer:ci", observation_space, action_space, **overrides)
+
+
 def split(
     episodes: list[Episode], held_out: float = 0.2, seed: int = 0
 ) -> tuple[EpisodeBuffer, EpisodeBuffer]:
@@ -91,7 +97,7 @@ def trained(request):
     collect, steps, batch = LEARNING[env_id]
     train, held = split(collect_episodes(env_id, collect, seed=0, progress=False))
     env = gym.make(env_id)
-    model = create_world_model("dreamer:ci", env.observation_space, env.action_space)
+    model = new_model(env.observation_space, env.action_space)
     losses = fit(model, train, steps, batch=batch)
     return env_id, model, train, held, losses
 
@@ -154,7 +160,7 @@ def walk_dreams():
     ``a_t`` is dreamed (prior mode): the rewards and termination probabilities of the states after
     ``a_t`` come back ``[N, T_max]`` (padded past each walk's end), with the walks themselves.
     """
-    model = create_world_model("dreamer:ci", *WALK_SPACES, sequence_length=8)
+    model = new_model(*WALK_SPACES, sequence_length=8)
     fit(model, EpisodeBuffer(synthetic_episodes(400)), 250)
     held = synthetic_episodes(100, seed=1)
     steps = max(len(e) for e in held)
@@ -210,7 +216,7 @@ def test_continue_learns_terminations_not_truncations(walk_dreams):
 
 # --- contract details ------------------------------------------------------------------------------
 def test_masked_steps_do_not_change_the_loss(pendulum_spaces):
-    model = create_world_model("dreamer:ci", *pendulum_spaces)
+    model = new_model(*pendulum_spaces)
     B, T = 3, 6
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[0, 3:] = False
@@ -231,7 +237,7 @@ def test_masked_steps_do_not_change_the_loss(pendulum_spaces):
 
 
 def test_observe_equals_encode_then_update(pendulum_spaces):
-    model = create_world_model("dreamer:ci", *pendulum_spaces)
+    model = new_model(*pendulum_spaces)
     obs, action = torch.randn(4, 6, 3), torch.rand(4, 5, 1) * 4 - 2
     with torch.no_grad():
         fast = model.observe(obs, action)
@@ -251,7 +257,7 @@ def test_observe_equals_encode_then_update(pendulum_spaces):
 
 
 def test_save_load_round_trip_and_seeded_dreams(tmp_path, pendulum_spaces):
-    model = create_world_model("dreamer:ci", *pendulum_spaces).eval()
+    model = new_model(*pendulum_spaces).eval()
     obs, action = torch.randn(5, 4, 3), torch.rand(5, 12, 1) * 4 - 2
     loaded = from_pretrained(model.save_pretrained(tmp_path / "dreamer"), device="cpu")
 
@@ -270,7 +276,7 @@ def test_save_load_round_trip_and_seeded_dreams(tmp_path, pendulum_spaces):
 def test_discrete_actions_cartpole():
     env = gym.make("CartPole-v1")
     train = EpisodeBuffer(collect_episodes("CartPole-v1", 600, seed=0, progress=False))
-    model = create_world_model("dreamer:ci", env.observation_space, env.action_space)
+    model = new_model(env.observation_space, env.action_space)
     losses = fit(model, train, 30, batch=16)
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     with torch.no_grad():
@@ -305,9 +311,7 @@ def test_cnn_path_on_rendered_frames():
     assert episode.obs.shape == (41, 64, 64, 3) and episode.obs.dtype == np.uint8
     assert episode.obs.std() > 5, "a rendered frame should not be blank"
     image_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
-    model = create_world_model(
-        "dreamer:ci", image_space, gym.make("Pendulum-v1").action_space, sequence_length=8
-    )
+    model = new_model(image_space, gym.make("Pendulum-v1").action_space, sequence_length=8)
     with torch.no_grad():
         out = model.decode(model.encode(torch.as_tensor(episode.obs[:4])))
     assert out.obs.shape == (4, 64, 64, 3) and out.obs.min() >= 0.0 and out.obs.max() <= 255.0
