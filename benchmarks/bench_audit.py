@@ -9,13 +9,17 @@ is missing:
    same start states replayed in the real env. Figures: Spearman rank correlation between the
    dream and the real mean returns (target >= 0.9) and the mean absolute error of the dream mean
    return, relative to the spread (max - min) of the real mean returns (target <= 10%).
-2. **Exploitation.** PPO trained for a long time in the dream of a *poorly* fitted ensemble (a few
-   hundred real steps) against the same PPO recipe trained in the dream of the well fitted one.
-   Each agent is audited in the dream it was trained in (what a user would do); the audit should
-   flag the first and not the second, and the real replay shows whether the flag was right.
+2. **Exploitation.** PPO trained for 300k steps in the *deterministic* (too confident) dream of a
+   poorly fitted ensemble (50 real random steps; with a whole 200-step episode the Pendulum model
+   was already good enough that PPO trained in it did as well in reality as in the dream) against
+   the same PPO recipe trained in the stochastic dream of the well fitted one. Each agent is
+   audited in the dream it was trained in (what a user would do); the audit should flag the first
+   and not the second, and the real replay shows whether the flag was right.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [--workdir DIR] [--stage prepare|all]``
-(about 15-20 minutes of CPU on 2 cores from scratch; most of it is SAC on the real env).
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [--workdir DIR] [--stage STAGE]``
+with STAGE one of prepare, ope, exploitation, all (Pendulum) or walker (Walker2d-v5 OPE, separate).
+From scratch about 40 minutes on 2 busy cores (SAC on the real env, two model fits, two 300k-step
+PPO trainings in dreams, the audits); the audits alone about 10 minutes.
 """
 
 from __future__ import annotations
@@ -69,12 +73,13 @@ def train_sac_checkpoints(work: Path) -> dict[str, Path]:
 
 
 def fit_models(work: Path) -> dict[str, Path]:
-    """A well fitted ensemble (10k random real steps) and a poorly fitted one (200 steps: one episode)."""
+    """A well fitted ensemble (10k random real steps) and a poorly fitted one (50 real steps, a quarter of
+    one episode: one episode is already enough for a usable Pendulum model, see the docstring)."""
     from worldflux_gym.training import fit_world_model
 
     runs = {
         "good": (work / "model_good", "ensemble:default", 10_000, 2000),
-        "poor": (work / "model_poor_1ep", "ensemble:default", 200, 2000),
+        "poor": (work / "model_poor_50steps", "ensemble:default", 50, 1000),
     }
     for name, (run, model, collect, steps) in runs.items():
         if not (run / "metadata.json").is_file():
@@ -96,7 +101,7 @@ def train_dream_agents(work: Path, models: dict[str, Path]) -> dict[str, Path]:
     for name, checkpoint in models.items():
         out = work / "agents" / f"ppo_{name}_dream.zip"
         if name == "poor":
-            out = out.with_name("ppo_poor_1ep_deterministic_dream.zip")
+            out = out.with_name("ppo_poor_50steps_deterministic_dream.zip")
         if not out.is_file():
             log(f"PPO for {PPO_STEPS} steps in the {name} dream")
             train_agent(
@@ -189,6 +194,8 @@ def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
             "return_share_unsure": s.return_share_unsure,
             "threshold": result.calibration.threshold,
             "flagged": result.flagged,
+            "flag_reason": s.flag_reason,
+            "reward_above_real_share": s.reward_above_real_share,
             "verdict": result.verdict(),
             "scenarios": {k: v.mean_return for k, v in result.scenarios.items()},
             "seconds": result.seconds,
@@ -266,7 +273,7 @@ def _walker_random():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp/worldflux-bench-audit")
-    parser.add_argument("--stage", choices=("prepare", "all", "walker"), default="all")
+    parser.add_argument("--stage", choices=("prepare", "ope", "exploitation", "all", "walker"), default="all")
     parser.add_argument("--episodes", type=int, default=100, help="audited episodes per policy")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -284,14 +291,14 @@ def main() -> None:
     if args.stage == "prepare":
         return
     reports = work / "reports"
-    results = {
-        "env": REAL_ENV,
-        "episodes": args.episodes,
-        "off_policy_evaluation": off_policy_evaluation(artefacts, args.episodes, reports),
-        "exploitation": exploitation(artefacts, args.episodes, reports),
-    }
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    ope, exp = results["off_policy_evaluation"], results["exploitation"]
+    if args.stage in ("ope", "all"):
+        ope = off_policy_evaluation(artefacts, args.episodes, reports)
+        (work / "results_ope.json").write_text(json.dumps(ope, indent=2) + "\n")
+    if args.stage in ("exploitation", "all"):
+        exp = exploitation(artefacts, args.episodes, reports)
+        (work / "results_exploitation.json").write_text(json.dumps(exp, indent=2) + "\n")
+    if args.stage != "all":
+        return
     print(
         f"\nPendulum-v1 OPE: Spearman {ope['spearman']:.3f} (target >= 0.9), "
         f"MAE {ope['mean_absolute_error']:.1f} = {ope['relative_error']:.1%} of the real spread "

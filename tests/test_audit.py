@@ -87,11 +87,20 @@ def test_unsure_share_and_return_share_on_a_constructed_case():
     assert s.reward_rate_unsure == pytest.approx(10 / 3) and s.reward_rate_sure == pytest.approx(5 / 2)
     assert s.flagged  # unsure most of the time, and earning more than its share there
     assert s.returns.tolist() == [9.0, 6.0] and s.lengths.tolist() == [3, 2]
-    # unsure where the reward is low: often unsure (2 of 5 steps) but earning less there -> no flag
+    assert s.flag_reason == "exploitation"
+    # unsure where the reward is low: 2 of 5 steps unsure but earning less there: no exploitation ...
     rollouts.uncertainty = np.array([[5.0, 5.0], [0.1, 0.1], [0.1, np.nan]])
-    low = summarise("case", "", rollouts, calibration, AuditConfig(flag_share=0.1))
+    low = summarise("case", "", rollouts, calibration, AuditConfig(flag_share=0.1, off_data_share=0.5))
     assert low.unsure_share == pytest.approx(2 / 5) and low.return_share_unsure == pytest.approx(3 / 15)
     assert not low.flagged
+    # ... but off the data when more than off_data_share of the steps are unsure
+    off = summarise("case", "", rollouts, calibration, AuditConfig(flag_share=0.1, off_data_share=0.3))
+    assert off.flag_reason == "off the data"
+    # rewards above the highest real reward (4.5 + 1% margin): the 5.0 step of episode 0
+    capped = Calibration(1.0, 0.99, 100, "constructed", 0.0, {}, reward_ceiling=4.5)
+    assert summarise("case", "", rollouts, capped, AuditConfig()).reward_above_real_share == pytest.approx(
+        1 / 5
+    )
 
 
 def test_starts_far_from_the_data_are_mostly_unsure(checkpoint):

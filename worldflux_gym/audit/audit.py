@@ -15,13 +15,17 @@ starts and reports, per scenario:
 - the **return share unsure**: the share of the return earned on those steps, with each reward
   counted above the lowest real reward in the same data (so that a share means something for
   envs whose rewards are all negative, like Pendulum);
-- a **flag** (the signature of exploitation) when more than ``flag_share`` (25%) of the return is
-  earned on unsure steps *and* the agent earns more there than elsewhere (return share unsure >
-  unsure share). A sound agent whose good states are a little under-covered by the data spends
-  some time above the threshold too (about 5-12% of its steps in the Pendulum benchmark), so the
-  flag asks for a substantial part of the return to come from there, not for any excursion. An
-  agent above ``warn_share`` (20%) unsure steps that is not flagged is reported **unreliable**:
-  off the data, without profiting from it (its dream return may be off either way).
+- the share of dreamed steps whose reward is above the highest real reward in the same data
+  (rewards the real env never paid: a model error the agent may be living on, whatever the
+  ensemble's agreement);
+- a **flag**, for one of two reasons. *Exploitation*: more than ``flag_share`` (25%) of the return
+  is earned on unsure steps and the agent earns more there than elsewhere (return share unsure >
+  unsure share). *Off the data*: more than ``off_data_share`` (20%, twenty times the real data's
+  rate) of the steps are unsure, whatever is earned there: the return of an agent that lives off
+  the data is unverified, and the ensemble can agree on the same wrong extrapolation (the
+  benchmark's exploiter earns its inflated dream return where its members agree). Both levels
+  were set on the Pendulum benchmark: sound agents spent 1-12% of their steps above the
+  threshold, agents whose dream return was off by 400-800 spent 23-35%.
 
 Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
 units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
@@ -68,7 +72,7 @@ class AuditConfig:
     deterministic: bool = False  # False: the stochastic dream agents practise in
     unsure_quantile: float = 0.99  # the "unsure" threshold, as a quantile of real-data uncertainty
     flag_share: float = 0.25  # flag when more than this share of the return is earned while unsure
-    warn_share: float = 0.20  # "unreliable" when more than this share of steps is unsure (20x real data)
+    off_data_share: float = 0.20  # flag when more than this share of steps is unsure (20x real data)
     what_if: bool = True  # run the start-noise, action-noise and adversarial scenarios
     start_noise: float = 0.1  # std of start noise, in units of the real data's per-dimension std
     action_noise: float = 0.1  # std of action noise, in units of half the action range
@@ -99,7 +103,12 @@ class ScenarioResult:
     return_share_unsure: float | None = None
     reward_rate_sure: float | None = None
     reward_rate_unsure: float | None = None
-    flagged: bool = False
+    reward_above_real_share: float | None = None  # steps paid more than any real step in the data
+    flag_reason: str | None = None  # "exploitation", "off the data" or None
+
+    @property
+    def flagged(self) -> bool:
+        return self.flag_reason is not None
 
     @property
     def mean_return(self) -> float:
@@ -108,6 +117,7 @@ class ScenarioResult:
     def as_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if k != "interval"}
         data["interval"] = self.interval.as_dict()
+        data["flagged"] = self.flagged
         return _jsonable(data)
 
 
@@ -172,12 +182,12 @@ class AuditResult:
             f"{s.unsure_share:.1%} of dreamed steps are beyond the uncertainty of {q} of real transitions "
             f"and earn {s.return_share_unsure:.1%} of the return"
         )
-        if s.flagged:
-            return "FLAGGED: " + text + ": the dream return is likely inflated by model errors"
-        if s.unsure_share > self.config.warn_share:
-            return (
-                "UNRELIABLE: " + text + ": the agent leaves the data (the dream return is unverified there)"
-            )
+        if s.reward_above_real_share:
+            text += f"; {s.reward_above_real_share:.1%} of steps pay more than any real step did"
+        if s.flag_reason == "exploitation":
+            return "FLAGGED (exploitation): " + text + ": the dream return is likely inflated by model errors"
+        if s.flag_reason == "off the data":
+            return "FLAGGED (off the data): " + text + ": the dream return is unverified there"
         return "OK: " + text
 
     def as_dict(self) -> dict:
@@ -274,9 +284,13 @@ def summarise(
     sure = alive & ~unsure
     result.reward_rate_sure = float(rollouts.rewards[sure].mean()) if sure.any() else None
     result.reward_rate_unsure = float(rollouts.rewards[unsure].mean()) if unsure.any() else None
-    result.flagged = bool(
-        result.return_share_unsure > config.flag_share and result.return_share_unsure > result.unsure_share
-    )
+    margin = 0.01 * (calibration.reward_ceiling - calibration.reward_floor)  # float noise, not a reward
+    above = alive & (rollouts.rewards > calibration.reward_ceiling + margin)
+    result.reward_above_real_share = float(above.sum() / max(alive.sum(), 1))
+    if result.return_share_unsure > config.flag_share and result.return_share_unsure > result.unsure_share:
+        result.flag_reason = "exploitation"
+    elif result.unsure_share > config.off_data_share:
+        result.flag_reason = "off the data"
     return result
 
 

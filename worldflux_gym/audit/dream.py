@@ -161,6 +161,7 @@ class Calibration:
     source: str
     reward_floor: float  # the lowest real reward in the same data (for shares of return, see audit.py)
     real_quantiles: dict[str, float]
+    reward_ceiling: float = float("inf")  # the highest real reward in the same data
 
     def as_dict(self) -> dict:
         return {
@@ -169,6 +170,7 @@ class Calibration:
             "transitions": self.transitions,
             "source": self.source,
             "reward_floor": self.reward_floor,
+            "reward_ceiling": self.reward_ceiling,
             "real_uncertainty_quantiles": self.real_quantiles,
         }
 
@@ -232,5 +234,6 @@ def calibrate(
         transitions=int(values.size),
         source=source,
         reward_floor=float(np.min(rewards)),
+        reward_ceiling=float(np.max(rewards)),
         real_quantiles={f"q{int(q * 100)}": float(np.quantile(values, q)) for q in (0.5, 0.9, 0.99)},
     )

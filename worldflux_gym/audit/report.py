@@ -30,7 +30,10 @@ def _interval(s: ScenarioResult) -> str:
 
 def summary_rows(result: AuditResult) -> list[tuple[str, ...]]:
     """One row per scenario (and one for the real replay): the figures of the CLI's table."""
-    rows = [("scenario", "episodes", "return [95% CI]", "length", "unsure steps", "return unsure", "flag")]
+    rows = [
+        ("scenario", "episodes", "return [95% CI]", "length", "unsure steps", "return unsure",
+         "reward > real max", "flag"),
+    ]  # fmt: skip
     for s in result.scenarios.values():
         rows.append(
             (
@@ -40,7 +43,8 @@ def summary_rows(result: AuditResult) -> list[tuple[str, ...]]:
                 f"{s.lengths.mean():.0f}",
                 _pct(s.unsure_share),
                 _pct(s.return_share_unsure),
-                "FLAG" if s.flagged else "",
+                _pct(s.reward_above_real_share),
+                _flag(s.flag_reason),
             )
         )
     if result.real is not None:
@@ -54,9 +58,14 @@ def summary_rows(result: AuditResult) -> list[tuple[str, ...]]:
                 "",
                 "",
                 "",
+                "",
             )
         )
     return rows
+
+
+def _flag(reason: str | None) -> str:
+    return {"exploitation": "FLAG: exploitation", "off the data": "FLAG: off the data"}.get(reason, "")
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:
@@ -190,8 +199,10 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
         "",
         "*unsure steps*: share of dreamed steps whose model uncertainty exceeds the threshold below. "
         "*return unsure*: share of the return (each reward counted above the lowest real reward) "
-        "earned on those steps. *FLAG* (the signature of exploitation): return unsure > "
-        f"{result.config.flag_share:.0%} and > unsure steps (the agent earns more there than elsewhere).",
+        "earned on those steps. *reward > real max*: share of steps paid more than any real step in the "
+        "data. *FLAG: exploitation*: return unsure > "
+        f"{result.config.flag_share:.0%} and > unsure steps (the agent earns more there than elsewhere). "
+        f"*FLAG: off the data*: unsure steps > {result.config.off_data_share:.0%}.",
         "",
     ]
     for s in result.scenarios.values():
@@ -206,7 +217,7 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
             f"{c.transitions} real transitions from {c.source}; by construction "
             f"{1 - c.quantile:.0%} of real steps exceed it. Real-data quantiles: "
             + ", ".join(f"{k} {v:.4g}" for k, v in c.real_quantiles.items())
-            + f". Lowest real reward: {c.reward_floor:.4g}.",
+            + f". Real rewards: {c.reward_floor:.4g} to {c.reward_ceiling:.4g}.",
             "",
         ]
     if result.real is not None:
@@ -259,7 +270,7 @@ def ranking_text(ranking: Ranking) -> str:
         real = "" if ranking.real_means is None else f"{ranking.real_means[i]:.1f}"
         rows.append(
             (str(rank), ranking.names[i], _interval(audit.nominal), real, _pct(audit.nominal.unsure_share),
-             "FLAG" if audit.flagged else "")
+             _flag(audit.nominal.flag_reason))
         )  # fmt: skip
     text = format_table(rows)
     if ranking.spearman is not None:
