@@ -110,7 +110,7 @@ def test_starts_far_from_the_data_are_mostly_unsure(checkpoint):
     )  # |cos|, |sin| > 1: no real state
     far = audit_agent(zero_torque, DREAM_ID, checkpoint=checkpoint, starts=far_starts, **FAST)
     assert near.calibration.threshold == far.calibration.threshold  # the same real data
-    assert "held-out" in near.calibration.source
+    assert "held-out" in near.calibration.source and str(checkpoint) in near.calibration.source
     assert near.nominal.unsure_share < 0.2
     assert far.nominal.unsure_share > 0.8
     assert far.nominal.uncertainty_mean > 3 * near.nominal.uncertainty_mean

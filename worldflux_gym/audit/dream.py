@@ -178,18 +178,32 @@ class Calibration:
 def calibration_buffer(
     checkpoint: str | Path | None, real_env: str | None, steps: int = 3000, seed: int = 0
 ) -> tuple[EpisodeBuffer, str]:
-    """Real data to calibrate on: the checkpoint's held-out episodes, else its training episodes,
-    else ``steps`` fresh random-action steps of the real env (the data shipped models are fitted on).
+    """Real data to calibrate on: the held-out episodes of the store the checkpoint was fitted on
+    (the one its ``trainer_state.json`` names, else ``CHECKPOINT/data``), else that store's training
+    episodes, else ``steps`` fresh random-action steps of the real env (the data shipped models are
+    fitted on).
     """
+    import json
+
     from worldflux_gym.data import EpisodeStore, collect_episodes
     from worldflux_gym.data.store import is_store
     from worldflux_gym.training.fit import RUN_DATA_DIR
+    from worldflux_gym.training.trainer import STATE_JSON
 
-    if checkpoint is not None and is_store(Path(checkpoint) / RUN_DATA_DIR):
-        store = EpisodeStore(Path(checkpoint) / RUN_DATA_DIR)
+    candidates = []
+    if checkpoint is not None:
+        state = Path(checkpoint) / STATE_JSON
+        if state.is_file():
+            store_dir = json.loads(state.read_text()).get("data", {}).get("store")
+            candidates += [Path(store_dir)] if store_dir else []
+        candidates.append(Path(checkpoint) / RUN_DATA_DIR)
+    for directory in candidates:
+        if not is_store(directory):
+            continue
+        store = EpisodeStore(directory)
         for split, what in (("validation", "held-out"), ("train", "training")):
             if store.num_episodes(split):
-                return store.buffer(split), f"the checkpoint's {what} episodes ({store.directory})"
+                return store.buffer(split), f"the {what} episodes the model was fitted with ({directory})"
     if real_env is None:
         raise ValueError(
             "no data to calibrate the uncertainty on: give the real env or a checkpoint with data"
