@@ -98,9 +98,12 @@ def test_unsure_share_and_return_share_on_a_constructed_case():
     assert off.flag_reason == "off the data"
     # rewards above the highest real reward (4.5 + 1% margin): the 5.0 step of episode 0
     capped = Calibration(1.0, 0.99, 100, "constructed", 0.0, {}, reward_ceiling=4.5)
-    assert summarise("case", "", rollouts, capped, AuditConfig()).reward_above_real_share == pytest.approx(
-        1 / 5
-    )
+    above = summarise("case", "", rollouts, capped, AuditConfig())
+    assert above.reward_above_real_share == pytest.approx(1 / 5)
+    # dreamed rewards below the lowest real reward count 0, so shares stay in [0, 1]
+    floored = Calibration(1.0, 0.99, 100, "constructed", 2.5, {})
+    below = summarise("case", "", rollouts, floored, AuditConfig())
+    assert below.return_share_unsure == pytest.approx(0.0)  # the unsure rewards 1 and 2 are below 2.5
 
 
 def test_starts_far_from_the_data_are_mostly_unsure(checkpoint):

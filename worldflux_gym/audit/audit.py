@@ -13,8 +13,8 @@ starts and reports, per scenario:
   shipped models are fitted on). On real data 1% of steps lie above this level by construction,
   so an agent that spends far more of its time there is off the data the model knows;
 - the **return share unsure**: the share of the return earned on those steps, with each reward
-  counted above the lowest real reward in the same data (so that a share means something for
-  envs whose rewards are all negative, like Pendulum);
+  counted above the lowest real reward in the same data, and dreamed rewards below it as 0 (so
+  that a share means something for envs whose rewards are all negative, like Pendulum);
 - the share of dreamed steps whose reward is above the highest real reward in the same data
   (rewards the real env never paid: a model error the agent may be living on, whatever the
   ensemble's agreement);
@@ -277,8 +277,9 @@ def summarise(
     unsure = alive & (u > calibration.threshold)
     result.unsure_share = float(unsure.sum() / max(alive.sum(), 1))
     result.unsure_share_per_episode = unsure.sum(axis=0) / np.maximum(alive.sum(axis=0), 1)
-    # rewards above the lowest real reward: every step earns >= 0, so a share of the total is defined
-    lifted = np.where(alive, rollouts.rewards - calibration.reward_floor, 0.0)
+    # rewards above the lowest real reward (a dreamed reward below it counts 0): every step earns >= 0,
+    # so a share of the total is defined
+    lifted = np.where(alive, np.maximum(rollouts.rewards - calibration.reward_floor, 0.0), 0.0)
     total = lifted.sum()
     result.return_share_unsure = float(lifted[unsure].sum() / total) if total > 0 else 0.0
     sure = alive & ~unsure
