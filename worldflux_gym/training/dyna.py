@@ -84,11 +84,6 @@ def run_dyna(
     """Run (or resume) the Dyna loop in ``out``; returns the progress record (see module docstring)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if config.real_steps < config.initial_steps:
-        raise ConfigError(
-            f"real_steps ({config.real_steps}) must cover the random warm-up ({config.initial_steps})"
-        )
-    recipe: Recipe = load_recipe(config.recipe)
     record = _read_progress(out)
     saved_config = record.get("config")
     if saved_config and saved_config != {**dataclasses.asdict(config), "env_id": env_id, "model": model_name}:
@@ -96,6 +91,11 @@ def run_dyna(
             f"{out} holds a Dyna run with other settings ({saved_config}); resume it with the same "
             "arguments or choose a new output directory"
         )
+    if config.real_steps < config.initial_steps:
+        raise ConfigError(
+            f"real_steps ({config.real_steps}) must cover the random warm-up ({config.initial_steps})"
+        )
+    recipe: Recipe = load_recipe(config.recipe)
     record["config"] = {**dataclasses.asdict(config), "env_id": env_id, "model": model_name}
     data_dir, model_dir, agent_path = out / "data", out / "model", out / "agent.zip"
 

@@ -1,0 +1,137 @@
+"""Agent recipes, training in the dream, real evaluation, and the Dyna loop."""
+
+import json
+
+import gymnasium as gym
+import pytest
+
+from worldflux_gym.agents import available_recipes, evaluate_agent, load_recipe, train_agent
+from worldflux_gym.agents.evaluate import read_sidecar
+from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.training import fit_world_model
+from worldflux_gym.training.dyna import DynaConfig, run_dyna
+
+TINY_PPO = {
+    "algorithm": "PPO",
+    "num_envs": 4,
+    "default_steps": 256,
+    "hyperparameters": {"n_steps": 32, "batch_size": 64, "n_epochs": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def pendulum_checkpoint(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pendulum") / "run"
+    fit_world_model("Pendulum-v1", "ensemble:ci", run, steps=200, collect_steps=1000, progress=False)
+    return run
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    path = tmp_path / "tiny_ppo.json"
+    path.write_text(json.dumps(TINY_PPO))
+    return path
+
+
+def test_every_shipped_recipe_loads():
+    names = available_recipes()
+    assert {"ppo_walker", "ppo_cartpole", "sac_pendulum"} <= set(names)
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.name == name and recipe.num_envs >= 1 and recipe.default_steps > 0
+
+
+def test_bad_recipes_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="shipped recipes:.*ppo_walker"):
+        load_recipe("no_such_recipe")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"algorithm": "PPO", "learning_rat": 1}))
+    with pytest.raises(ConfigError, match="unknown keys \\['learning_rat'\\]"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"algorithm": "PPOO"}))
+    with pytest.raises(ConfigError, match="'PPOO' is not one of"):
+        load_recipe(bad)
+
+
+def test_train_in_dream_then_evaluate_in_real_env(pendulum_checkpoint, tiny_recipe, tmp_path):
+    out = tmp_path / "agent.zip"
+    agent = train_agent(
+        "WorldFlux/Ensemble-Pendulum-v0",
+        out,
+        recipe=tiny_recipe,
+        checkpoint=pendulum_checkpoint,
+        progress=False,
+    )
+    assert out.is_file() and agent.num_timesteps >= 256
+    sidecar = read_sidecar(out)
+    assert sidecar["real_env"] == "Pendulum-v1" and sidecar["algorithm"] == "PPO"
+    assert sidecar["observation"] == "real" and sidecar["steps"] == agent.num_timesteps
+    result = evaluate_agent(out, episodes=2, seed=1)
+    assert result.env_id == "Pendulum-v1" and result.episodes == 2 and result.mean_length == 200
+    assert -2000 < result.mean_return <= 0  # Pendulum's returns lie in [-16.3 * 200, 0]
+    with pytest.raises(ConfigError, match="\\.zip"):
+        train_agent("WorldFlux/Ensemble-Pendulum-v0", tmp_path / "agent.pt", recipe=tiny_recipe)
+
+
+def test_time_budget_stops_training(pendulum_checkpoint, tiny_recipe, tmp_path):
+    agent = train_agent(
+        "WorldFlux/Ensemble-Pendulum-v0",
+        tmp_path / "a.zip",
+        recipe=tiny_recipe,
+        steps=10**9,
+        checkpoint=pendulum_checkpoint,
+        progress=False,
+        max_seconds=0.5,
+    )
+    assert agent.num_timesteps < 10**6
+
+
+def random_return(env_id: str, episodes: int, seed: int = 0) -> float:
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    total = 0.0
+    for k in range(episodes):
+        env.reset(seed=seed + k)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total, done = total + float(reward), terminated or truncated
+    return total / episodes
+
+
+def test_agent_trained_only_in_the_dream_improves_in_the_real_env(tmp_path):
+    """CartPole: a model fitted on 5k random steps, PPO only in the dream, judged in reality."""
+    run = tmp_path / "cartpole"
+    fit_world_model("CartPole-v1", "ensemble:ci", run, steps=1500, collect_steps=5000, progress=False)
+    out = tmp_path / "cartpole.zip"
+    train_agent(
+        "WorldFlux/Dreamer-CartPole-v0",
+        out,
+        recipe="ppo_cartpole",
+        steps=40_000,
+        checkpoint=run,
+        progress=False,
+    )
+    baseline = random_return("CartPole-v1", episodes=10)
+    after = evaluate_agent(out, episodes=10).mean_return
+    assert baseline < 40 and after > 4 * baseline + 50, (baseline, after)
+
+
+def test_dyna_runs_rounds_and_resumes(tmp_path, tiny_recipe):
+    config = DynaConfig(
+        real_steps=800,
+        recipe=str(tiny_recipe),
+        initial_steps=400,
+        steps_per_round=200,
+        fit_steps_per_round=50,
+        agent_steps_per_round=128,
+        dream_horizon=20,
+    )
+    record = run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", config, progress=False)
+    assert [r["real_steps"] for r in record["rounds"]] == [600, 800]
+    assert all(r["real_return"] is not None and r["real_episodes"] == 1 for r in record["rounds"])
+    assert (tmp_path / "dyna" / "agent.zip").is_file()
+    again = run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", config, progress=False)
+    assert again["rounds"] == record["rounds"]  # budget spent: nothing more is collected
+    with pytest.raises(ConfigError, match="other settings"):
+        run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", DynaConfig(real_steps=900), progress=False)
