@@ -342,7 +342,8 @@ def test_planner_beats_random_actions_on_pendulum(pendulum):
 def test_small_preset_learns_walker():
     """The CPU-sized preset (lr 3e-4, 256 windows per update) passes the same held-out checks.
 
-    Measured once (600 updates, loaded machine): 1-step latent error 0.086 vs persistence 0.164.
+    Measured once (600 updates, 327 s on a loaded machine): latent error 0.086 vs persistence 0.164
+    after 1 step, 0.350 vs 1.595 after 10; reward correlation 0.944; P(end) 0.768 at real ends, 0.007 else.
     """
     fitted = fit("Walker2d-v5", steps=20_000, updates=600, preset="small")
     errors = {k: open_loop_errors(fitted, k) for k in (1, 10)}
