@@ -1,4 +1,5 @@
 """World-model families. Importing this package registers every built-in family."""
-from worldflux_gym.models import ensemble  # noqa: F401  (registers "ensemble")
+
 from worldflux_gym.models import dreamer  # noqa: F401  (registers "dreamer")
+from worldflux_gym.models import ensemble  # noqa: F401  (registers "ensemble")
 from worldflux_gym.models import tdmpc2  # noqa: F401  (registers "tdmpc2")
