@@ -1,0 +1,151 @@
+"""Transfer benchmark: an agent trained only in the dream, judged in the real env.
+
+For each task, in one run on this machine:
+
+- the dream pipeline (``run_dyna``: random warm-up, fit, train the agent in the dream, collect with
+  it, refit ...) within a real-step budget: the agent's real return, the real steps it used, its
+  wall-clock time (collection and fitting included);
+- the same SB3 algorithm trained on the real env for the same wall-clock time;
+- the same algorithm on the real env for the same number of agent steps (capped by
+  ``--max-baseline-seconds``; a capped run says so).
+
+    python benchmarks/bench_transfer.py CartPole-v1 Pendulum-v1      # ~10-20 min on 2 cores
+    python benchmarks/bench_transfer.py Walker2d-v5                  # hours on CPU
+
+Targets (issue 6): CartPole-v1 500 with <= 10k real steps; Pendulum-v1 >= -250 with <= 10k;
+Walker2d-v5 >= 3000 with <= 300k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from stable_baselines3.common.env_util import make_vec_env
+
+from worldflux_gym.agents import evaluate_agent, load_agent, load_recipe
+from worldflux_gym.agents.train import StopAfterSeconds, build_agent
+from worldflux_gym.training.dyna import DynaConfig, run_dyna
+
+TASKS = {
+    "CartPole-v1": dict(
+        model="ensemble:small",
+        config=DynaConfig(
+            real_steps=10_000,
+            recipe="ppo_cartpole",
+            initial_steps=4_000,
+            steps_per_round=2_000,
+            fit_steps_per_round=1_500,
+            agent_steps_per_round=40_000,
+            starts="reset",
+            dream_horizon=500,
+        ),
+    ),
+    "Pendulum-v1": dict(
+        model="ensemble:small",
+        config=DynaConfig(
+            real_steps=10_000,
+            recipe="sac_pendulum",
+            initial_steps=4_000,
+            steps_per_round=2_000,
+            fit_steps_per_round=1_500,
+            agent_steps_per_round=12_000,
+            starts="reset",
+            dream_horizon=200,
+        ),
+    ),
+    "Walker2d-v5": dict(
+        model="ensemble:default",
+        config=DynaConfig(
+            real_steps=300_000,
+            recipe="ppo_walker",
+            initial_steps=20_000,
+            steps_per_round=20_000,
+            fit_steps_per_round=4_000,
+            agent_steps_per_round=1_000_000,
+            starts="branched",
+            dream_horizon=100,
+        ),
+    ),
+}
+
+
+def real_baseline(env_id: str, recipe_name: str, steps: int, seconds: float, seed: int, out: Path) -> dict:
+    recipe = load_recipe(recipe_name)
+    venv = make_vec_env(env_id, n_envs=min(recipe.num_envs, 8), seed=seed)
+    agent = build_agent(recipe, venv, seed=seed)
+    started = time.perf_counter()
+    agent.learn(steps, callback=StopAfterSeconds(seconds))
+    wall = time.perf_counter() - started
+    agent.save(out)
+    result = evaluate_agent(load_agent(out, algo=recipe.algorithm), env_id=env_id, episodes=10, seed=seed)
+    return {
+        "agent_steps": int(agent.num_timesteps),
+        "seconds": round(wall, 1),
+        "real_return": result.mean_return,
+    }
+
+
+def run_task(env_id: str, work: Path, seed: int, max_baseline_seconds: float) -> dict:
+    task = TASKS[env_id]
+    config = task["config"]
+    config.seed = seed
+    started = time.perf_counter()
+    record = run_dyna(env_id, task["model"], work / "dyna", config, progress=False)
+    dream_seconds = time.perf_counter() - started
+    agent_path = work / "dyna" / "agent.zip"
+    dream = evaluate_agent(
+        agent_path, env_id=env_id, episodes=10, seed=seed, algo=load_recipe(config.recipe).algorithm
+    )
+    agent_steps = int(load_agent(agent_path, algo=load_recipe(config.recipe).algorithm).num_timesteps)
+    same_time = real_baseline(env_id, config.recipe, 10**9, dream_seconds, seed, work / "same_time.zip")
+    same_steps = real_baseline(
+        env_id, config.recipe, agent_steps, max_baseline_seconds, seed, work / "same_steps.zip"
+    )
+    return {
+        "env": env_id,
+        "model": task["model"],
+        "recipe": config.recipe,
+        "dream": {
+            "real_steps": record["rounds"][-1]["real_steps"] if record["rounds"] else config.initial_steps,
+            "agent_steps": agent_steps,
+            "seconds": round(dream_seconds, 1),
+            "real_return": dream.mean_return,
+            "rounds": record["rounds"],
+        },
+        "real_same_wall_clock": same_time,
+        "real_same_agent_steps": {**same_steps, "capped": same_steps["agent_steps"] < agent_steps},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("envs", nargs="*", default=["CartPole-v1", "Pendulum-v1"], choices=sorted(TASKS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-baseline-seconds", type=float, default=600.0)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for env_id in args.envs:
+            results.append(run_task(env_id, Path(tmp) / env_id, args.seed, args.max_baseline_seconds))
+            r = results[-1]
+            print(
+                f"{env_id}: dream pipeline {r['dream']['real_return']:.1f} real return with "
+                f"{r['dream']['real_steps']} real steps in {r['dream']['seconds']:.0f} s | real env, same "
+                f"wall-clock: {r['real_same_wall_clock']['real_return']:.1f} "
+                f"({r['real_same_wall_clock']['agent_steps']} steps) | real env, same agent steps: "
+                f"{r['real_same_agent_steps']['real_return']:.1f} "
+                f"({r['real_same_agent_steps']['agent_steps']} steps"
+                f"{', capped' if r['real_same_agent_steps']['capped'] else ''})",
+                flush=True,
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
