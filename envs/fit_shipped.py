@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
-from worldflux_gym.data.collect import collect_to_store
+from worldflux_gym.data.collect import collect_to_store, scaled_random_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.training import fit_world_model
@@ -32,18 +32,6 @@ from worldflux_gym.training.model_quality import evaluate_model
 
 ENVS = Path(__file__).resolve().parent
 SHIPPED_LIMIT_MB = 50.0
-
-
-def scaled_random_policy(action_space, scale: float, seed: int):
-    """Uniform random actions shrunk towards the middle of the box by ``scale`` (Box only)."""
-    rng = np.random.default_rng(seed)
-    mid, half = (action_space.high + action_space.low) / 2, (action_space.high - action_space.low) / 2
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        noise = rng.uniform(-1.0, 1.0, size=(obs.shape[0], *action_space.shape))
-        return (mid + scale * half * noise).astype(action_space.dtype)
-
-    return policy
 
 
 def collect(spec: dict, data_dir: Path) -> EpisodeStore:
