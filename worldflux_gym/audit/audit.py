@@ -150,6 +150,12 @@ class RealComparison:
 
 @dataclass
 class AuditResult:
+    """Everything an audit measured: per scenario, the calibration, worst cases and the real replay.
+
+    ``as_dict()`` is what ``report.json`` holds; ``rollouts`` (the raw dreamed episodes, for your own
+    plots) are kept out of it.
+    """
+
     agent: str
     dream_id: str | None
     real_env: str | None
@@ -183,7 +189,7 @@ class AuditResult:
             f"and earn {s.return_share_unsure:.1%} of the return"
         )
         if s.reward_above_real_share:
-            text += f"; {s.reward_above_real_share:.1%} of steps pay more than any real step did"
+            text += f"; {s.reward_above_real_share:.1%} of steps are paid more than any real step in the data"
         if s.flag_reason == "exploitation":
             return "FLAGGED (exploitation): " + text + ": the dream return is likely inflated by model errors"
         if s.flag_reason == "off the data":
