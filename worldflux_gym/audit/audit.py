@@ -20,12 +20,14 @@ starts and reports, per scenario:
   ensemble's agreement);
 - a **flag**, for one of two reasons. *Exploitation*: more than ``flag_share`` (25%) of the return
   is earned on unsure steps and the agent earns more there than elsewhere (return share unsure >
-  unsure share). *Off the data*: more than ``off_data_share`` (20%, twenty times the real data's
+  unsure share). *Off the data*: more than ``off_data_share`` (30%, thirty times the real data's
   rate) of the steps are unsure, whatever is earned there: the return of an agent that lives off
   the data is unverified, and the ensemble can agree on the same wrong extrapolation (the
-  benchmark's exploiter earns its inflated dream return where its members agree). Both levels
-  were set on the Pendulum benchmark: sound agents spent 1-12% of their steps above the
-  threshold, agents whose dream return was off by 400-800 spent 23-35%.
+  benchmark's exploiter earns part of its inflated dream return where its members agree). Both
+  levels were set on the Pendulum benchmark (two model versions): sound agents spent 1-22% of
+  their steps above the threshold, the dream-trained exploiter 52-63%; agents whose dream return
+  was too *low* by 400-800 spent 23-41% (flagged only above 30%: the flag is about returns the
+  dream may inflate). They are heuristics, not guarantees: see benchmarks/bench_audit.py.
 
 Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
 units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
@@ -72,7 +74,7 @@ class AuditConfig:
     deterministic: bool = False  # False: the stochastic dream agents practise in
     unsure_quantile: float = 0.99  # the "unsure" threshold, as a quantile of real-data uncertainty
     flag_share: float = 0.25  # flag when more than this share of the return is earned while unsure
-    off_data_share: float = 0.20  # flag when more than this share of steps is unsure (20x real data)
+    off_data_share: float = 0.30  # flag when more than this share of steps is unsure (30x real data)
     what_if: bool = True  # run the start-noise, action-noise and adversarial scenarios
     start_noise: float = 0.1  # std of start noise, in units of the real data's per-dimension std
     action_noise: float = 0.1  # std of action noise, in units of half the action range
