@@ -34,15 +34,8 @@ from worldflux_gym.core.outputs import LossOutput, ModelOutput
 from worldflux_gym.core.registry import Preset, register_family
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
 from worldflux_gym.core.state import State
-from worldflux_gym.models.dreamer.networks import (
-    MLP,
-    ConvDecoder,
-    ConvEncoder,
-    StateMLP,
-    TwoHotSymlog,
-    symexp,
-    symlog,
-)
+from worldflux_gym.models.common import TwoHotSymlog, symexp, symlog
+from worldflux_gym.models.dreamer.networks import MLP, ConvDecoder, ConvEncoder, StateMLP
 from worldflux_gym.models.dreamer.rssm import RSSM
 
 

@@ -52,7 +52,8 @@ from worldflux_gym.core import (
     register_family,
 )
 from worldflux_gym.core.spaces import action_dim, is_image_space, observation_dim
-from worldflux_gym.models.tdmpc2.networks import QEnsemble, SimNorm, TwoHot, mlp, squashed_gaussian
+from worldflux_gym.models.common import TwoHotSymlog
+from worldflux_gym.models.tdmpc2.networks import QEnsemble, SimNorm, mlp, squashed_gaussian
 
 # Logit of "the episode goes on" for a state that has just been encoded (no step taken yet).
 _CONTINUE_LOGIT_AT_START = 10.0
@@ -186,7 +187,7 @@ class TDMPC2Model(WorldModel):
         self.q = QEnsemble(config.num_q, za, hidden, config.num_bins, config.q_dropout)
         # A policy prior only makes sense for continuous actions; Discrete actions are maximised exactly.
         self.policy = None if self.discrete else mlp(latent, hidden, 2 * self.action_dim)
-        self.two_hot = TwoHot(config.num_bins, config.vmin, config.vmax)
+        self.two_hot = TwoHotSymlog(config.num_bins, config.vmin, config.vmax)
         with torch.no_grad():  # start the reward head at zero, like the Q heads
             self.reward_head[-1].weight.zero_()
             self.reward_head[-1].bias.zero_()
@@ -271,7 +272,7 @@ class TDMPC2Model(WorldModel):
         device = generator.device if generator is not None else torch.device("cpu")
         heads = torch.randperm(self.config.num_q, generator=generator, device=device)[:2].to(z.device)
         logits = self.q_logits(z, a, target=target, frozen=frozen, heads=heads)
-        values = self.two_hot.decode(logits)  # [2, N]
+        values = self.two_hot.mean(logits)  # [2, N]
         return values.min(0).values if reduce == "min" else values.mean(0)
 
     def state_value(self, z: torch.Tensor, *, target: bool = False, reduce: str = "min", generator=None):
@@ -291,7 +292,7 @@ class TDMPC2Model(WorldModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step on latents and action features: ``(z_next [N, L], reward [N], continue_logits [N])``."""
         x = torch.cat([z, a], dim=-1)
-        return self.dynamics(x), self.two_hot.decode(self.reward_head(x)), self.continue_head(x).squeeze(-1)
+        return self.dynamics(x), self.two_hot.mean(self.reward_head(x)), self.continue_head(x).squeeze(-1)
 
     # --- the contract verbs ---------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> State:
@@ -363,7 +364,7 @@ class TDMPC2Model(WorldModel):
         consistency = _weighted_mean((z_all[:, 1:] - z_target).pow(2).mean(-1), weight)
 
         x = torch.cat([z_taken, action], dim=-1)  # [B, T, L+A]
-        reward_loss = _weighted_mean(self.two_hot.cross_entropy(self.reward_head(x), batch.reward), weight)
+        reward_loss = _weighted_mean(self.two_hot.loss(self.reward_head(x), batch.reward), weight)
         # The termination head learns on encoded latents h(o_t), not rolled-out ones: windows that
         # reach an episode's end are shifted back by the sampler, so a termination always sits at the
         # window's last step and a head fed rolled-out latents would learn "t = T-1" instead of the task.
@@ -379,7 +380,7 @@ class TDMPC2Model(WorldModel):
             next_value = self.state_value(z_target.reshape(B * T, -1), target=True).view(B, T)
             td_target = batch.reward + c.discount * batch.continue_target() * next_value
         q_logits = self.q(x.reshape(B * T, -1)).view(c.num_q, B, T, -1)
-        value_ce = self.two_hot.cross_entropy(q_logits, td_target.expand(c.num_q, B, T)).sum(0)
+        value_ce = self.two_hot.loss(q_logits, td_target.expand(c.num_q, B, T)).sum(0)
         value_loss = _weighted_mean(value_ce, weight)
 
         model_loss = (

@@ -1,4 +1,4 @@
-"""Building blocks of TD-MPC2: SimNorm, LayerNorm+Mish MLPs, a batched Q ensemble, two-hot regression.
+"""Building blocks of TD-MPC2: SimNorm, LayerNorm+Mish MLPs, a batched Q ensemble, the policy prior.
 
 Every network is an MLP whose hidden layers are ``Linear -> LayerNorm -> Mish`` (the TD-MPC2 paper's
 choice for stable training at any size). Latent states are normalised with SimNorm: the vector is cut
@@ -7,8 +7,9 @@ product of simplices (every entry in [0, 1], each group sums to 1). That bounds 
 long imagined rollouts from drifting off to large norms.
 
 Rewards and values are learned by *discrete regression*: a scalar ``y`` becomes a "two-hot" target
-over ``num_bins`` evenly spaced bins in symlog space, and the head is trained with cross-entropy. This
-is insensitive to the scale of rewards, which differs by orders of magnitude between tasks.
+over ``num_bins`` evenly spaced bins in symlog space, and the head is trained with cross-entropy
+(``TwoHotSymlog`` in ``models/common.py``, shared with Dreamer). This is insensitive to the scale of
+rewards, which differs by orders of magnitude between tasks.
 """
 
 from __future__ import annotations
@@ -124,48 +125,6 @@ class QEnsemble(nn.Module):
         # the member count is read off the weights: torch.func.functional_call may pass a subset
         members = self.net[0].weight.shape[0]
         return self.net(x.unsqueeze(0).expand(members, *x.shape))
-
-
-# --- discrete regression in symlog space --------------------------------------------------------
-def symlog(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.log1p(x.abs())
-
-
-def symexp(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.expm1(x.abs())
-
-
-class TwoHot(nn.Module):
-    """Converts scalars to two-hot targets over symlog bins and logits back to scalars.
-
-    The bins are ``num_bins`` evenly spaced points in ``[vmin, vmax]`` (symlog units), kept as a
-    non-persistent buffer (they follow from the config, so they are not saved with the weights).
-    """
-
-    def __init__(self, num_bins: int, vmin: float, vmax: float):
-        super().__init__()
-        self.num_bins, self.vmin, self.vmax = num_bins, vmin, vmax
-        self.register_buffer("bins", torch.linspace(vmin, vmax, num_bins), persistent=False)
-
-    def encode(self, y: torch.Tensor) -> torch.Tensor:
-        """Scalars ``[...]`` -> two-hot probabilities ``[..., num_bins]``."""
-        x = symlog(y).clamp(self.vmin, self.vmax)
-        position = (x - self.vmin) / (self.vmax - self.vmin) * (self.num_bins - 1)
-        lower = position.floor().clamp(max=self.num_bins - 2)
-        upper_weight = (position - lower).unsqueeze(-1)
-        lower_index = lower.long().unsqueeze(-1)
-        target = torch.zeros(*y.shape, self.num_bins, device=y.device, dtype=torch.float32)
-        target.scatter_(-1, lower_index, 1.0 - upper_weight)
-        target.scatter_add_(-1, lower_index + 1, upper_weight)
-        return target
-
-    def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits ``[..., num_bins]`` -> scalars ``[...]``: symexp of the expected bin."""
-        return symexp((F.softmax(logits, dim=-1) * self.bins).sum(-1))
-
-    def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of ``logits`` ``[..., num_bins]`` against the two-hot of ``y`` ``[...]``."""
-        return -(self.encode(y) * F.log_softmax(logits, dim=-1)).sum(-1)
 
 
 # --- the policy prior ------------------------------------------------------------------------------
