@@ -17,24 +17,27 @@ is missing:
    and not the second, and the real replay shows whether the flag was right.
 
 Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited episodes per policy
-(Walker: 50). Package code of commit 59ac3dc for the Pendulum models (the ensemble's termination
-head changed in 140b7f4; the Walker model was fitted with the newer one), audit code of c425b54:
+(Walker: 50), all at commit 3dab910 except where said (full run from the SAC checkpoints: ~5 min):
 
 - Pendulum-v1 OPE, 8 policies (random, SAC after 0.5k-8k real steps), real means -1535 .. -142:
-  **Spearman 0.952**, mean |dream - real| 76.9 = **5.5% of the real spread** (1394). Both targets
-  met. The one large miss (SAC 8k: dream -854, real -380) is the one policy flagged "off the data"
-  (23% unsure steps; the other seven 0-5%).
-- Pendulum-v1 exploitation: PPO 300k steps in the deterministic 50-step dream: dream -266
-  [-360, -178], real -1143: gap +876 per episode; **flagged** (off the data: 52% unsure steps,
-  58% of steps paid more than any real step). PPO 300k in the stochastic well fitted dream: dream
-  -177, real -196, 10% unsure: **not flagged**. The exploiter audited in the well fitted dream:
-  dream -1939 (pessimistic), 32% unsure: flagged.
+  **Spearman 0.976**, mean |dream - real| 87.5 = **6.3% of the real spread** (1394): both targets
+  met. Flags: SAC 8k (dream -813, real -380; 41% unsure steps) "off the data"; SAC 4.5k and 6k
+  "exploitation" (27% unsure steps earning > 25% of the return; their dream returns -97/-98 are
+  inflated by ~45 over the real -145/-142, though these agents were trained in the real env).
+- Pendulum-v1 exploitation: PPO 300k steps in the deterministic 50-step dream: dream -767
+  [-883, -657], real -1098: dream - real +331 per episode; **flagged** (off the data: 63% unsure
+  steps). PPO 300k in the stochastic well fitted dream: dream -128, real -165, 20% unsure steps:
+  **not flagged** (its start-noise scenario: 21.5%). The exploiter audited in the well fitted
+  dream: dream -1561 (too pessimistic), 24% unsure: not flagged.
+- The same run with the ensemble before its termination head changed (140b7f4; models fitted at
+  59ac3dc): OPE Spearman 0.952, 5.5% of the spread; exploiter dream -266 vs real -1143 (+876),
+  52% unsure, flagged; sound agent 10% unsure, not flagged.
 - Walker2d-v5 OPE (7 policies: random and PPO after 10k-60k real steps, which PPO barely improves
   over: real means 3, then 253-276; model fitted on 8k random + 6 x 2k behaviour steps): Spearman
   -0.07, MAE 117.9 = 43% of the spread (273). Targets missed: the dream separates random from
   trained but underestimates every trained policy by about half (dreamed episodes end after 80-150
-  steps) and cannot order six policies that are within 25 of each other; the audit flags five of
-  the seven as off the data (24-36% unsure steps), i.e. it says so itself.
+  steps) and cannot order six policies within 25 of each other; 24-36% of the dreamed steps are
+  unsure (the flags at that run's 20% level marked five of the seven off the data).
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [--workdir DIR] [--stage STAGE]``
 with STAGE one of prepare, ope, exploitation, all (Pendulum) or walker (Walker2d-v5 OPE, separate).
