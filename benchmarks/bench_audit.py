@@ -17,7 +17,8 @@ is missing:
    and not the second, and the real replay shows whether the flag was right.
 
 Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited episodes per policy
-(Walker: 50), all at commit 3dab910 except where said (full run from the SAC checkpoints: ~5 min):
+(Walker: 50). Pendulum at commit 3dab910 (full run from the SAC checkpoints: ~5 min), Walker at
+8226b3b (same audit and ensemble code), the older run where said:
 
 - Pendulum-v1 OPE, 8 policies (random, SAC after 0.5k-8k real steps), real means -1535 .. -142:
   **Spearman 0.976**, mean |dream - real| 87.5 = **6.3% of the real spread** (1394): both targets
@@ -36,8 +37,8 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   over: real means 3, then 253-276; model fitted on 8k random + 6 x 2k behaviour steps): Spearman
   -0.07, MAE 117.9 = 43% of the spread (273). Targets missed: the dream separates random from
   trained but underestimates every trained policy by about half (dreamed episodes end after 80-150
-  steps) and cannot order six policies within 25 of each other; 24-36% of the dreamed steps are
-  unsure (the flags at that run's 20% level marked five of the seven off the data).
+  steps) and cannot order six policies within 25 of each other; 12-36% of the dreamed steps are
+  unsure and three of the seven are flagged off the data.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [--workdir DIR] [--stage STAGE]``
 with STAGE one of prepare, ope, exploitation, all (Pendulum) or walker (Walker2d-v5 OPE, separate).
