@@ -1,7 +1,8 @@
 """The worldflux-gym demo: practise in a dream, then face reality.
 
 1. ``gym.make("WorldFlux/Dreamer-Walker-v0")``: the shipped DreamerV3 model of Walker2d-v5 as an env;
-2. train PPO inside the dream, as a batch of dreamed walkers, for ``--minutes`` of CPU time;
+2. train the dream's agent recipe (PPO for the walker) inside it, as a batch of dreamed walkers, for
+   ``--minutes`` of CPU time;
 3. evaluate the agent in the real Walker2d-v5 (and in the dream, to see the gap), next to a
    random policy;
 4. write ``outputs/demo/dream_vs_real.mp4``: the dream beside the real env, same start, same actions;
@@ -9,6 +10,7 @@
 
     python examples/demo.py                 # about five minutes on two CPU cores
     python examples/demo.py --minutes 1     # quicker, weaker agent
+    python examples/demo.py --dream WorldFlux/Ensemble-Pendulum-v0 --minutes 2   # another shipped dream
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 import worldflux_gym  # noqa: F401  (registers the WorldFlux/* ids)
 from worldflux_gym.agents import evaluate_agent, load_agent, train_agent
+from worldflux_gym.dream.registration import find_spec
 from worldflux_gym.video import record_dream
 
-DREAM_ID = "WorldFlux/Dreamer-Walker-v0"
-REAL_ID = "Walker2d-v5"
 
-
-def random_return(episodes: int, seed: int) -> float:
-    env = gym.make(REAL_ID)
+def random_return(real_id: str, episodes: int, seed: int) -> float:
+    env = gym.make(real_id)
     env.action_space.seed(seed)
     returns = []
     for k in range(episodes):
@@ -43,8 +43,8 @@ def random_return(episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def dream_return(agent, episodes: int, seed: int) -> float:
-    env = gym.make(DREAM_ID)
+def dream_return(dream_id: str, agent, episodes: int, seed: int) -> float:
+    env = gym.make(dream_id)
     env.reset(seed=seed)
     returns, _ = evaluate_policy(agent, env, n_eval_episodes=episodes, return_episode_rewards=True)
     env.close()
@@ -53,7 +53,8 @@ def dream_return(agent, episodes: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=4.0, help="PPO training time in the dream")
+    parser.add_argument("--dream", default="WorldFlux/Dreamer-Walker-v0", help="a shipped WorldFlux/* id")
+    parser.add_argument("--minutes", type=float, default=4.0, help="agent training time in the dream")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     parser.add_argument("--video-steps", type=int, default=300)
     parser.add_argument("--out", default="outputs/demo")
@@ -61,36 +62,41 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    dream_id, spec = args.dream, find_spec(args.dream)
+    real_id = spec.real_env
 
-    env = gym.make(DREAM_ID)
-    print(f"{DREAM_ID}: a {env.unwrapped.model.family} model of {REAL_ID}")
-    print(f"  observation space {env.observation_space.shape}, action space {env.action_space.shape}")
+    env = gym.make(dream_id)
+    print(
+        f"{dream_id}: a {spec.family}:{spec.preset} model of {real_id}, "
+        f"fitted on {spec.validation.get('real_steps')} real steps"
+    )
+    print(f"  observation space {env.observation_space}, action space {env.action_space}")
     env.close()
 
-    print(f"training PPO in the dream for {args.minutes:g} minutes ...")
+    print(f"training an agent ({spec.recipe}) in the dream for {args.minutes:g} minutes ...")
     started = time.perf_counter()
-    agent_path = out / "ppo_dream_walker.zip"
-    train_agent(DREAM_ID, agent_path, seed=args.seed, steps=10**9, max_seconds=args.minutes * 60)
+    agent_path = out / f"{spec.recipe}_dream.zip"
+    train_agent(dream_id, agent_path, seed=args.seed, steps=10**9, max_seconds=args.minutes * 60)
     train_seconds = time.perf_counter() - started
     agent = load_agent(agent_path)
 
     print("evaluating in the real env and in the dream ...")
     real = evaluate_agent(agent_path, episodes=args.episodes, seed=args.seed)
-    dreamed = dream_return(agent, args.episodes, args.seed)
-    baseline = random_return(args.episodes, args.seed)
+    dreamed = dream_return(dream_id, agent, args.episodes, args.seed)
+    baseline = random_return(real_id, args.episodes, args.seed)
 
     print("recording the dream beside the real env ...")
     video = record_dream(
-        DREAM_ID, out / "dream_vs_real.mp4", agent=agent, steps=args.video_steps, compare=True
+        dream_id, out / "dream_vs_real.mp4", agent=agent, steps=args.video_steps, compare=True
     )
 
     rows = [
         ("dreamed agent steps", f"{agent.num_timesteps:,}"),
         ("training time (s)", f"{train_seconds:.0f}"),
-        ("dream steps per second (PPO)", f"{agent.num_timesteps / train_seconds:,.0f}"),
+        ("dreamed steps per second (training)", f"{agent.num_timesteps / train_seconds:,.0f}"),
         ("return in the dream", f"{dreamed:.1f}"),
-        (f"return in the real {REAL_ID}", f"{real.mean_return:.1f} +- {real.std_return:.1f}"),
-        (f"random policy in the real {REAL_ID}", f"{baseline:.1f}"),
+        (f"return in the real {real_id}", f"{real.mean_return:.1f} +- {real.std_return:.1f}"),
+        (f"random policy in the real {real_id}", f"{baseline:.1f}"),
         ("video", str(video)),
     ]
     width = max(len(name) for name, _ in rows)
