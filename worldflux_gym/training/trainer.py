@@ -271,10 +271,13 @@ class Trainer:
         info.update(train_steps=train.num_steps, train_episodes=len(train.episodes))
         return train, validation, info
 
-    def _sample(self, buffer: EpisodeBuffer, rng: np.random.Generator) -> TransitionBatch | SequenceBatch:
+    def _sample(
+        self, buffer: EpisodeBuffer, rng: np.random.Generator, size: int | None = None
+    ) -> TransitionBatch | SequenceBatch:
+        size = size or self.config.batch_size
         if self.model.batch_type is SequenceBatch:
-            return buffer.sample_sequences(self.config.batch_size, self.model.sequence_length, rng)
-        return buffer.sample_transitions(self.config.batch_size, rng)
+            return buffer.sample_sequences(size, self.model.sequence_length, rng)
+        return buffer.sample_transitions(size, rng)
 
     # --- checkpoints --------------------------------------------------------------------------
     def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -390,9 +393,12 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Mean of ``model.validate`` over fixed held-out batches, named ``val/<metric>``.
+        """``model.validate`` on one fixed held-out batch of ``validation_batches x batch_size``,
+        named ``val/<metric>``.
 
-        The same batches every time, on forked RNG streams: validating never changes training.
+        One batch rather than several, because a family may choose state from it (the ensemble
+        picks its elites): each call would otherwise overwrite the previous call's choice. The same
+        batch every time, on forked RNG streams: validating never changes training.
         """
         if self.validation_data is None:
             return {}
@@ -402,9 +408,9 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
-            for _ in range(self.config.validation_batches):
-                for name, value in self.model.validate(self._sample(self.validation_data, rng)).items():
-                    totals[name] = totals.get(name, 0.0) + float(value) / self.config.validation_batches
+            size = self.config.batch_size * self.config.validation_batches
+            for name, value in self.model.validate(self._sample(self.validation_data, rng, size)).items():
+                totals[name] = float(value)
         self.model.train(was_training)
         return {f"val/{name}": value for name, value in totals.items()}
 
