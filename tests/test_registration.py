@@ -56,14 +56,39 @@ def test_a_bad_spec_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)
-def test_a_missing_checkpoint_says_how_to_fit_one(env_id):
+def test_a_missing_checkpoint_says_how_to_fit_one(env_id, tmp_path):
+    from worldflux_gym.dream.registration import make_dream_env, make_dream_vector_env
+
     spec = next(s for s in load_specs() if s.id == env_id)
-    if spec.weights_present:
-        pytest.skip("the shipped weights are installed")
+    copy = tmp_path / spec.path.name  # the same spec, its weights not installed
+    copy.write_text(spec.path.read_text())
     with pytest.raises(CheckpointError, match=rf"worldflux-gym fit {spec.real_env} --model {spec.family}:"):
-        gym.make(env_id)
+        make_dream_env(str(copy))
     with pytest.raises(CheckpointError, match="checkpoint=DIR"):
-        gym.make_vec(env_id, num_envs=2)
+        make_dream_vector_env(num_envs=2, spec_path=str(copy))
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_shipped_weights_load_and_pass_both_checkers(env_id):
+    spec = next(s for s in load_specs() if s.id == env_id)
+    assert spec.weights_present, f"{env_id}: run `python envs/fit_shipped.py` to produce its weights"
+    assert spec.validation["real_steps"] > 0 and "open_loop_error" in spec.validation
+    env = gym.make(env_id)
+    assert env.unwrapped.model.family == spec.family and env.unwrapped.model.preset == spec.preset
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    env.close()
+
+
+def test_shipped_weights_stay_under_50_mb():
+    total = sum(f.stat().st_size for f in (ENVS_DIR / "checkpoints").rglob("*") if f.is_file())
+    assert total < 50 * 2**20, f"shipped weights take {total / 2**20:.1f} MB"
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)
