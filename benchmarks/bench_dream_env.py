@@ -54,8 +54,8 @@ def timed(step, budget: float, batch: int = 1, warmup: int = 3, slices: int = 5)
     return best
 
 
-def real_single(budget: float) -> float:
-    env = gym.make(REAL_ENV)
+def single_env_rate(env: gym.Env, budget: float) -> float:
+    """Steps per second of one env under random actions, resetting when an episode ends."""
     env.reset(seed=0)
     env.action_space.seed(0)
 
@@ -67,6 +67,10 @@ def real_single(budget: float) -> float:
     rate = timed(step, budget)
     env.close()
     return rate
+
+
+def real_single(budget: float) -> float:
+    return single_env_rate(gym.make(REAL_ENV), budget)
 
 
 def real_sync(num_envs: int, budget: float) -> float:
@@ -86,18 +90,7 @@ def real_start_bank(size: int) -> np.ndarray:
 
 
 def dream_single(model, bank: np.ndarray, budget: float) -> float:
-    env = DreamEnv(model, starts="bank", start_bank=bank, max_episode_steps=1000)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-
-    def step():
-        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if terminated or truncated:
-            env.reset()
-
-    rate = timed(step, budget)
-    env.close()
-    return rate
+    return single_env_rate(DreamEnv(model, starts="bank", start_bank=bank, max_episode_steps=1000), budget)
 
 
 def dream_vector(
