@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 REAL_ENV = "Pendulum-v1"
 DREAM_ID = "WorldFlux/Ensemble-Pendulum-v0"
@@ -232,41 +233,68 @@ def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
 
 # --- Walker2d-v5: off-policy evaluation only --------------------------------------------------------
 WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v0"
-WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 60_000, 10_000
+WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 1_000_000, 100_000
+WALKER_FIT_STEPS = 5000
+
+
+class TimedCheckpoints(BaseCallback):
+    """Save every ``every`` steps and record the training seconds at each save (``times.json``), so
+    the same run also gives PPO's wall-clock to a real return."""
+
+    def __init__(self, every: int, folder: Path):
+        super().__init__()
+        self.every, self.folder = every, folder
+        self.times: dict[str, float] = {}
+
+    def _on_training_start(self) -> None:
+        self.started = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every == 0:
+            self.model.save(self.folder / f"ppo_{self.num_timesteps}_steps.zip")
+            self.times[str(self.num_timesteps)] = round(time.perf_counter() - self.started, 1)
+            (self.folder / "times.json").write_text(json.dumps(self.times, indent=1) + "\n")
+        return True
+
+
+def train_walker_ppo(folder: Path) -> dict[str, Path]:
+    """One PPO run (SB3 defaults) on the real Walker2d-v5, saved every ``WALKER_SAVE_EVERY`` steps."""
+    picks = range(WALKER_SAVE_EVERY, WALKER_PPO_STEPS + 1, WALKER_SAVE_EVERY)
+    policies = {f"ppo_{s // 1000}k": folder / f"ppo_{s}_steps.zip" for s in picks}
+    if not all(p.is_file() for p in policies.values()):
+        import gymnasium as gym
+        from stable_baselines3 import PPO
+
+        log(f"PPO on real {WALKER_ENV} for {WALKER_PPO_STEPS} steps")
+        folder.mkdir(parents=True, exist_ok=True)
+        env = gym.make(WALKER_ENV)
+        agent = PPO("MlpPolicy", env, seed=0, device="cpu", verbose=0)
+        agent.learn(WALKER_PPO_STEPS, callback=TimedCheckpoints(WALKER_SAVE_EVERY, folder))
+        env.close()
+    return policies
 
 
 def walker(work: Path, episodes: int) -> dict:
-    """PPO checkpoints on the real Walker2d-v5 (every 10k steps) plus random actions, audited in an
-    ``ensemble:default`` dream fitted on the logged data of those behaviour policies (8k random steps
-    and 2k steps of each checkpoint: the DOPE setting; random data alone never shows walking)."""
-    import gymnasium as gym
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import CheckpointCallback
-
+    """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
+    walking) plus random actions, audited in an ``ensemble:default`` dream fitted on the logged data
+    of those behaviour policies (the DOPE setting: random data alone never shows walking)."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.data import collect_to_store
     from worldflux_gym.training import fit_world_model
 
     folder = work / "walker"
-    picks = range(WALKER_SAVE_EVERY, WALKER_PPO_STEPS + 1, WALKER_SAVE_EVERY)
-    policies = {f"ppo_{s // 1000}k": folder / "ppo" / f"ppo_{s}_steps.zip" for s in picks}
-    if not all(p.is_file() for p in policies.values()):
-        log(f"PPO on real {WALKER_ENV} for {WALKER_PPO_STEPS} steps")
-        env = gym.make(WALKER_ENV)
-        agent = PPO("MlpPolicy", env, seed=0, device="cpu", verbose=0)
-        agent.learn(
-            WALKER_PPO_STEPS, callback=CheckpointCallback(WALKER_SAVE_EVERY, str(folder / "ppo"), "ppo")
-        )
-        env.close()
+    policies = train_walker_ppo(folder / "ppo")
     run, data = folder / "model", folder / "data"
     if not (run / "metadata.json").is_file():
         log("collect behaviour data and fit ensemble:default")
         if not data.is_dir():
-            collect_to_store(WALKER_ENV, 8000, data, seed=0, progress=False)
+            collect_to_store(WALKER_ENV, 10_000, data, seed=0, progress=False)
             for i, path in enumerate(policies.values()):
-                collect_to_store(WALKER_ENV, 2000, data, policy=path, seed=1000 * (i + 1), progress=False)
-        fit_world_model(WALKER_ENV, "ensemble:default", run, data_dir=data, steps=3000, progress=False)
+                collect_to_store(WALKER_ENV, 5_000, data, policy=path, seed=1000 * (i + 1), progress=False)
+        fit_world_model(
+            WALKER_ENV, "ensemble:default", run, data_dir=data, steps=WALKER_FIT_STEPS, progress=False
+        )
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes")
     agents = {"random": _walker_random(), **policies}
     ranking = rank_agents(agents, WALKER_DREAM, checkpoint=run, real=True, episodes=episodes, what_if=False)

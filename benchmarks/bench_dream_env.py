@@ -4,11 +4,12 @@ Measures, in one run (about 3 minutes on 2 CPU cores):
 
 1. real Walker2d-v5 steps/s, one env and a gymnasium ``SyncVectorEnv`` of a few envs (random actions);
 2. the bare model's ``transition`` + ``decode`` at N = 1024 (the floor every model env pays,
-   mbrl-lib's included); then dream steps/s over the ``ensemble:default`` family (7 members x
-   4x200, untrained weights: speed does not depend on training) on Walker2d-v5's spaces:
-   ``DreamEnv`` and ``DreamVectorEnv`` at N = 1, 64, 1024, 16384 (one member per row, as
-   MBPO/mbrl-lib step), plus N = 1024 with every member computed for ``info["uncertainty"]`` and
-   N = 1024 starting from real env resets (other rows start from a bank of real resets);
+   mbrl-lib's included); then dream steps/s over the shipped ``WorldFlux/Ensemble-Walker-v0``
+   weights (``ensemble:default``: 7 members x 4x200; trained weights so that episodes end, and
+   autoreset, at realistic rates): ``DreamEnv`` and ``DreamVectorEnv`` at N = 1, 64, 1024, 16384
+   (one member per row, as MBPO/mbrl-lib step), N = 1024 and 16384 with ``precision="bfloat16"``,
+   N = 1024 with every member computed for ``info["uncertainty"]`` and N = 1024 starting from
+   real env resets (other rows start from a bank of real resets);
 3. SB3 PPO fps on ``DreamSB3VecEnv`` (256 envs) against PPO on the real Walker2d-v5 (defaults).
 
 mbrl-lib is not installed here, so there is no side-by-side run against its ``ModelEnv``; the
@@ -16,23 +17,28 @@ figures are compared with the ones DESIGN.md section 7 gives for it (~206k trans
 1029 through its numpy path, ~289k through its tensor path, measured on an idle machine with 2
 threads), and said so. The share of the bare model's rate the env keeps is the like-for-like figure.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_dream_env.py [--quick] [--threads 1]``
+Usage: ``python benchmarks/bench_dream_env.py [--quick] [--threads 2]`` on an otherwise idle machine
+(with other work on one core, use ``OMP_NUM_THREADS=1 ... --threads 1``: two threads sharing a
+busy core run slower than one).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from worldflux_gym import create_world_model
+from worldflux_gym.core.checkpoint import from_pretrained
 from worldflux_gym.dream import DreamEnv, DreamSB3VecEnv, DreamVectorEnv
 
 REAL_ENV = "Walker2d-v5"
 MODEL = "ensemble:default"
+SHIPPED = Path(__file__).resolve().parents[1] / "envs" / "checkpoints" / "ensemble_walker"
 MBRL_LIB_NUMPY, MBRL_LIB_TENSOR = 206_000, 289_000  # DESIGN.md section 7, batch 1029, this machine
 
 
@@ -67,6 +73,18 @@ def single_env_rate(env: gym.Env, budget: float) -> float:
     rate = timed(step, budget)
     env.close()
     return rate
+
+
+def shipped_or_untrained_model():
+    """The shipped Ensemble-Walker weights (``ensemble:default``): trained weights end episodes at
+    realistic rates, and autoresets are part of what the env costs. Untrained weights (a coin-flip
+    termination head: half the rows reset every step) when the checkpoint is missing."""
+    if SHIPPED.is_dir():
+        return from_pretrained(SHIPPED, device="auto")
+    real = gym.make(REAL_ENV)
+    model = create_world_model(MODEL, real.observation_space, real.action_space, device="auto").eval()
+    real.close()
+    return model
 
 
 def real_single(budget: float) -> float:
@@ -111,10 +129,11 @@ def dream_vector(
     return rate
 
 
-def raw_model(model, bank: np.ndarray, num_envs: int, budget: float) -> float:
+def raw_model(model, bank: np.ndarray, num_envs: int, budget: float, precision=torch.float32) -> float:
     """The floor any model env pays: ``transition`` + ``decode`` alone, one member per row, no env."""
     generator = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
+    bf16 = precision == torch.bfloat16
+    with torch.inference_mode(), torch.autocast(model.device.type, torch.bfloat16, enabled=bf16):
         start = torch.as_tensor(bank[np.arange(num_envs) % len(bank)], dtype=torch.float32)
         state = model.encode(start.to(model.device))
         action = torch.zeros(num_envs, 6, device=model.device)
@@ -137,14 +156,14 @@ def ppo_fps(env, total: int, **ppo_kwargs) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short budgets, for a smoke run")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine has 2 cores)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (2: the machine's cores, as in DESIGN s.7)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     budget = 0.5 if args.quick else 3.0
 
-    real = gym.make(REAL_ENV)
-    model = create_world_model(MODEL, real.observation_space, real.action_space, device="auto").eval()
-    real.close()
+    model = shipped_or_untrained_model()
     bank = real_start_bank(256 if args.quick else 4096)
     print(f"# {MODEL} ({model.num_parameters():,} parameters) on {REAL_ENV} spaces, device {model.device}")
     print(f"# torch threads {torch.get_num_threads()}, budget {budget}s per row, best of 5 slices\n")
@@ -159,6 +178,10 @@ def main() -> None:
     row(f"real {REAL_ENV}, one env", real_one)
     row(f"real {REAL_ENV}, SyncVectorEnv x4", real_sync(4, budget))
     row("model alone: transition + decode, N=1024 (no env)", raw_model(model, bank, 1024, budget))
+    row(
+        "model alone, bfloat16 products, N=1024 (no env)",
+        raw_model(model, bank, 1024, budget, precision=torch.bfloat16),
+    )
     row("dream DreamEnv (N=1, uncertainty on)", dream_single(model, bank, budget))
     for n in (1, 64, 1024, 16384):
         row(f"dream DreamVectorEnv N={n}, numpy out", dream_vector(model, bank, n, budget))
@@ -169,6 +192,11 @@ def main() -> None:
         "dream DreamVectorEnv N=16384, tensor out",
         dream_vector(model, bank, 16384, budget, tensor_output=True),
     )
+    for n in (1024, 16384):
+        row(
+            f"dream DreamVectorEnv N={n}, numpy out, bfloat16",
+            dream_vector(model, bank, n, budget, precision="bfloat16"),
+        )
     row(
         "dream DreamVectorEnv N=1024, every member (uncertainty)",
         dream_vector(model, bank, 1024, budget, report_uncertainty=True),
@@ -182,11 +210,15 @@ def main() -> None:
     floor = rates["model alone: transition + decode, N=1024 (no env)"]
     print(f"\nthe env keeps {at_1024 / floor:.0%} of the bare model's rate at N=1024 (numpy out)")
     print(f"ratio dream N=1024 / real one env: {at_1024 / real_one:.1f}x (target >= 50x)")
+    bf16_1024 = rates["dream DreamVectorEnv N=1024, numpy out, bfloat16"]
+    print(f"ratio dream N=1024 bfloat16 / real one env: {bf16_1024 / real_one:.1f}x")
     tensor_1024 = rates["dream DreamVectorEnv N=1024, tensor out"]
     print(
         "vs mbrl-lib ModelEnv (its figures from DESIGN.md s.7, idle machine; mbrl-lib is not installed "
         f"here): N=1024 numpy {at_1024 / MBRL_LIB_NUMPY:.2f}x its numpy path, "
-        f"tensor {tensor_1024 / MBRL_LIB_TENSOR:.2f}x its tensor path"
+        f"tensor {tensor_1024 / MBRL_LIB_TENSOR:.2f}x its tensor path; bare model "
+        f"{floor / MBRL_LIB_TENSOR:.2f}x its tensor path; bfloat16 N=1024 numpy "
+        f"{bf16_1024 / MBRL_LIB_NUMPY:.2f}x its numpy path"
     )
 
     # --- PPO: dream (SB3 adapter, 256 envs) vs real (defaults, one env) -------------------------

@@ -152,6 +152,47 @@ def test_tensor_output_stays_on_the_device_and_accepts_tensor_actions():
         env.step(torch.full((N, 1), float("nan")))
 
 
+def test_bfloat16_precision_tracks_float32_and_returns_float32():
+    """bfloat16 products change a fitted ensemble's mean step by far less than its own error."""
+    run = fitted_checkpoint("Pendulum-v1", "ensemble:ci")
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-2, 2, (3, N, 1)).astype(np.float32)
+
+    def rollout(precision):
+        env = DreamVectorEnv(run, N, real_env="Pendulum-v1", deterministic=True, precision=precision)
+        obs = [env.reset(seed=5)[0]]
+        rewards = []
+        for a in actions:
+            o, r, *_ = env.step(a)
+            obs.append(o)
+            rewards.append(r)
+        return np.stack(obs), np.stack(rewards)
+
+    (obs32, rew32), (obs16, rew16) = rollout("float32"), rollout("bfloat16")
+    assert obs16.dtype == np.float32 and rew16.dtype == rew32.dtype
+    assert not np.array_equal(obs32[1:], obs16[1:])  # the products really ran in bfloat16
+    step32 = np.abs(obs32[1:] - obs32[:-1]).mean()  # how far one step moves the observation
+    assert np.abs(obs16 - obs32).max() < 0.05 * step32 + 0.02
+    np.testing.assert_allclose(rew16, rew32, atol=0.05 * np.abs(rew32).mean() + 0.02)
+
+
+@pytest.mark.parametrize("family", ["dreamer", "tdmpc2"])
+def test_bfloat16_precision_runs_recurrent_and_latent_families_through_resets(family):
+    from dream_helpers import family_checkpoint
+
+    env = DreamVectorEnv(family_checkpoint("Pendulum-v1", family), N, real_env="Pendulum-v1",
+                         max_episode_steps=3, precision="bfloat16")  # fmt: skip
+    obs, _ = env.reset(seed=0)
+    for _ in range(7):  # two horizons: every row is reset twice with float32 starts
+        obs, reward, *_ = env.step(zeros())
+        assert obs.dtype == np.float32 and np.isfinite(obs).all() and np.isfinite(reward).all()
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ConfigError, match="precision"):
+        DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1", precision="float16")
+
+
 def test_gym_make_vec_uses_the_vector_entry_point():
     import worldflux_gym  # noqa: F401  (registers the ids)
 

@@ -99,6 +99,13 @@ def _soft_clamp(logvar: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
     return low + F.softplus(logvar - low)
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype:
+    """The product dtype the caller asked for with ``torch.autocast`` (float32 when not autocasting)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return torch.float32
+
+
 @register_family(
     "ensemble",
     presets={
@@ -191,12 +198,12 @@ class EnsembleModel(WorldModel):
     def _layers(self) -> list[EnsembleLinear]:
         return [*self.hidden_layers, self.output_layer]
 
-    def _elite_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _elite_weights(self, dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's ``(weight, bias)`` restricted to the elites, in ``elite_index`` order.
 
         Gathering the elites' weights costs more than a whole step at small batches, so without
-        autograd the gathered copy is cached until a weight or the elite choice changes (in-place
-        updates bump a tensor's version; moving the model changes its storage).
+        autograd the gathered copy (in ``dtype``) is cached until a weight or the elite choice
+        changes (in-place updates bump a tensor's version; moving the model changes its storage).
         """
         elites = self.elite_index
         if torch.is_grad_enabled():
@@ -204,11 +211,12 @@ class EnsembleModel(WorldModel):
                 (m.weight.index_select(0, elites), m.bias.index_select(0, elites)) for m in self._layers()
             ]
         tensors = [elites] + [t for m in self._layers() for t in (m.weight, m.bias)]
-        key = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
+        key = (dtype, *((t.device, t.data_ptr(), t._version) for t in tensors))
         cached = getattr(self, "_elite_cache", None)
         if cached is None or cached[0] != key:
             weights = [
-                (m.weight.index_select(0, elites), m.bias.index_select(0, elites)) for m in self._layers()
+                (m.weight.index_select(0, elites).to(dtype), m.bias.index_select(0, elites).to(dtype))
+                for m in self._layers()
             ]
             cached = self._elite_cache = (key, weights)
         return cached[1]
@@ -216,20 +224,36 @@ class EnsembleModel(WorldModel):
     def _forward(self, x: torch.Tensor, elites_only: bool = False) -> torch.Tensor:
         """Run member k on ``x[k]`` for ``x`` ``[K, N, in]``: K = all members, or the elites.
 
-        Returns the raw output ``[K, N, 2 * (obs_dim + 1)]``; :meth:`_split` names its parts.
+        Returns the raw output ``[K, N, 2 * (obs_dim + 1)]`` (float32 without autograd);
+        :meth:`_split` names its parts. Under ``torch.autocast(dtype=torch.bfloat16)`` without
+        autograd, the products run on a bfloat16 copy of the weights (cached for the elites):
+        about 3x faster products on CPUs with AMX.
         """
-        inplace = not torch.is_grad_enabled()  # SiLU in place saves an allocation per layer
+        inference = not torch.is_grad_enabled()
         rows = max(256, _CPU_CHUNK_FLOATS // (x.shape[0] * self.config.hidden))
-        if inplace and x.device.type == "cpu" and x.shape[1] > 2 * rows:
+        if inference and x.device.type == "cpu" and x.shape[1] > 2 * rows:
             # Large CPU batches run in slices whose activations stay in cache (measured ~1.3x with
             # all elites at 16k rows, neutral otherwise); the GPU, and training, take it whole.
             return torch.cat([self._forward(part, elites_only) for part in x.split(rows, dim=1)], dim=1)
-        weights = self._elite_weights() if elites_only else [(m.weight, m.bias) for m in self._layers()]
-        h = x
+        if not inference:
+            weights = self._elite_weights() if elites_only else [(m.weight, m.bias) for m in self._layers()]
+            h = x
+            for weight, bias in weights[:-1]:
+                h = F.silu(torch.baddbmm(bias, h, weight))
+            weight, bias = weights[-1]
+            return torch.baddbmm(bias, h, weight)
+        dtype = _autocast_dtype(x.device.type)
+        if elites_only:
+            weights = self._elite_weights(dtype)
+        else:
+            weights = [(m.weight.to(dtype), m.bias.to(dtype)) for m in self._layers()]
+        h = x.to(dtype)
+        # A product then an in-place bias add: baddbmm would first copy the broadcast bias into
+        # its output, one more pass over every activation.
         for weight, bias in weights[:-1]:
-            h = F.silu(torch.baddbmm(bias, h, weight), inplace=inplace)
+            h = F.silu(torch.bmm(h, weight).add_(bias), inplace=True)
         weight, bias = weights[-1]
-        return torch.baddbmm(bias, h, weight)
+        return torch.bmm(h, weight).add_(bias).float()
 
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw output ``[..., 2D]`` -> Gaussian mean ``[..., D]`` and log-variance ``[..., D]``
