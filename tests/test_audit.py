@@ -220,7 +220,7 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     out = tmp_path / "ranking"
     code = main(
         ["audit", *map(str, paths), DREAM_ID, "--checkpoint", str(checkpoint), "--episodes", "4",
-         "--horizon", "15", "--real", "--no-what-if", "--videos", "0", "--out", str(out)]
+         "--horizon", "15", "--real", "--no-what-if", "--videos", "0", "--deterministic", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -229,3 +229,5 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     assert [row["rank"] for row in data["rows"]] == [1, 2]
     assert data["rows"][0]["dream_return"]["mean"] >= data["rows"][1]["dream_return"]["mean"]
     assert (out / "agent0" / "report.md").is_file() and (out / "ranking.svg").is_file()
+    agent_report = json.loads((out / "agent0" / "report.json").read_text())
+    assert agent_report["config"]["deterministic"] is True

@@ -171,6 +171,7 @@ def _audit(args: argparse.Namespace) -> int:
         "horizon": args.horizon,
         "seed": args.seed,
         "what_if": not args.no_what_if,
+        "deterministic": args.deterministic,
     }
     if len(args.agent) == 1:
         result = audit_agent(args.agent[0], args.dream_id, **options)
@@ -331,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=int, help="dream steps per episode (default: the id's episode limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")
+    p.add_argument(
+        "--deterministic", action="store_true",
+        help="dream the model's mean transition with terminations at p > 0.5 (steadier over long "
+        "horizons; by default the audit dreams as agents practise: sampled)",
+    )  # fmt: skip
     p.add_argument("--videos", type=int, default=3, help="videos of the worst nominal episodes (default 3)")
     p.add_argument("--out", required=True, help="report directory: report.md, report.json, SVG charts")
     p.set_defaults(handler=_audit)
