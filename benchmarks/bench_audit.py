@@ -33,12 +33,17 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
 - The same run with the ensemble before its termination head changed (140b7f4; models fitted at
   59ac3dc): OPE Spearman 0.952, 5.5% of the spread; exploiter dream -266 vs real -1143 (+876),
   52% unsure, flagged; sound agent 10% unsure, not flagged.
-- Walker2d-v5 OPE (7 policies: random and PPO after 10k-60k real steps, which PPO barely improves
-  over: real means 3, then 253-276; model fitted on 8k random + 6 x 2k behaviour steps): Spearman
-  -0.07, MAE 117.9 = 43% of the spread (273). Targets missed: the dream separates random from
-  trained but underestimates every trained policy by about half (dreamed episodes end after 80-150
-  steps) and cannot order six policies within 25 of each other; 12-36% of the dreamed steps are
-  unsure and three of the seven are flagged off the data.
+- Walker2d-v5 OPE, second session (11 policies: random and checkpoints of one 1M-step PPO run
+  with SB3 defaults on the real env, every 100k steps, 1805 s on one core; real means 1.4, 256,
+  412, 468, 460, 434, 521, 464, 985, 901, 1222; model fitted for 5000 updates on 10k random + 10 x
+  5k behaviour steps): mean-transition dream **Spearman 0.736**, mean |dream - real| 261.9 = 21.5%
+  of the spread (1220): both targets missed. The dream ranks random < 100k < the 200k-700k block <
+  the three walking policies, but cannot order the 200k-700k block (real means within 110 of each
+  other) and underrates every walking policy about 2x: dreamed walks fall after ~260 steps where
+  the real ones last ~400. The sampled dream did worse (Spearman 0.20: every trained policy dreamed
+  at 200-240) and so did a model fitted 3x longer (15k updates: 0.64, 17% of the spread).
+- Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
+  Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/bench_audit.py [--workdir DIR] [--stage STAGE]``
 with STAGE one of prepare, ope, exploitation, all (Pendulum) or walker (Walker2d-v5 OPE, separate).
@@ -277,7 +282,8 @@ def train_walker_ppo(folder: Path) -> dict[str, Path]:
 def walker(work: Path, episodes: int) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in an ``ensemble:default`` dream fitted on the logged data
-    of those behaviour policies (the DOPE setting: random data alone never shows walking)."""
+    of those behaviour policies (the DOPE setting: random data alone never shows walking). About 25
+    minutes on one core once the PPO run (30 minutes) exists."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.data import collect_to_store
@@ -297,7 +303,11 @@ def walker(work: Path, episodes: int) -> dict:
         )
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes")
     agents = {"random": _walker_random(), **policies}
-    ranking = rank_agents(agents, WALKER_DREAM, checkpoint=run, real=True, episodes=episodes, what_if=False)
+    # Mean transitions: over Walker's 1000-step episodes the sampled dream compounds its noise and
+    # every walking policy falls early (Spearman 0.20 sampled vs 0.74 mean, same model and starts).
+    ranking = rank_agents(
+        agents, WALKER_DREAM, checkpoint=run, real=True, episodes=episodes, what_if=False, deterministic=True
+    )
     write_ranking_report(ranking, work / "reports" / "walker_ope")
     print(ranking_text(ranking), flush=True)
     real = ranking.real_means
