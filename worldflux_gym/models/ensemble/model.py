@@ -235,25 +235,17 @@ class EnsembleModel(WorldModel):
             # Large CPU batches run in slices whose activations stay in cache (measured ~1.3x with
             # all elites at 16k rows, neutral otherwise); the GPU, and training, take it whole.
             return torch.cat([self._forward(part, elites_only) for part in x.split(rows, dim=1)], dim=1)
-        if not inference:
-            weights = self._elite_weights() if elites_only else [(m.weight, m.bias) for m in self._layers()]
-            h = x
-            for weight, bias in weights[:-1]:
-                h = F.silu(torch.baddbmm(bias, h, weight))
-            weight, bias = weights[-1]
-            return torch.baddbmm(bias, h, weight)
-        dtype = _autocast_dtype(x.device.type)
+        dtype = _autocast_dtype(x.device.type) if inference else x.dtype
         if elites_only:
             weights = self._elite_weights(dtype)
         else:
             weights = [(m.weight.to(dtype), m.bias.to(dtype)) for m in self._layers()]
         h = x.to(dtype)
-        # A product then an in-place bias add: baddbmm would first copy the broadcast bias into
-        # its output, one more pass over every activation.
         for weight, bias in weights[:-1]:
-            h = F.silu(torch.bmm(h, weight).add_(bias), inplace=True)
+            h = F.silu(torch.baddbmm(bias, h, weight), inplace=inference)  # in place: one less allocation
         weight, bias = weights[-1]
-        return torch.bmm(h, weight).add_(bias).float()
+        out = torch.baddbmm(bias, h, weight)
+        return out.float() if inference else out
 
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw output ``[..., 2D]`` -> Gaussian mean ``[..., D]`` and log-variance ``[..., D]``
