@@ -240,6 +240,7 @@ def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
 WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v0"
 WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 1_000_000, 100_000
 WALKER_FIT_STEPS = 5000
+WALKER_RANDOM_STEPS, WALKER_BEHAVIOUR_STEPS = 10_000, 5_000  # logged data: random, then per checkpoint
 
 
 class TimedCheckpoints(BaseCallback):
@@ -295,9 +296,11 @@ def walker(work: Path, episodes: int) -> dict:
     if not (run / "metadata.json").is_file():
         log("collect behaviour data and fit ensemble:default")
         if not data.is_dir():
-            collect_to_store(WALKER_ENV, 10_000, data, seed=0, progress=False)
+            collect_to_store(WALKER_ENV, WALKER_RANDOM_STEPS, data, seed=0, progress=False)
             for i, path in enumerate(policies.values()):
-                collect_to_store(WALKER_ENV, 5_000, data, policy=path, seed=1000 * (i + 1), progress=False)
+                collect_to_store(
+                    WALKER_ENV, WALKER_BEHAVIOUR_STEPS, data, policy=path, seed=1000 * (i + 1), progress=False
+                )
         fit_world_model(
             WALKER_ENV, "ensemble:default", run, data_dir=data, steps=WALKER_FIT_STEPS, progress=False
         )
