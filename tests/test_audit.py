@@ -231,3 +231,4 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     assert (out / "agent0" / "report.md").is_file() and (out / "ranking.svg").is_file()
     agent_report = json.loads((out / "agent0" / "report.json").read_text())
     assert agent_report["config"]["deterministic"] is True
+    assert "cover the spread of starts only" in (out / "agent0" / "report.md").read_text()

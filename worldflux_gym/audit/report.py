@@ -190,7 +190,12 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
         "",
         f"- checkpoint: `{result.checkpoint}`",
         f"- real env: `{result.real_env}`; dream horizon {horizon} steps",
-        f"- confidence intervals: {result.nominal.interval.method}, {result.config.confidence:.0%}",
+        f"- confidence intervals: {result.nominal.interval.method}, {result.config.confidence:.0%}"
+        + (
+            " (deterministic dream: they cover the spread of starts only, not the model's error)"
+            if result.config.deterministic
+            else ""
+        ),
         f"- audit took {result.seconds:.1f} s",
         "",
         "## Scenarios",
