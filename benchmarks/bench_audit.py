@@ -41,7 +41,10 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   the three walking policies, but cannot order the 200k-700k block (real means within 110 of each
   other) and underrates every walking policy about 2x: dreamed walks fall after ~260 steps where
   the real ones last ~400. The sampled dream did worse (Spearman 0.20: every trained policy dreamed
-  at 200-240) and so did a model fitted 3x longer (15k updates: 0.64, 17% of the spread).
+  at 200-240) and so did a model fitted 3x longer (15k updates: 0.64, 17% of the spread). With more
+  behaviour data per checkpoint (``WALKER_BEHAVIOUR_STEPS``; 5k by default): 20k steps each,
+  Spearman 0.855 and 14.7% of the spread; 50k each, 0.655 and 14.7% (it ranks ppo_300k last but
+  one). The 200k-700k block stays unordered at every data size.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 

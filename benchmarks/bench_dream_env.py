@@ -210,6 +210,23 @@ def main() -> None:
     floor = rates["model alone: transition + decode, N=1024 (no env)"]
     print(f"\nthe env keeps {at_1024 / floor:.0%} of the bare model's rate at N=1024 (numpy out)")
     print(f"ratio dream N=1024 / real one env: {at_1024 / real_one:.1f}x (target >= 50x)")
+    # Rows above are timed one after the other, and this machine's speed drifts by +-30% over
+    # minutes; the headline ratios are also taken interleaved, and their median is reported.
+    pairs = [
+        (
+            real_single(budget / 3),
+            dream_vector(model, bank, 1024, budget / 3),
+            raw_model(model, bank, 1024, budget / 3),
+        )
+        for _ in range(1 if args.quick else 5)
+    ]
+    real_med, dream_med, bare_med = (float(np.median(column)) for column in zip(*pairs))
+    print(
+        f"interleaved x{len(pairs)}, medians: real {real_med:,.0f}/s, dream N=1024 {dream_med:,.0f}/s, bare "
+        f"model {bare_med:,.0f}/s; dream / real {np.median([d / r for r, d, _ in pairs]):.1f}x (target "
+        f">= 50x), env / bare model {np.median([d / m for _, d, m in pairs]):.0%}, dream / mbrl-lib's "
+        f"numpy path {dream_med / MBRL_LIB_NUMPY:.2f}x"
+    )
     bf16_1024 = rates["dream DreamVectorEnv N=1024, numpy out, bfloat16"]
     print(f"ratio dream N=1024 bfloat16 / real one env: {bf16_1024 / real_one:.1f}x")
     tensor_1024 = rates["dream DreamVectorEnv N=1024, tensor out"]

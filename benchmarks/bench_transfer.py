@@ -14,6 +14,11 @@ For each task, in one run on this machine:
 
 Targets (issue 6): CartPole-v1 500 with <= 10k real steps; Pendulum-v1 >= -250 with <= 10k;
 Walker2d-v5 >= 3000 with <= 300k.
+
+Walker2d-v5's dream pipeline (2026-11-22, one core, the task below): real return 640.7 +- 298 over
+10 episodes after 300k real steps and 1902 s; the collection episodes' mean return went 292 (40k
+steps) -> 276 (120k) -> 407 (200k) -> 464 (300k). Target missed. PPO with SB3 defaults on the real
+env (``bench_audit.py --stage walker``, one core): 468 after 300k steps, 1222 after 1M (1805 s).
 """
 
 from __future__ import annotations
