@@ -22,6 +22,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
 
 import worldflux_gym  # noqa: F401  (registers the WorldFlux/* ids)
 from worldflux_gym.agents import evaluate_agent, load_agent, train_agent
@@ -44,7 +45,7 @@ def random_return(real_id: str, episodes: int, seed: int) -> float:
 
 
 def dream_return(dream_id: str, agent, episodes: int, seed: int) -> float:
-    env = gym.make(dream_id)
+    env = Monitor(gym.make(dream_id))  # SB3 reads episode returns from the Monitor wrapper
     env.reset(seed=seed)
     returns, _ = evaluate_policy(agent, env, n_eval_episodes=episodes, return_episode_rewards=True)
     env.close()
