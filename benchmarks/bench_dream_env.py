@@ -1,6 +1,6 @@
 """Dream env throughput against the real env, and SB3 PPO training speed in the dream vs. reality.
 
-Measures, in one run (about 3 minutes on 2 CPU cores):
+Measures, in one run (about 6 minutes on 2 CPU cores):
 
 1. real Walker2d-v5 steps/s, one env and a gymnasium ``SyncVectorEnv`` of a few envs (random actions);
 2. the bare model's ``transition`` + ``decode`` at N = 1024 (the floor every model env pays,
@@ -12,10 +12,13 @@ Measures, in one run (about 3 minutes on 2 CPU cores):
    real env resets (other rows start from a bank of real resets);
 3. SB3 PPO fps on ``DreamSB3VecEnv`` (256 envs) against PPO on the real Walker2d-v5 (defaults).
 
-mbrl-lib is not installed here, so there is no side-by-side run against its ``ModelEnv``; the
-figures are compared with the ones DESIGN.md section 7 gives for it (~206k transitions/s at batch
-1029 through its numpy path, ~289k through its tensor path, measured on an idle machine with 2
-threads), and said so. The share of the bare model's rate the env keeps is the like-for-like figure.
+4. the headline ratios from 5 interleaved rounds (median): real one env, dream N=1024 (numpy,
+   tensor, bfloat16), the bare model, and mbrl-lib's ``ModelEnv`` over its MBPO ensemble (same 7 x
+   4x200 SiLU, one random member per row, N=1029) when mbrl-lib is installed: ``pip install
+   --no-deps mbrl==0.2.0 && pip install hydra-core omegaconf termcolor tqdm matplotlib`` in a
+   separate venv next to this package. Without it, DESIGN.md section 7's figures for it are used
+   (~206k transitions/s at batch 1029 through its numpy path, ~289k through its tensor path) and
+   the output says so.
 
 Usage: ``python benchmarks/bench_dream_env.py [--quick] [--threads 2]`` on an otherwise idle machine
 (with other work on one core, use ``OMP_NUM_THREADS=1 ... --threads 1``: two threads sharing a
@@ -144,6 +147,39 @@ def raw_model(model, bank: np.ndarray, num_envs: int, budget: float, precision=t
         return timed(step, budget, num_envs)
 
 
+def mbrl_lib_model_env(bank: np.ndarray, batch: int, budget: float, tensors: bool) -> float | None:
+    """mbrl-lib's ``ModelEnv`` over its MBPO ensemble (7 x 4x200 SiLU, one random member per row),
+    Walker2d-v5's hand-written termination, sampling on: the peer at equal work. ``None`` when
+    mbrl-lib is not installed (``pip install --no-deps mbrl==0.2.0 hydra-core omegaconf``)."""
+    try:
+        import mbrl.env.termination_fns as termination_fns
+        from mbrl.models import GaussianMLP, ModelEnv, OneDTransitionRewardModel
+        from omegaconf import OmegaConf
+    except ImportError:
+        return None
+    real = gym.make(REAL_ENV)
+    obs_dim, act_dim = real.observation_space.shape[0], real.action_space.shape[0]
+    network = GaussianMLP(
+        obs_dim + act_dim, obs_dim + 1, "cpu", num_layers=4, ensemble_size=7, hid_size=200,
+        propagation_method="random_model", activation_fn_cfg=OmegaConf.create({"_target_": "torch.nn.SiLU"}),
+    )  # fmt: skip
+    dynamics = OneDTransitionRewardModel(network, target_is_delta=True, normalize=True, learned_rewards=True)
+    model_env = ModelEnv(real, dynamics, termination_fns.walker2d, generator=torch.Generator().manual_seed(0))
+    start = bank[np.arange(batch) % len(bank)].astype(np.float32)
+    state = model_env.reset(start, return_as_np=not tensors)
+    actions = np.random.default_rng(0).uniform(-1, 1, (8, batch, act_dim)).astype(np.float32)
+    if tensors:
+        actions = torch.as_tensor(actions)
+    counter = iter(range(10**9))
+
+    def step():
+        nonlocal state
+        _, _, _, state = model_env.step(actions[next(counter) % 8], state, sample=True)
+
+    with torch.no_grad():
+        return timed(step, budget, batch)
+
+
 def ppo_fps(env, total: int, **ppo_kwargs) -> float:
     from stable_baselines3 import PPO
 
@@ -210,33 +246,52 @@ def main() -> None:
     floor = rates["model alone: transition + decode, N=1024 (no env)"]
     print(f"\nthe env keeps {at_1024 / floor:.0%} of the bare model's rate at N=1024 (numpy out)")
     print(f"ratio dream N=1024 / real one env: {at_1024 / real_one:.1f}x (target >= 50x)")
-    # Rows above are timed one after the other, and this machine's speed drifts by +-30% over
-    # minutes; the headline ratios are also taken interleaved, and their median is reported.
-    pairs = [
-        (
-            real_single(budget / 3),
-            dream_vector(model, bank, 1024, budget / 3),
-            raw_model(model, bank, 1024, budget / 3),
-        )
-        for _ in range(1 if args.quick else 5)
-    ]
-    real_med, dream_med, bare_med = (float(np.median(column)) for column in zip(*pairs))
-    print(
-        f"interleaved x{len(pairs)}, medians: real {real_med:,.0f}/s, dream N=1024 {dream_med:,.0f}/s, bare "
-        f"model {bare_med:,.0f}/s; dream / real {np.median([d / r for r, d, _ in pairs]):.1f}x (target "
-        f">= 50x), env / bare model {np.median([d / m for _, d, m in pairs]):.0%}, dream / mbrl-lib's "
-        f"numpy path {dream_med / MBRL_LIB_NUMPY:.2f}x"
-    )
     bf16_1024 = rates["dream DreamVectorEnv N=1024, numpy out, bfloat16"]
     print(f"ratio dream N=1024 bfloat16 / real one env: {bf16_1024 / real_one:.1f}x")
-    tensor_1024 = rates["dream DreamVectorEnv N=1024, tensor out"]
+
+    # Rows above are timed one after the other, and this machine's speed drifts by +-30% over
+    # minutes: the headline ratios are taken from interleaved rounds instead (median of 5). The
+    # peer is mbrl-lib's ModelEnv when installed (its random-member propagation needs a batch
+    # divisible by its 7 members: 1029 = 7 x 147), else DESIGN.md's figures for it.
+    def one_round() -> dict[str, float]:
+        measured = {
+            "real one env": real_single(budget / 3),
+            "dream N=1024 numpy": dream_vector(model, bank, 1024, budget / 3),
+            "dream N=1024 tensor": dream_vector(model, bank, 1024, budget / 3, tensor_output=True),
+            "dream N=1024 numpy bf16": dream_vector(model, bank, 1024, budget / 3, precision="bfloat16"),
+            "bare model N=1024": raw_model(model, bank, 1024, budget / 3),
+            "mbrl-lib numpy N=1029": mbrl_lib_model_env(bank, 1029, budget / 3, tensors=False),
+            "mbrl-lib tensor N=1029": mbrl_lib_model_env(bank, 1029, budget / 3, tensors=True),
+        }
+        return {k: v for k, v in measured.items() if v is not None}
+
+    rounds = [one_round() for _ in range(1 if args.quick else 5)]
+    median = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}
+
+    def ratio(a: str, b: str) -> float:
+        return float(np.median([r[a] / r[b] for r in rounds]))
+
+    print(f"\ninterleaved, {len(rounds)} rounds, medians (steps/s):")
+    for name, rate in median.items():
+        print(f"  {name:<56} {rate:>12,.0f}")
     print(
-        "vs mbrl-lib ModelEnv (its figures from DESIGN.md s.7, idle machine; mbrl-lib is not installed "
-        f"here): N=1024 numpy {at_1024 / MBRL_LIB_NUMPY:.2f}x its numpy path, "
-        f"tensor {tensor_1024 / MBRL_LIB_TENSOR:.2f}x its tensor path; bare model "
-        f"{floor / MBRL_LIB_TENSOR:.2f}x its tensor path; bfloat16 N=1024 numpy "
-        f"{bf16_1024 / MBRL_LIB_NUMPY:.2f}x its numpy path"
+        f"dream N=1024 numpy / real one env: {ratio('dream N=1024 numpy', 'real one env'):.1f}x "
+        "(target >= 50x)"
     )
+    print(f"env / bare model at N=1024: {ratio('dream N=1024 numpy', 'bare model N=1024'):.0%}")
+    if "mbrl-lib numpy N=1029" in median:
+        for ours, theirs in (
+            ("dream N=1024 numpy", "mbrl-lib numpy N=1029"),
+            ("dream N=1024 tensor", "mbrl-lib tensor N=1029"),
+            ("dream N=1024 numpy bf16", "mbrl-lib numpy N=1029"),
+        ):
+            print(f"{ours} / {theirs}: {ratio(ours, theirs):.2f}x (target >= 1)")
+    else:
+        print(
+            "mbrl-lib is not installed: vs DESIGN.md s.7's idle-machine figures, dream N=1024 numpy "
+            f"{median['dream N=1024 numpy'] / MBRL_LIB_NUMPY:.2f}x its numpy path, tensor "
+            f"{median['dream N=1024 tensor'] / MBRL_LIB_TENSOR:.2f}x its tensor path"
+        )
 
     # --- PPO: dream (SB3 adapter, 256 envs) vs real (defaults, one env) -------------------------
     dream_total = 16_384 if args.quick else 262_144
