@@ -150,7 +150,7 @@ def raw_model(model, bank: np.ndarray, num_envs: int, budget: float, precision=t
 def mbrl_lib_model_env(bank: np.ndarray, batch: int, budget: float, tensors: bool) -> float | None:
     """mbrl-lib's ``ModelEnv`` over its MBPO ensemble (7 x 4x200 SiLU, one random member per row),
     Walker2d-v5's hand-written termination, sampling on: the peer at equal work. ``None`` when
-    mbrl-lib is not installed (``pip install --no-deps mbrl==0.2.0 hydra-core omegaconf``)."""
+    mbrl-lib is not installed (see the module docstring for how to install it next to this package)."""
     try:
         import mbrl.env.termination_fns as termination_fns
         from mbrl.models import GaussianMLP, ModelEnv, OneDTransitionRewardModel

@@ -2,8 +2,9 @@
 
 Measures the ``ensemble:default`` preset (7 members, 5 elites, 4x200) on Walker2d-v5's spaces, at
 several batch sizes, with ``report_uncertainty`` on (all elites run on every row) and off (each row
-runs only its own member). Peer figure on this machine (DESIGN.md section 7): mbrl-lib's ModelEnv,
-same ensemble, ~206k (numpy path) to ~289k (tensor path) transitions/s at batch 1029 with 2 threads.
+runs only its own member). Peer: mbrl-lib's whole ModelEnv step over the same ensemble, measured side
+by side by ``bench_dream_env.py`` (2026-11-22, idle, 2 threads, N=1029): 277k (numpy path) and 319k
+(tensor path) transitions/s; DESIGN.md section 7 had ~206k / ~289k.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_ensemble_step.py [--threads 2] [--seconds 1.0]
 """
