@@ -329,7 +329,7 @@ def test_cached_elite_weights_follow_weight_updates(pendulum):
     with torch.inference_mode():
         after = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
     fresh = copy.deepcopy(model)  # no cache carried over: new storage
-    fresh._elite_cache = None
+    fresh.__dict__.pop("_weight_cache", None)
     with torch.inference_mode():
         expected = fresh.transition(fresh.encode(batch.obs), batch.action, deterministic=True)["obs"]
     assert not torch.allclose(before, after)
@@ -354,3 +354,24 @@ def test_large_cpu_batches_in_slices_give_the_same_step(walker, monkeypatch):
         torch.testing.assert_close(a.obs, b.obs)
         torch.testing.assert_close(a.continue_logits, b.continue_logits)
     torch.testing.assert_close(whole[0].uncertainty, sliced[0].uncertainty)
+
+
+def test_cpu_imagination_computes_what_training_computes(walker, monkeypatch):
+    # Imagination on the CPU runs member by member through oneDNN's fused product + SiLU, or
+    # F.linear where a build has no oneDNN; training runs one batched product per layer. All three
+    # must be the same function of the weights.
+    import worldflux_gym.models.ensemble.model as ensemble_model
+
+    model, batch = walker.model, walker.held_out_transitions()
+    x = model._features(batch.obs, batch.action).expand(model.config.members, -1, -1)
+    with torch.enable_grad():
+        reference = model._forward(x).detach()
+        reference_continue = model._continue_logits(batch.next_obs).detach()
+    outputs = {}
+    for name, fused in (("oneDNN", ensemble_model._FUSED_LINEAR), ("plain", None)):
+        monkeypatch.setattr(ensemble_model, "_FUSED_LINEAR", fused)
+        with torch.inference_mode():
+            outputs[name] = (model._forward(x), model._continue_logits(batch.next_obs))
+    for name, (out, continue_logits) in outputs.items():
+        torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(continue_logits, reference_continue, rtol=1e-4, atol=1e-4, msg=name)

@@ -343,10 +343,10 @@ class DreamBatch:
         """Replace rows ``rows`` (indices) of the state and observation with fresh starts."""
         state, obs = self._start_states(len(rows))
         self.state = State(
-            {k: v.index_put((rows,), state[k].to(v.dtype)) for k, v in self.state.tensors.items()},
+            {k: v.index_copy(0, rows, state[k].to(v.dtype)) for k, v in self.state.tensors.items()},
             self.state.meta,
         )
-        self.obs = self.obs.index_put((rows,), obs)
+        self.obs = self.obs.index_copy(0, rows, obs)
         self.elapsed[rows] = 0
         self.returns[rows] = 0.0
         self.ended[rows] = False

@@ -118,7 +118,7 @@ class BankStarts(StartSource):
 
     def sample(self, n: int) -> Start:
         index = torch.as_tensor(self.rng.integers(0, len(self.obs), size=n), device=self.obs.device)
-        return Start(self.obs[index])
+        return Start(self.obs.index_select(0, index))
 
 
 class BranchedStarts(StartSource):
