@@ -207,6 +207,20 @@ def test_bad_box_actions_raise_clear_errors(action, message):
         env.step(action)
 
 
+def test_unbounded_box_actions_must_still_be_finite():
+    # On a bounded Box one comparison pass catches NaN and inf; an unbounded one checks finiteness itself.
+    from gymnasium import spaces
+
+    obs_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    model = create_world_model("tiny-mlp:ci", obs_space, spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    env = DreamEnv(model.eval(), starts="bank", start_bank=np.zeros((4, 3), np.float32))
+    env.reset(seed=0)
+    env.step(np.array([1e6, -1e6], np.float32))  # any finite value is inside
+    for bad in (np.inf, -np.inf, np.nan):
+        with pytest.raises(ActionError, match="finite"):
+            env.step(np.array([0.0, bad], np.float32))
+
+
 @pytest.mark.parametrize(
     "action, message", [(2, "outside"), (-1, "outside"), (1.0, "integers"), (np.array([1]), "shape")]
 )

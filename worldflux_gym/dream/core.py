@@ -225,6 +225,7 @@ class DreamBatch:
             self._act_low, self._act_high = self.action_space.low, self.action_space.high
             self._act_low_t = torch.as_tensor(self.action_space.low, device=self.device)
             self._act_high_t = torch.as_tensor(self.action_space.high, device=self.device)
+            self._act_bounded = bool(np.isfinite(self._act_low).all() and np.isfinite(self._act_high).all())
 
         self.real_env_id = self._real_env_id(real_env)
         self.starts = self._make_starts(starts, real_env, start_bank, buffer, context)
@@ -347,9 +348,9 @@ class DreamBatch:
             self.state.meta,
         )
         self.obs = self.obs.index_copy(0, rows, obs)
-        self.elapsed[rows] = 0
-        self.returns[rows] = 0.0
-        self.ended[rows] = False
+        self.elapsed.index_fill_(0, rows, 0)
+        self.returns.index_fill_(0, rows, 0.0)
+        self.ended.index_fill_(0, rows, False)
 
     # --- actions -------------------------------------------------------------------------------
     def check_actions(self, actions: Any, batched: bool = True) -> torch.Tensor:
@@ -385,15 +386,20 @@ class DreamBatch:
             return tensor if batched else tensor.reshape(1)
         if kind != "f":
             raise ActionError(f"Box actions must be floating point, got dtype {actions.dtype}")
+        if is_tensor:
+            tensor = actions.to(self.device, torch.float32)
+            inside = (tensor >= self._act_low_t) & (tensor <= self._act_high_t)
+        else:
+            inside = (actions >= self._act_low) & (actions <= self._act_high)
+            tensor = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        # NaN compares false, and so does inf within finite bounds: one pass checks both on the
+        # usual bounded Box; an unbounded one needs the finiteness check of its own.
+        if self._act_bounded and bool(inside.all()):
+            return tensor if batched else tensor.unsqueeze(0)
         finite = torch.isfinite(actions) if is_tensor else np.isfinite(actions)
         if not bool(finite.all()):
             raise ActionError(f"actions must be finite, got {_examples(actions, ~finite)}")
-        if is_tensor:
-            tensor = actions.to(self.device, torch.float32)
-            outside = (tensor < self._act_low_t) | (tensor > self._act_high_t)
-        else:
-            outside = (actions < self._act_low) | (actions > self._act_high)
-            tensor = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        outside = ~inside
         if bool(outside.any()):
             if not self.clip_actions:
                 raise ActionError(
@@ -485,13 +491,12 @@ class DreamBatch:
     def _apply_next_step_reset(self, result: StepResult, rows_mask: torch.Tensor) -> None:
         """NEXT_STEP autoreset: rows that ended last step start again now; their action is ignored."""
         self._reset_rows(torch.nonzero(rows_mask).flatten())
-        zero = torch.zeros_like
         result.obs = self.obs
-        result.reward = torch.where(rows_mask, zero(result.reward), result.reward)
+        result.reward = result.reward.masked_fill(rows_mask, 0.0)
         result.terminated = result.terminated & ~rows_mask
         result.truncated = result.truncated & ~rows_mask
         if result.uncertainty is not None:
-            result.uncertainty = torch.where(rows_mask, zero(result.uncertainty), result.uncertainty)
+            result.uncertainty = result.uncertainty.masked_fill(rows_mask, 0.0)
         if result.halted is not None:
             result.halted = result.halted & ~rows_mask
         result.reset = rows_mask
