@@ -283,7 +283,12 @@ def train_walker_ppo(folder: Path) -> dict[str, Path]:
     return policies
 
 
-def walker(work: Path, episodes: int) -> dict:
+def walker(
+    work: Path,
+    episodes: int,
+    behaviour_steps: int = WALKER_BEHAVIOUR_STEPS,
+    fit_steps: int = WALKER_FIT_STEPS,
+) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in an ``ensemble:default`` dream fitted on the logged data
     of those behaviour policies (the DOPE setting: random data alone never shows walking). About 25
@@ -302,10 +307,10 @@ def walker(work: Path, episodes: int) -> dict:
             collect_to_store(WALKER_ENV, WALKER_RANDOM_STEPS, data, seed=0, progress=False)
             for i, path in enumerate(policies.values()):
                 collect_to_store(
-                    WALKER_ENV, WALKER_BEHAVIOUR_STEPS, data, policy=path, seed=1000 * (i + 1), progress=False
+                    WALKER_ENV, behaviour_steps, data, policy=path, seed=1000 * (i + 1), progress=False
                 )
         fit_world_model(
-            WALKER_ENV, "ensemble:default", run, data_dir=data, steps=WALKER_FIT_STEPS, progress=False
+            WALKER_ENV, "ensemble:default", run, data_dir=data, steps=fit_steps, progress=False
         )
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes")
     agents = {"random": _walker_random(), **policies}
@@ -343,11 +348,15 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/worldflux-bench-audit")
     parser.add_argument("--stage", choices=("prepare", "ope", "exploitation", "all", "walker"), default="all")
     parser.add_argument("--episodes", type=int, default=100, help="audited episodes per policy")
+    parser.add_argument(
+        "--walker-behaviour-steps", type=int, default=WALKER_BEHAVIOUR_STEPS, help="logged steps each"
+    )
+    parser.add_argument("--walker-fit-steps", type=int, default=WALKER_FIT_STEPS, help="model updates")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.workdir)
     if args.stage == "walker":  # separate: about 15 minutes more on 2 busy cores
-        results = walker(work, args.episodes)
+        results = walker(work, args.episodes, args.walker_behaviour_steps, args.walker_fit_steps)
         (work / "results_walker.json").write_text(json.dumps(results, indent=2) + "\n")
         print(
             f"\nWalker2d-v5 OPE: Spearman {results['spearman']:.3f}, MAE {results['mean_absolute_error']:.1f}"
