@@ -309,9 +309,7 @@ def walker(
                 collect_to_store(
                     WALKER_ENV, behaviour_steps, data, policy=path, seed=1000 * (i + 1), progress=False
                 )
-        fit_world_model(
-            WALKER_ENV, "ensemble:default", run, data_dir=data, steps=fit_steps, progress=False
-        )
+        fit_world_model(WALKER_ENV, "ensemble:default", run, data_dir=data, steps=fit_steps, progress=False)
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes")
     agents = {"random": _walker_random(), **policies}
     # Mean transitions: over Walker's 1000-step episodes the sampled dream compounds its noise and
