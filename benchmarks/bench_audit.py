@@ -42,9 +42,22 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   other) and underrates every walking policy about 2x: dreamed walks fall after ~260 steps where
   the real ones last ~400. The sampled dream did worse (Spearman 0.20: every trained policy dreamed
   at 200-240) and so did a model fitted 3x longer (15k updates: 0.64, 17% of the spread). With more
-  behaviour data per checkpoint (``WALKER_BEHAVIOUR_STEPS``; 5k by default): 20k steps each,
+  behaviour data per checkpoint (``WALKER_BEHAVIOUR_STEPS``, 5k then): 20k steps each,
   Spearman 0.855 and 14.7% of the spread; 50k each, 0.655 and 14.7% (it ranks ppo_300k last but
   one). The 200k-700k block stays unordered at every data size.
+- Walker2d-v5 OPE, third session (2026-11-29, a faster machine: the same PPO recipe ran 1M steps in
+  478 s and trained much better walkers; real means random 2.5, 100k 319, 200k 399, 300k 621, 400k
+  1660, 500k 1872, 600k 1872, 700k 1893, 800k 2225, 900k 1991, 1000k 1948; spread 2223), model fitted
+  on 10k random + N steps of each checkpoint for U updates, mean-transition dream, 50 episodes each:
+  N=5k, U=5k: Spearman 0.318, 38.7% of the spread (walkers dreamed at 400-1170: the dreamed walker
+  drifts out of the healthy range within ~170 steps; with Walker2d's true termination rule in place
+  of the learned head the same: 0.318, 39.8%, so the dynamics drift, not the termination head);
+  N=20k, U=10k: 0.836, 17.0%; **N=50k, U=20k: Spearman 0.945 (target met), 12.3% (missed)**;
+  **N=50k, U=40k: 0.818 (missed), 6.2% (met)**; N=100k, U=40k: 0.700, 17.8% (now the walkers are
+  overrated, 2000-2960). The sampled dream with the N=50k, U=20k model: 0.809, 42.5% (every walker
+  dreamed at 390-530). Both targets are never met by one model: five of the walkers' real means lie
+  within 120 of each other (1872-1991), and their dreamed order changes from fit to fit. Defaults
+  below: N=50k, U=20k (about 9 minutes of collection and fitting on one core).
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
@@ -242,8 +255,8 @@ def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
 # --- Walker2d-v5: off-policy evaluation only --------------------------------------------------------
 WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v0"
 WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 1_000_000, 100_000
-WALKER_FIT_STEPS = 5000
-WALKER_RANDOM_STEPS, WALKER_BEHAVIOUR_STEPS = 10_000, 5_000  # logged data: random, then per checkpoint
+WALKER_FIT_STEPS = 20_000
+WALKER_RANDOM_STEPS, WALKER_BEHAVIOUR_STEPS = 10_000, 50_000  # logged data: random, then per checkpoint
 
 
 class TimedCheckpoints(BaseCallback):
@@ -291,8 +304,8 @@ def walker(
 ) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in an ``ensemble:default`` dream fitted on the logged data
-    of those behaviour policies (the DOPE setting: random data alone never shows walking). About 25
-    minutes on one core once the PPO run (30 minutes) exists."""
+    of those behaviour policies (the DOPE setting: random data alone never shows walking). About 12
+    minutes on one core of the third session's machine once the PPO run (8 minutes there) exists."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.data import collect_to_store
