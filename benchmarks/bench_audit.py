@@ -280,7 +280,7 @@ class TimedCheckpoints(BaseCallback):
         return True
 
 
-def train_walker_ppo(folder: Path) -> dict[str, Path]:
+def train_walker_ppo(folder: Path, seed: int = 0) -> dict[str, Path]:
     """One PPO run (SB3 defaults) on the real Walker2d-v5, saved every ``WALKER_SAVE_EVERY`` steps."""
     picks = range(WALKER_SAVE_EVERY, WALKER_PPO_STEPS + 1, WALKER_SAVE_EVERY)
     policies = {f"ppo_{s // 1000}k": folder / f"ppo_{s}_steps.zip" for s in picks}
@@ -291,7 +291,7 @@ def train_walker_ppo(folder: Path) -> dict[str, Path]:
         log(f"PPO on real {WALKER_ENV} for {WALKER_PPO_STEPS} steps")
         folder.mkdir(parents=True, exist_ok=True)
         env = gym.make(WALKER_ENV)
-        agent = PPO("MlpPolicy", env, seed=0, device="cpu", verbose=0)
+        agent = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
         agent.learn(WALKER_PPO_STEPS, callback=TimedCheckpoints(WALKER_SAVE_EVERY, folder))
         env.close()
     return policies
@@ -303,6 +303,7 @@ def walker(
     behaviour_steps: int = WALKER_BEHAVIOUR_STEPS,
     fit_steps: int = WALKER_FIT_STEPS,
     fits: int = WALKER_FITS,
+    ppo_seed: int = 0,
 ) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in ``ensemble:default`` dreams fitted on the logged data
@@ -320,7 +321,7 @@ def walker(
     from worldflux_gym.training import fit_world_model
 
     folder = work / "walker"
-    policies = train_walker_ppo(folder / "ppo")
+    policies = train_walker_ppo(folder / "ppo", ppo_seed)
     data = folder / "data"
     if not data.is_dir():
         log("collect behaviour data")
@@ -406,7 +407,12 @@ def main() -> None:
     work = Path(args.workdir)
     if args.stage == "walker":  # separate: about 15 minutes more on 2 busy cores
         results = walker(
-            work, args.episodes, args.walker_behaviour_steps, args.walker_fit_steps, args.walker_fits
+            work,
+            args.episodes,
+            args.walker_behaviour_steps,
+            args.walker_fit_steps,
+            args.walker_fits,
+            args.walker_ppo_seed,
         )
         (work / "results_walker.json").write_text(json.dumps(results, indent=2) + "\n")
         for fit in results["per_fit"]:
