@@ -402,6 +402,9 @@ def main() -> None:
     parser.add_argument(
         "--walker-fits", type=int, default=WALKER_FITS, help="models averaged (seeds 0, 1, ...)"
     )
+    parser.add_argument(
+        "--walker-ppo-seed", type=int, default=0, help="seed of the real PPO run (the policies)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.workdir)
