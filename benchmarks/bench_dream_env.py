@@ -38,6 +38,7 @@ import torch
 
 from worldflux_gym import create_world_model
 from worldflux_gym.core.checkpoint import from_pretrained
+from worldflux_gym.core.model import WorldModel
 from worldflux_gym.dream import DreamEnv, DreamSB3VecEnv, DreamVectorEnv
 
 REAL_ENV = "Walker2d-v5"
@@ -149,7 +150,7 @@ def raw_model(model, bank: np.ndarray, num_envs: int, budget: float, precision=t
 
 
 def mbrl_lib_model_env(
-    bank: np.ndarray, batch: int, budget: float, tensors: bool, learned_termination=None
+    bank: np.ndarray, batch: int, budget: float, tensors: bool, learned_termination: WorldModel | None = None
 ) -> float | None:
     """mbrl-lib's ``ModelEnv`` over its MBPO ensemble (7 x 4x200 SiLU, one random member per row),
     sampling on. Its termination is Walker2d-v5's hand-written function, or with
