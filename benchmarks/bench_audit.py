@@ -263,6 +263,7 @@ WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v0"
 WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 1_000_000, 100_000
 WALKER_FIT_STEPS = 20_000
 WALKER_FITS = 3  # models fitted on the same data (trainer seeds 0, 1, 2); their dream returns are averaged
+WALKER_WINDOWS = 128  # windows per update when fitting open loop
 WALKER_RANDOM_STEPS, WALKER_BEHAVIOUR_STEPS = 10_000, 50_000  # logged data: random, then per checkpoint
 
 
@@ -310,6 +311,7 @@ def walker(
     fit_steps: int = WALKER_FIT_STEPS,
     fits: int = WALKER_FITS,
     ppo_seed: int = 0,
+    open_loop: int = 1,
 ) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in ``ensemble:default`` dreams fitted on the logged data
@@ -319,7 +321,10 @@ def walker(
     reported, and the estimate is the mean of their dream returns per policy: from fit to fit the
     dreamed walkers' returns move by hundreds (seed 0/1/2 at N=50k, U=20k: Spearman 0.945 / 0.855 /
     0.855), more than the real gaps between them. About 8 minutes per fit plus 3 per audit on one
-    core of the third session's machine, once the PPO run (8 minutes there) exists."""
+    core of the third session's machine, once the PPO run (8 minutes there) exists.
+
+    ``open_loop`` H > 1 fits the ensemble with its open-loop term over ``WALKER_WINDOWS`` windows of
+    H steps per update (H=8: 1024 transitions per update, ~7x the seconds of a one-step update)."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.audit.stats import spearman
@@ -340,9 +345,11 @@ def walker(
     for seed, run in enumerate(runs):
         if not (run / "metadata.json").is_file():
             log(f"fit ensemble:default, trainer seed {seed}")
+            windows = {"sequence_length": open_loop, "batch_size": WALKER_WINDOWS} if open_loop > 1 else {}
             fit_world_model(
-                WALKER_ENV, "ensemble:default", run, data_dir=data, steps=fit_steps, seed=seed, progress=False
-            )
+                WALKER_ENV, "ensemble:default", run, data_dir=data, steps=fit_steps, seed=seed,
+                progress=False, **windows,
+            )  # fmt: skip
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes x {fits} models")
     rankings = []
     for seed, run in enumerate(runs):
@@ -411,6 +418,9 @@ def main() -> None:
     parser.add_argument(
         "--walker-ppo-seed", type=int, default=0, help="seed of the real PPO run (the policies)"
     )
+    parser.add_argument(
+        "--walker-open-loop", type=int, default=1, help="fit with the open-loop term over H steps (1: off)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.workdir)
@@ -422,6 +432,7 @@ def main() -> None:
             args.walker_fit_steps,
             args.walker_fits,
             args.walker_ppo_seed,
+            args.walker_open_loop,
         )
         (work / "results_walker.json").write_text(json.dumps(results, indent=2) + "\n")
         for fit in results["per_fit"]:

@@ -16,7 +16,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
-from worldflux_gym.core import ConfigError, SpaceError, create_world_model, from_pretrained
+from worldflux_gym.core import ConfigError, SequenceBatch, SpaceError, create_world_model, from_pretrained
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
 from worldflux_gym.data.episode import Episode
 from worldflux_gym.training.trainer import Trainer, TrainerConfig
@@ -79,6 +79,14 @@ def pendulum(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def pendulum_open_loop(tmp_path_factory):
+    # 256 windows of 8 steps per update. (With 32 windows, the one-step fit's 256 transitions, the
+    # 30-step error was twice the one-step fit's: too few windows per update.)
+    folder = tmp_path_factory.mktemp("open_loop")
+    return Fitted(TORQUE_COST_PENDULUM, 4000, 1000, folder, sequence_length=8, batch_size=256)
+
+
+@pytest.fixture(scope="module")
 def walker(tmp_path_factory):
     # Random Walker2d episodes fall after ~20 steps: 5000 steps hold ~220 real terminations.
     return Fitted("Walker2d-v5", 5000, 800, tmp_path_factory.mktemp("walker"), hidden=64, layers=3)
@@ -100,16 +108,38 @@ def test_one_and_ten_step_errors_beat_persistence(name, request):
     one_step = fitted.predict(batch.obs, batch.action, deterministic=True).obs
     assert _mse(one_step, batch.next_obs) < 0.5 * _mse(batch.obs, batch.next_obs)
 
-    # Open loop: from o_t, imagine 10 steps under the real actions a_t..a_{t+9}, compare with o_{t+10}.
-    starts = [(e, t) for e in fitted.held_out for t in range(0, len(e) - HORIZON + 1, 3)]
-    assert len(starts) > 50
+    imagined, real, start = _open_loop(fitted, HORIZON)
+    assert len(start) > 50
+    assert _mse(imagined, real) < 0.5 * _mse(start, real)
+
+
+def _open_loop(fitted: Fitted, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From held-out o_t, imagine ``horizon`` steps under the real actions a_t..a_{t+h-1} (mean
+    transitions): returns the imagined and the real o_{t+h}, and o_t."""
+    starts = [(e, t) for e in fitted.held_out for t in range(0, len(e) - horizon + 1, 3)]
     obs0 = torch.tensor(np.stack([e.obs[t] for e, t in starts]), dtype=torch.float32)
-    actions = torch.tensor(np.stack([e.action[t : t + HORIZON] for e, t in starts]))
-    obs_h = torch.tensor(np.stack([e.obs[t + HORIZON] for e, t in starts]), dtype=torch.float32)
+    actions = torch.tensor(np.stack([e.action[t : t + horizon] for e, t in starts]))
+    obs_h = torch.tensor(np.stack([e.obs[t + horizon] for e, t in starts]), dtype=torch.float32)
     with torch.no_grad():
         traj = fitted.model.rollout(fitted.model.encode(obs0), actions, deterministic=True)
-    assert traj.obs.shape == (HORIZON, len(starts), obs0.shape[1])
-    assert _mse(traj.obs[-1], obs_h) < 0.5 * _mse(obs0, obs_h)
+    assert traj.obs.shape == (horizon, len(starts), obs0.shape[1])
+    return traj.obs[-1], obs_h, obs0
+
+
+def test_open_loop_training_cuts_the_long_horizon_error(pendulum, pendulum_open_loop):
+    # The same data and number of updates; trained on 8-step windows with the open-loop term, the
+    # model's 30-step imagination drifts less from held-out reality. Measured: 0.0015-0.0024 against
+    # 0.0087-0.0116 (seeds 0-2). Not from the windows' extra transitions alone: the same windows
+    # without the term gave 0.0082, and the one-step fit with 2048 transitions per update 0.0178.
+    assert pendulum_open_loop.model.batch_type is SequenceBatch
+    assert "val/open_loop_mse" in pendulum_open_loop.metrics
+    one_step, real, _ = _open_loop(pendulum, 30)
+    open_loop, _, _ = _open_loop(pendulum_open_loop, 30)
+    assert _mse(open_loop, real) < 0.8 * _mse(one_step, real)
+    # ... without giving up its one-step accuracy (still far better than persistence).
+    batch = pendulum_open_loop.held_out_transitions()
+    predicted = pendulum_open_loop.predict(batch.obs, batch.action, deterministic=True).obs
+    assert _mse(predicted, batch.next_obs) < 0.5 * _mse(batch.obs, batch.next_obs)
 
 
 def test_pendulum_reward_is_predicted_from_the_action_taken(pendulum):
@@ -301,6 +331,8 @@ def test_spaces_and_config_errors(pendulum_spaces):
         create_world_model("ensemble:ci", spaces.Box(0, 255, (64, 64, 3), np.uint8), pendulum_spaces[1])
     with pytest.raises(ConfigError, match="elites"):
         create_world_model("ensemble:ci", *pendulum_spaces, members=2, elites=3)
+    with pytest.raises(ConfigError, match="sequence_length"):
+        create_world_model("ensemble:ci", *pendulum_spaces, sequence_length=0)
 
 
 def test_presets_in_the_catalog():

@@ -14,6 +14,15 @@ bounds, the small bound regulariser of PETS, and binary cross-entropy of the con
 real ``o_{t+1}`` against ``batch.continue_target()`` (real terminations only; time limits count as
 continuing).
 
+With ``sequence_length`` H > 1 the model trains on windows of H real steps and adds an open-loop
+term: each member feeds its own mean predictions back for H steps from the window's first real
+observation, and its squared error against the real observations and rewards along the window
+(normalised like the one-step target) joins the loss with weight ``open_loop_weight``. One-step
+likelihood alone lets small biases compound over a long dream (a dreamed walker's height drifts out
+of the healthy range in ~170 steps); the open-loop term trains against exactly that drift, as
+multi-step losses do in PlaNet's overshooting and TD-MPC2's latent consistency. Elites are then
+the members with the lowest open-loop error.
+
 Data-dependent state, all kept as buffers so that it is saved with the weights:
 
 - ``adapt_to_data`` fits the input normalisation (observation and action features) and the target
@@ -52,6 +61,7 @@ from worldflux_gym.core import (
     LossOutput,
     ModelOutput,
     Preset,
+    SequenceBatch,
     SpaceError,
     State,
     TransitionBatch,
@@ -78,6 +88,9 @@ class EnsembleConfig:
     logvar_bound_weight: float = 0.01  # PETS: pulls max_logvar down and min_logvar up
     termination_weight: float = 1.0  # weight of the continue-logit BCE in the loss
     termination_hidden: int = 64  # width of the two hidden layers of the termination MLP
+    sequence_length: int = 1  # H: steps of the open-loop training rollout; 1 = one-step likelihood only
+    open_loop_weight: float = 1.0  # weight of the open-loop error when sequence_length > 1
+    batch_size: int = 256  # per update: transitions, or windows of H steps when sequence_length > 1
 
 
 class EnsembleLinear(nn.Module):
@@ -177,6 +190,12 @@ class EnsembleModel(WorldModel):
             )
         if config.layers < 1 or config.hidden < 1:
             raise ConfigError(f"need at least one hidden layer of width >= 1, got {config}")
+        if config.sequence_length < 1:
+            raise ConfigError(
+                f"sequence_length must be >= 1 (1: one-step training), got {config.sequence_length}"
+            )
+        # The trainer samples what batch_type says: windows only when there is an open-loop term.
+        self.batch_type = SequenceBatch if config.sequence_length > 1 else TransitionBatch
 
         self.obs_dim = observation_dim(observation_space)
         self.target_dim = self.obs_dim + 1  # [delta obs, reward]
@@ -205,8 +224,10 @@ class EnsembleModel(WorldModel):
 
     # --- the network ------------------------------------------------------------------------------
     def _features(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Normalised network input ``[N, obs_dim + action_dim]``."""
-        x = torch.cat([obs.float(), action_features(action, self.action_space)], dim=-1)
+        """Normalised network input ``[..., N, obs_dim + action_dim]`` (``obs`` may carry a leading
+        members dimension that ``action`` ``[N, ...]`` lacks)."""
+        act = action_features(action, self.action_space)
+        x = torch.cat([obs.float(), act.expand(*obs.shape[:-1], -1)], dim=-1)
         return (x - self.input_mean) / self.input_std
 
     def _targets(self, batch: TransitionBatch) -> torch.Tensor:
@@ -327,38 +348,63 @@ class EnsembleModel(WorldModel):
             mean_buf.copy_(mean)
             std_buf.copy_(std)
 
-    def loss(self, batch: TransitionBatch) -> LossOutput:
-        """Sum over members of the Gaussian NLL, the termination BCE, and the log-variance bound term."""
+    def loss(self, batch: TransitionBatch | SequenceBatch) -> LossOutput:
+        """Sum over members of the Gaussian NLL, the termination BCE, and the log-variance bound term;
+        for windows (``sequence_length`` > 1) also the members' open-loop error, see the module doc."""
+        steps = batch.transitions() if isinstance(batch, SequenceBatch) else batch
         members = self.config.members
-        x = self._features(batch.obs, batch.action)
-        target = self._targets(batch)
+        x = self._features(steps.obs, steps.action)
+        target = self._targets(steps)
         mean, logvar = self._split(self._forward(x.expand(members, -1, -1)))
         # NLL up to constants and a factor 1/2, averaged over rows and dimensions, per member.
         # Summing members (rather than averaging) trains each one as if it were alone.
         sq_err = (mean - target).pow(2)
         nll = (sq_err * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
-        bce = F.binary_cross_entropy_with_logits(
-            self._continue_logits(batch.next_obs), batch.continue_target()
-        )
+        logits = self._continue_logits(steps.next_obs)
+        bce = F.binary_cross_entropy_with_logits(logits, steps.continue_target())
         bound = self.max_logvar.sum() - self.min_logvar.sum()
         total = nll + self.config.termination_weight * bce + self.config.logvar_bound_weight * bound
-        return LossOutput(
-            total,
-            {
-                "nll": nll.item() / members,
-                "mse": sq_err.mean().item(),
-                "termination_bce": bce.item(),
-                "logvar_bound": bound.item(),
-            },
-        )
+        components = {
+            "nll": nll.item() / members,
+            "mse": sq_err.mean().item(),
+            "termination_bce": bce.item(),
+            "logvar_bound": bound.item(),
+        }
+        if isinstance(batch, SequenceBatch):
+            open_loop = self._open_loop_error(batch)
+            total = total + self.config.open_loop_weight * open_loop.sum()
+            components["open_loop_mse"] = open_loop.mean().item()
+        return LossOutput(total, components)
+
+    def _open_loop_error(self, batch: SequenceBatch) -> torch.Tensor:
+        """``[members]``: each member's mean squared error along the windows when it feeds its own mean
+        prediction back (observations and rewards, in the units of the normalised one-step target)."""
+        members, d = self.config.members, self.obs_dim
+        obs = batch.obs[:, 0].float().expand(members, -1, -1)  # [M, B, obs_dim], real at t = 0
+        mask = batch.mask.float()
+        total = obs.new_zeros(members)
+        for t in range(batch.horizon):
+            mean = self._forward(self._features(obs, batch.action[:, t]))[..., : self.target_dim]
+            change = mean * self.target_std + self.target_mean  # [M, B, obs_dim + 1], real units
+            obs = obs + change[..., :d]
+            predicted = torch.cat([obs, change[..., d:]], dim=-1)
+            real = torch.cat([batch.obs[:, t + 1].float(), batch.reward[:, t].float().unsqueeze(-1)], dim=-1)
+            # Scaled by the one-step target's std: step t's error is then the one-step error at t = 0.
+            sq_err = ((predicted - real) / self.target_std).pow(2).mean(dim=-1)  # [M, B]
+            total = total + (sq_err * mask[:, t]).sum(dim=1)
+        return total / mask.sum().clamp(min=1.0)
 
     @torch.no_grad()
-    def validate(self, batch: TransitionBatch) -> dict[str, float]:
-        """Held-out metrics; also re-picks the elites: the members with the lowest held-out MSE."""
+    def validate(self, batch: TransitionBatch | SequenceBatch) -> dict[str, float]:
+        """Held-out metrics; also re-picks the elites: the members with the lowest held-out MSE
+        (one-step, or along the windows when training open loop)."""
         out = self.loss(batch)
-        x = self._features(batch.obs, batch.action)
-        mean = self._forward(x.expand(self.config.members, -1, -1))[..., : self.target_dim]
-        member_mse = (mean - self._targets(batch)).pow(2).mean(dim=(1, 2))  # [members]
+        if isinstance(batch, SequenceBatch):
+            member_mse = self._open_loop_error(batch)
+        else:
+            x = self._features(batch.obs, batch.action)
+            mean = self._forward(x.expand(self.config.members, -1, -1))[..., : self.target_dim]
+            member_mse = (mean - self._targets(batch)).pow(2).mean(dim=(1, 2))  # [members]
         best = torch.argsort(member_mse)[: self.config.elites]
         self.elite_index.copy_(best)
         return {
