@@ -64,6 +64,17 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   real means 2.0, 280, 397, 721, 1171, 1417, 1154, 847, 923, 978, 1095; five within 847-1171), the
   same defaults missed both: fits 0.618 / 0.464 / 0.700, 26.8% / 20.4% / 18.2%; their mean 0.536,
   21.3%. The Walker2d OPE targets are not met in general.
+- Walker2d-v5 OPE with the open-loop term (fourth session, 2026-11-29, ``--walker-open-loop 8
+  --walker-fit-steps 10000 --walker-fits 1``: 128 windows of 8 steps per update, 10k updates, ~25
+  minutes per fit on one core; same data and policies, 100 episodes each). The model drifts much
+  less: held-out open-loop error / persistence at h = 10 / 50 / 100 / 200 fell from 0.17 / 0.45 /
+  1.00 / 20.4 to 0.12 / 0.11 / 0.22 / 5.7 (set A) and from 0.18 / 0.38 / 1.58 / 100 to 0.09 / 0.10 /
+  0.35 / 46 (set B; ``evaluate_model`` on the stores' validation episodes). But the ranking did not
+  improve in general: set A **Spearman 0.600, 16.5%** (one-step fit, same seed: 0.945, 12.3%): the
+  walkers are now dreamed at 1048-1894, in reverse order of their real returns; set B **0.782,
+  24.1%** (one-step: 0.618, 26.8%): the dreamed walkers no longer fall early, but some never fall
+  (ppo_1000k 2438 dreamed, 1104 real; ppo_700k 2072, 818). Sampled transitions from the same models:
+  every walker dreamed at 570-790 (A: 0.636, 38.9%; B: 0.645, 22.0%).
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
