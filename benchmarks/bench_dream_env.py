@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -116,9 +117,10 @@ def dream_single(model, bank: np.ndarray, budget: float) -> float:
     return single_env_rate(DreamEnv(model, starts="bank", start_bank=bank, max_episode_steps=1000), budget)
 
 
-def dream_vector(
-    model, bank: np.ndarray, num_envs: int, budget: float, tensor_output: bool = False, **options
-) -> float:
+def dream_vector_stepper(
+    model, bank: np.ndarray, num_envs: int, tensor_output: bool = False, **options
+) -> tuple[DreamVectorEnv, Callable[[], object]]:
+    """A reset ``DreamVectorEnv`` and a function that steps it once with pre-drawn random actions."""
     if options.setdefault("starts", "bank") == "bank":
         options["start_bank"] = bank
     env = DreamVectorEnv(model, num_envs, max_episode_steps=1000, tensor_output=tensor_output, **options)
@@ -129,7 +131,14 @@ def dream_vector(
     if tensor_output:
         actions = torch.as_tensor(actions, device=env.model.device)
     counter = iter(range(10**9))
-    rate = timed(lambda: env.step(actions[next(counter) % 8]), budget, num_envs)
+    return env, lambda: env.step(actions[next(counter) % 8])
+
+
+def dream_vector(
+    model, bank: np.ndarray, num_envs: int, budget: float, tensor_output: bool = False, **options
+) -> float:
+    env, step = dream_vector_stepper(model, bank, num_envs, tensor_output, **options)
+    rate = timed(step, budget, num_envs)
     env.close()
     return rate
 
@@ -152,8 +161,16 @@ def raw_model(model, bank: np.ndarray, num_envs: int, budget: float, precision=t
 def mbrl_lib_model_env(
     bank: np.ndarray, batch: int, budget: float, tensors: bool, learned_termination: WorldModel | None = None
 ) -> float | None:
-    """mbrl-lib's ``ModelEnv`` over its MBPO ensemble (7 x 4x200 SiLU, one random member per row),
-    sampling on. Its termination is Walker2d-v5's hand-written function, or with
+    """Steps/s of mbrl-lib's ``ModelEnv`` (see :func:`mbrl_lib_stepper`); ``None`` without mbrl-lib."""
+    step = mbrl_lib_stepper(bank, batch, tensors, learned_termination)
+    return None if step is None else timed(step, budget, batch)
+
+
+def mbrl_lib_stepper(
+    bank: np.ndarray, batch: int, tensors: bool, learned_termination: WorldModel | None = None
+) -> Callable[[], object] | None:
+    """One step of mbrl-lib's ``ModelEnv`` over its MBPO ensemble (7 x 4x200 SiLU, one random member
+    per row), sampling on. Its termination is Walker2d-v5's hand-written function, or with
     ``learned_termination`` (a model of ours) the same learned termination MLP our dream runs, which
     makes the work equal. ``None`` when mbrl-lib is not installed (see the module docstring)."""
     try:
@@ -185,10 +202,35 @@ def mbrl_lib_model_env(
 
     def step():
         nonlocal state
-        _, _, _, state = model_env.step(actions[next(counter) % 8], state, sample=True)
+        with torch.no_grad():
+            _, _, _, state = model_env.step(actions[next(counter) % 8], state, sample=True)
 
-    with torch.no_grad():
-        return timed(step, budget, batch)
+    return step
+
+
+def head_to_head(
+    ours: Callable[[], object], theirs: Callable[[], object], quads: int = 30, calls: int = 30
+) -> np.ndarray:
+    """Per-quad ratios of their seconds per call to ours (our steps/s over theirs when a call
+    advances as many rows on both sides), timed A B B A in windows of ``calls`` calls (~0.1 s each).
+
+    This machine switches between phases within seconds (with AVX-512 code the second vCPU then
+    adds ~10% instead of ~45%), so rates taken seconds apart compare different machines; a quad
+    spans ~0.4 s and the order A B B A cancels a linear drift within it."""
+
+    def seconds(step: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        return time.perf_counter() - start
+
+    for _ in range(5):  # warm up both
+        ours(), theirs()
+    ratios = []
+    for _ in range(quads):
+        a1, b1, b2, a2 = seconds(ours), seconds(theirs), seconds(theirs), seconds(ours)
+        ratios.append((b1 + b2) / (a1 + a2))  # time per call, theirs over ours
+    return np.array(ratios)
 
 
 def ppo_fps(env, total: int, **ppo_kwargs) -> float:
@@ -307,6 +349,20 @@ def main() -> None:
             ("dream N=1024 numpy bf16", "mbrl-lib numpy N=1029, learned termination"),
         ):
             print(f"{ours} / {theirs}: {ratio(ours, theirs):.2f}x")
+        # Head to head, both envs built once and timed in alternation (see head_to_head). The
+        # per-call ratio is scaled by rows per call: 1024 ours, 1029 theirs.
+        print("\nhead to head, A B B A quads of 30 steps each side, ratio of steps/s (ours / mbrl-lib):")
+        for tensors in (False, True):
+            env, ours_step = dream_vector_stepper(model, bank, 1024, tensor_output=tensors)
+            theirs_step = mbrl_lib_stepper(bank, 1029, tensors, learned_termination=model)
+            ratios = head_to_head(ours_step, theirs_step, quads=10 if args.quick else 40) * 1024 / 1029
+            env.close()
+            low, mid, high = np.percentile(ratios, [25, 50, 75])
+            kind = "tensor" if tensors else "numpy"
+            print(
+                f"  dream N=1024 {kind} / mbrl-lib {kind} N=1029, learned termination (equal work): "
+                f"median {mid:.2f}x (quartiles {low:.2f}-{high:.2f}, {len(ratios)} quads)"
+            )
     else:
         print(
             "mbrl-lib is not installed: vs DESIGN.md s.7's idle-machine figures, dream N=1024 numpy "
