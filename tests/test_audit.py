@@ -199,6 +199,9 @@ def test_report_files_hold_every_figure(checkpoint, tmp_path):
     assert data["scenarios"]["nominal"]["interval"]["method"].startswith("percentile bootstrap")
     assert len(data["scenarios"]["nominal"]["returns"]) == 8
     assert len(data["real"]["real_returns"]) == 8 and data["calibration"]["threshold"] > 0
+    # Lengths side by side: Pendulum never terminates, so both run the 20-step horizon.
+    np.testing.assert_array_equal(result.real.dream_lengths, result.nominal.lengths)
+    assert data["real"]["real_lengths"] == [20] * 8 == data["real"]["dream_lengths"]
     assert len(data["scenarios"]["nominal"]["uncertainty_per_step"]["mean"]) == 20
     assert sum(c["scenario"] == "adversarial" for c in data["worst_cases"]) == 3
     assert data["figures"] == ["dream_vs_real.svg", "returns.svg", "uncertainty.svg"]
@@ -208,6 +211,7 @@ def test_report_files_hold_every_figure(checkpoint, tmp_path):
         assert root.tag.endswith("svg") and len(root) > 10 and f"]({name})" in markdown
     assert all(c["real_return"] is not None for c in data["worst_cases"])  # every worst start replayed
     assert "## Dream vs real (Pendulum-v1)" in markdown and "## Worst cases" in markdown
+    assert "Median episode length: dream 20, real 20 steps." in markdown
 
 
 def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
@@ -225,6 +229,7 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "Spearman rank correlation" in printed and "agent0" in printed and "agent1" in printed
+    assert "median length" in printed and "15 / 15" in printed  # dream / real, the horizon on both
     data = json.loads((out / "report.json").read_text())
     assert [row["rank"] for row in data["rows"]] == [1, 2]
     assert data["rows"][0]["dream_return"]["mean"] >= data["rows"][1]["dream_return"]["mean"]

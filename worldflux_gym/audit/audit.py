@@ -131,6 +131,8 @@ class RealComparison:
     method: str
     dream_returns: np.ndarray
     real_returns: np.ndarray
+    dream_lengths: np.ndarray  # [N] steps: a dream that ends episodes early or late shows here first
+    real_lengths: np.ndarray
     start_reproduced: np.ndarray  # [N] bool: the real start equals the dream's (to 1e-4)
     real_interval: Interval
     gap_interval: Interval  # of dream - real, per episode
@@ -606,7 +608,7 @@ def _replay(
                     case["real_return"] = float(worst.returns[case["base_start"]])
         else:
             notes.append(f"{real_id}'s state cannot be set from an observation: worst starts not replayed")
-    return compare(real_id, nominal.returns, replay, config)
+    return compare(real_id, nominal.returns, nominal.lengths, replay, config)
 
 
 def _encoder(model: WorldModel):
@@ -620,7 +622,9 @@ def _encoder(model: WorldModel):
     return observe
 
 
-def compare(env_id: str, dream_returns: np.ndarray, replay, config: AuditConfig) -> RealComparison:
+def compare(
+    env_id: str, dream_returns: np.ndarray, dream_lengths: np.ndarray, replay, config: AuditConfig
+) -> RealComparison:
     gaps = dream_returns - replay.returns
     correlation = None
     if dream_returns.std() > 0 and replay.returns.std() > 0:
@@ -630,6 +634,8 @@ def compare(env_id: str, dream_returns: np.ndarray, replay, config: AuditConfig)
         method=replay.method,
         dream_returns=dream_returns,
         real_returns=replay.returns,
+        dream_lengths=np.asarray(dream_lengths),
+        real_lengths=replay.lengths,
         start_reproduced=replay.start_error <= 1e-4,
         real_interval=bootstrap_ci(replay.returns, config.confidence, seed=config.seed),
         gap_interval=bootstrap_ci(gaps, config.confidence, seed=config.seed),

@@ -235,15 +235,19 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
             f"{r.start_reproduced.mean():.0%} of episodes. Real return {r.real_interval.mean:.1f} "
             f"[{r.real_interval.low:.1f}, {r.real_interval.high:.1f}]; dream - real per episode "
             f"{g.mean:.1f} [{g.low:.1f}, {g.high:.1f}]; per-episode correlation "
-            f"{_num(r.episode_correlation, 2)}.",
+            f"{_num(r.episode_correlation, 2)}. Median episode length: dream "
+            f"{np.median(r.dream_lengths):.0f}, real {np.median(r.real_lengths):.0f} steps.",
             "",
-            "| episode | dream | real | gap |",
-            "|---|---|---|---|",
+            "| episode | dream return | real return | gap | dream length | real length |",
+            "|---|---|---|---|---|---|",
         ]
         for i in range(min(20, len(r.real_returns))):
-            md.append(f"| {i} | {r.dream_returns[i]:.1f} | {r.real_returns[i]:.1f} | {r.gaps[i]:.1f} |")
+            md.append(
+                f"| {i} | {r.dream_returns[i]:.1f} | {r.real_returns[i]:.1f} | {r.gaps[i]:.1f} "
+                f"| {r.dream_lengths[i]} | {r.real_lengths[i]} |"
+            )
         if len(r.real_returns) > 20:
-            md.append(f"| ... | | | ({len(r.real_returns)} episodes in report.json) |")
+            md.append(f"| ... | | | | | ({len(r.real_returns)} episodes in report.json) |")
         md.append("")
     if result.worst_cases:
         header = "| scenario | start | dream return | real return | unsure steps | start obs | video |"
@@ -269,13 +273,18 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
 
 
 def ranking_text(ranking: Ranking) -> str:
-    rows = [("rank", "agent", "dream return [95% CI]", "real return", "unsure steps", "flag")]
+    rows = [
+        ("rank", "agent", "dream return [95% CI]", "real return", "median length", "unsure steps", "flag")
+    ]
     for rank, i in enumerate(ranking.order(), start=1):
         audit = ranking.audits[i]
         real = "" if ranking.real_means is None else f"{ranking.real_means[i]:.1f}"
+        length = f"{np.median(audit.nominal.lengths):.0f}"
+        if audit.real is not None:  # dream / real: where a dream's episodes end too early or too late
+            length += f" / {np.median(audit.real.real_lengths):.0f}"
         rows.append(
-            (str(rank), ranking.names[i], _interval(audit.nominal), real, _pct(audit.nominal.unsure_share),
-             _flag(audit.nominal.flag_reason))
+            (str(rank), ranking.names[i], _interval(audit.nominal), real, length,
+             _pct(audit.nominal.unsure_share), _flag(audit.nominal.flag_reason))
         )  # fmt: skip
     text = format_table(rows)
     if ranking.spearman is not None:
