@@ -351,6 +351,14 @@ class EnsembleModel(WorldModel):
     def loss(self, batch: TransitionBatch | SequenceBatch) -> LossOutput:
         """Sum over members of the Gaussian NLL, the termination BCE, and the log-variance bound term;
         for windows (``sequence_length`` > 1) also the members' open-loop error, see the module doc."""
+        total, components, _ = self._loss_terms(batch)
+        return LossOutput(total, components)
+
+    def _loss_terms(
+        self, batch: TransitionBatch | SequenceBatch
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """The loss, its parts, and each member's error ``[members]`` that ranks them as elites: the
+        one-step squared error, or the open-loop one for windows."""
         steps = batch.transitions() if isinstance(batch, SequenceBatch) else batch
         members = self.config.members
         x = self._features(steps.obs, steps.action)
@@ -370,11 +378,13 @@ class EnsembleModel(WorldModel):
             "termination_bce": bce.item(),
             "logvar_bound": bound.item(),
         }
+        member_error = sq_err.detach().mean(dim=(1, 2))
         if isinstance(batch, SequenceBatch):
             open_loop = self._open_loop_error(batch)
             total = total + self.config.open_loop_weight * open_loop.sum()
             components["open_loop_mse"] = open_loop.mean().item()
-        return LossOutput(total, components)
+            member_error = open_loop.detach()
+        return total, components, member_error
 
     def _open_loop_error(self, batch: SequenceBatch) -> torch.Tensor:
         """``[members]``: each member's mean squared error along the windows when it feeds its own mean
@@ -398,20 +408,10 @@ class EnsembleModel(WorldModel):
     def validate(self, batch: TransitionBatch | SequenceBatch) -> dict[str, float]:
         """Held-out metrics; also re-picks the elites: the members with the lowest held-out MSE
         (one-step, or along the windows when training open loop)."""
-        out = self.loss(batch)
-        if isinstance(batch, SequenceBatch):
-            member_mse = self._open_loop_error(batch)
-        else:
-            x = self._features(batch.obs, batch.action)
-            mean = self._forward(x.expand(self.config.members, -1, -1))[..., : self.target_dim]
-            member_mse = (mean - self._targets(batch)).pow(2).mean(dim=(1, 2))  # [members]
-        best = torch.argsort(member_mse)[: self.config.elites]
+        total, components, member_error = self._loss_terms(batch)
+        best = torch.argsort(member_error)[: self.config.elites]
         self.elite_index.copy_(best)
-        return {
-            "loss": float(out.loss),
-            **out.components,
-            "elite_mse": member_mse[best].mean().item(),
-        }
+        return {"loss": float(total), **components, "elite_mse": member_error[best].mean().item()}
 
     # --- the verbs ------------------------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> State:
