@@ -81,11 +81,11 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
 - A third policy set, held out from all of the above (``--walker-ppo-seed 2 --episodes 50``, the
   defaults; real means 3.0 .. 1455, every walker falls in reality, median real episode length
   171-444 steps): one-step fits 0.591 / 0.145 / 0.027, 19.3% / 29.4% / 36.3%; their mean **0.127,
-  26.6%**. Open-loop fit (seed 0, as above): **0.964, 13.6%** (the walkers now
-  ranked almost right, but ppo_1000k dreamed at 2351 against 1455 real). Where the dream errs shows in the audit's
-  length column (dream / real median episode length), e.g. fit seed 0: ppo_1000k 320 / 444,
-  ppo_800k 202 / 440: a Walker's return is mostly how long it stays up, and the dream's fall times
-  are off by 100-250 steps either way. Over the three sets, one fit each (seed 0): one-step
+  26.6%**. Open-loop fit (seed 0, as above): **0.964, 13.6%** (the walkers now ranked almost
+  right, but ppo_1000k dreamed at 2351 against 1455 real). Where the dream errs shows in the
+  audit's length column (dream / real median episode length), e.g. one-step fit seed 0: ppo_1000k
+  320 / 444, ppo_800k 202 / 440: a Walker's return is mostly how long it stays up, and the dream's
+  fall times are off by 100-250 steps either way. Over the three sets, one fit each (seed 0): one-step
   0.945 / 0.618 / 0.591 (mean 0.718), 12.3% / 26.8% / 19.3%; open loop 0.600 / 0.782 / 0.964 (mean
   0.782), 16.5% / 24.1% / 13.6%: better on average, on two sets of three, and short of both targets.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
