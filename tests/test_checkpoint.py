@@ -135,3 +135,27 @@ def test_interrupted_save_after_commit_rolls_forward(model, pendulum_spaces, tmp
     monkeypatch.undo()
     for a, b in zip(_outputs(other), _outputs(from_pretrained(tmp_path))):
         assert torch.equal(a, b)
+
+
+def test_readers_see_a_committed_write_that_a_kill_left_unapplied(tmp_path, monkeypatch):
+    ckpt.atomic_write_files(tmp_path, {"a.json": b"old a", "b.json": b"old b"})
+    real_replace = ckpt.os.replace
+    calls = {"n": 0}
+
+    def crash_after_commit(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the journal rename went through; die before the first file is applied
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", crash_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.atomic_write_files(tmp_path, {"a.json": b"new a", "b.json": b"new b"})
+    monkeypatch.undo()
+    assert (tmp_path / "a.json").read_bytes() == b"old a"  # not applied on disk yet ...
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert ckpt.read_committed(tmp_path, "a.json") == b"new a"  # ... but committed: readers see it
+    assert ckpt.read_committed(tmp_path, "b.json") == b"new b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # and reading changed nothing
+    ckpt.recover_interrupted_write(tmp_path)
+    assert (tmp_path / "a.json").read_bytes() == b"new a" == ckpt.read_committed(tmp_path, "a.json")

@@ -71,6 +71,25 @@ def recover_interrupted_write(directory: str | Path) -> None:
         stray.unlink()
 
 
+def read_committed(directory: str | Path, name: str) -> bytes:
+    """The content of ``name`` as the last committed write left it, without changing anything.
+
+    A write that was committed (its journal written) but not yet applied, because a kill came in
+    between or because the writer is applying it now, counts: its pending copy is read. Readers
+    must not call :func:`recover_interrupted_write` while a writer may be running (it would delete
+    the writer's pending files), so this is how they see the latest state.
+    """
+    directory = Path(directory)
+    pending = _pending(directory, name)
+    journal = directory / _JOURNAL
+    try:
+        if journal.exists() and name in json.loads(journal.read_text())["files"]:
+            return pending.read_bytes()
+    except (FileNotFoundError, json.JSONDecodeError):  # applied (or re-journalled) meanwhile
+        pass
+    return (directory / name).read_bytes()
+
+
 def atomic_write_files(directory: str | Path, files: dict[str, bytes]) -> None:
     """Replace ``files`` (name -> content) in ``directory`` as one all-or-nothing write."""
     directory = Path(directory)

@@ -52,6 +52,7 @@ from worldflux_gym.core.checkpoint import (
     WEIGHTS_FILE,
     atomic_write_files,
     from_pretrained,
+    read_committed,
     recover_interrupted_write,
     to_json_bytes,
 )
@@ -539,11 +540,12 @@ class Trainer:
 
 
 def trainer_state(run_dir: str | Path) -> dict[str, Any]:
-    """The JSON trainer state of a run (step, trainer config, data), e.g. to report on it."""
-    path = Path(run_dir) / STATE_JSON
-    if not path.is_file():
-        raise TrainingError(f"{run_dir} holds no trainer state ({STATE_JSON}); it is not a fit run")
-    return json.loads(path.read_text())
+    """The JSON trainer state of a run (step, trainer config, data), e.g. to report on it: that of
+    the last committed checkpoint, also when a kill left its write unapplied (resuming applies it)."""
+    try:
+        return json.loads(read_committed(run_dir, STATE_JSON))
+    except FileNotFoundError:
+        raise TrainingError(f"{run_dir} holds no trainer state ({STATE_JSON}); it is not a fit run") from None
 
 
 __all__: Sequence[str] = ["Trainer", "TrainerConfig", "inspect_run_dir", "trainer_state"]
