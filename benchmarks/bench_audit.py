@@ -88,6 +88,8 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   fall times are off by 100-250 steps either way. Over the three sets, one fit each (seed 0): one-step
   0.945 / 0.618 / 0.591 (mean 0.718), 12.3% / 26.8% / 19.3%; open loop 0.600 / 0.782 / 0.964 (mean
   0.782), 16.5% / 24.1% / 13.6%: better on average, on two sets of three, and short of both targets.
+  Windows of 16 (64 per update, 10k updates): A 0.582 / 12.8%, B 0.964 / 21.5% (walkers overrated
+  by up to 970).
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
