@@ -608,7 +608,7 @@ def _replay(
                     case["real_return"] = float(worst.returns[case["base_start"]])
         else:
             notes.append(f"{real_id}'s state cannot be set from an observation: worst starts not replayed")
-    return compare(real_id, nominal.returns, nominal.lengths, replay, config)
+    return compare(real_id, nominal, replay, config)
 
 
 def _encoder(model: WorldModel):
@@ -622,9 +622,8 @@ def _encoder(model: WorldModel):
     return observe
 
 
-def compare(
-    env_id: str, dream_returns: np.ndarray, dream_lengths: np.ndarray, replay, config: AuditConfig
-) -> RealComparison:
+def compare(env_id: str, dream: ScenarioResult, replay, config: AuditConfig) -> RealComparison:
+    dream_returns = dream.returns
     gaps = dream_returns - replay.returns
     correlation = None
     if dream_returns.std() > 0 and replay.returns.std() > 0:
@@ -634,7 +633,7 @@ def compare(
         method=replay.method,
         dream_returns=dream_returns,
         real_returns=replay.returns,
-        dream_lengths=np.asarray(dream_lengths),
+        dream_lengths=dream.lengths,
         real_lengths=replay.lengths,
         start_reproduced=replay.start_error <= 1e-4,
         real_interval=bootstrap_ci(replay.returns, config.confidence, seed=config.seed),

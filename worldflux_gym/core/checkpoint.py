@@ -85,7 +85,7 @@ def read_committed(directory: str | Path, name: str) -> bytes:
     try:
         if journal.exists() and name in json.loads(journal.read_text())["files"]:
             return pending.read_bytes()
-    except (FileNotFoundError, json.JSONDecodeError):  # applied (or re-journalled) meanwhile
+    except FileNotFoundError:  # the writer applied it meanwhile
         pass
     return (directory / name).read_bytes()
 

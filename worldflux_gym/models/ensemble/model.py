@@ -392,15 +392,15 @@ class EnsembleModel(WorldModel):
         members, d = self.config.members, self.obs_dim
         obs = batch.obs[:, 0].float().expand(members, -1, -1)  # [M, B, obs_dim], real at t = 0
         mask = batch.mask.float()
+        real = torch.cat([batch.obs[:, 1:].float(), batch.reward.float().unsqueeze(-1)], dim=-1)  # [B, T, D]
         total = obs.new_zeros(members)
         for t in range(batch.horizon):
             mean = self._forward(self._features(obs, batch.action[:, t]))[..., : self.target_dim]
             change = mean * self.target_std + self.target_mean  # [M, B, obs_dim + 1], real units
             obs = obs + change[..., :d]
             predicted = torch.cat([obs, change[..., d:]], dim=-1)
-            real = torch.cat([batch.obs[:, t + 1].float(), batch.reward[:, t].float().unsqueeze(-1)], dim=-1)
             # Scaled by the one-step target's std: step t's error is then the one-step error at t = 0.
-            sq_err = ((predicted - real) / self.target_std).pow(2).mean(dim=-1)  # [M, B]
+            sq_err = ((predicted - real[:, t]) / self.target_std).pow(2).mean(dim=-1)  # [M, B]
             total = total + (sq_err * mask[:, t]).sum(dim=1)
         return total / mask.sum().clamp(min=1.0)
 
