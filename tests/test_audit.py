@@ -22,6 +22,7 @@ from worldflux_gym.audit import (
     rankdata,
     real_rollouts,
     spearman,
+    split_half_spearman,
     write_report,
 )
 from worldflux_gym.audit.audit import summarise
@@ -69,6 +70,21 @@ def test_spearman_on_known_inputs():
     assert rankdata([1, 3, 2, 2]).tolist() == [1.0, 4.0, 2.5, 2.5]
     assert spearman([1, 2, 3, 4], [1, 3, 2, 2]) == pytest.approx(1.5 / np.sqrt(22.5))
     assert spearman([1, 2, 3], [7, 7, 7]) is None  # undefined: no spread
+
+
+def test_split_half_spearman_tells_a_reproducible_ranking_from_noise():
+    rng = np.random.default_rng(0)
+    # five agents 10 apart with episode noise 1: any half of the episodes ranks them the same way
+    graded = [rng.normal(10.0 * k, 1.0, 50) for k in range(5)]
+    assert split_half_spearman(graded) == pytest.approx(1.0)
+    # five agents of one quality: one half's order says nothing of the other's (0 on average)
+    same = [split_half_spearman([rng.normal(0.0, 1.0, 50) for _ in range(5)], splits=200) for _ in range(20)]
+    assert abs(np.mean(same)) < 0.2
+    # two close pairs: reproducible between the pairs (ranks 1-2 vs 3-4), a coin toss within them;
+    # one pair swapped gives 0.8, both 0.6, none 1.0
+    pairs = [rng.normal(m, 1.0, 50) for m in (0.0, 0.05, 10.0, 10.05)]
+    assert 0.6 <= split_half_spearman(pairs) < 1.0
+    assert split_half_spearman([np.ones(5)]) is None and split_half_spearman([np.ones(5), [1.0]]) is None
 
 
 # --- the unsure share on a constructed case ----------------------------------------------------------
@@ -232,6 +248,8 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     assert "median length" in printed and "15 / 15" in printed  # dream / real, the horizon on both
     data = json.loads((out / "report.json").read_text())
     assert [row["rank"] for row in data["rows"]] == [1, 2]
+    assert data["real_split_half_spearman"] in (-1.0, 1.0)  # two agents: the halves agree or not
+    assert "Reproducibility of the real ranking" in printed
     assert data["rows"][0]["dream_return"]["mean"] >= data["rows"][1]["dream_return"]["mean"]
     assert (out / "agent0" / "report.md").is_file() and (out / "ranking.svg").is_file()
     agent_report = json.loads((out / "agent0" / "report.json").read_text())

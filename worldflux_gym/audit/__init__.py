@@ -23,7 +23,7 @@ from worldflux_gym.audit.dream import Calibration, DreamRollouts, FixedStarts, c
 from worldflux_gym.audit.policy import as_policy
 from worldflux_gym.audit.real import draw_real_starts, real_rollouts, set_real_state
 from worldflux_gym.audit.report import summary_text, write_ranking_report, write_report
-from worldflux_gym.audit.stats import Interval, bootstrap_ci, rankdata, spearman
+from worldflux_gym.audit.stats import Interval, bootstrap_ci, rankdata, spearman, split_half_spearman
 
 __all__ = [
     "AuditConfig",
@@ -47,6 +47,7 @@ __all__ = [
     "real_rollouts",
     "set_real_state",
     "spearman",
+    "split_half_spearman",
     "summary_text",
     "write_ranking_report",
     "write_report",

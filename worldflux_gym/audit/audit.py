@@ -58,7 +58,7 @@ from worldflux_gym.audit.dream import (
 )
 from worldflux_gym.audit.policy import Agent, BatchPolicy, agent_name, as_policy
 from worldflux_gym.audit.real import can_set_state, draw_real_starts, project_starts, real_rollouts
-from worldflux_gym.audit.stats import Interval, bootstrap_ci, spearman
+from worldflux_gym.audit.stats import Interval, bootstrap_ci, spearman, split_half_spearman
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.dream.core import latent_of, load_model
@@ -654,6 +654,9 @@ class Ranking:
     mean_absolute_error: float | None  # |dream - real| of the means, averaged over agents
     relative_error: float | None  # the same, over the spread (max - min) of the real means
     audits: list[AuditResult]
+    # How reproducible the real ranking itself is (``stats.split_half_spearman`` of the replayed
+    # episodes); a low figure means the real means are too close to rank. None without replays.
+    real_split_half_spearman: float | None = None
 
     def order(self) -> list[int]:
         return list(np.argsort(-self.dream_means, kind="stable"))
@@ -678,6 +681,7 @@ class Ranking:
                 "spearman": self.spearman,
                 "mean_absolute_error": self.mean_absolute_error,
                 "relative_error": self.relative_error,
+                "real_split_half_spearman": self.real_split_half_spearman,
             }
         )
 
@@ -686,8 +690,10 @@ def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) 
     """Rank audited agents; real means come from the audits' replays unless given."""
     names = [a.agent for a in audits]
     dream = np.array([a.nominal.mean_return for a in audits])
-    if real_means is None and all(a.real is not None for a in audits):
+    replayed = all(a.real is not None for a in audits)
+    if real_means is None and replayed:
         real_means = np.array([a.real.real_returns.mean() for a in audits])
+    reproducibility = split_half_spearman([a.real.real_returns for a in audits]) if replayed else None
     rho = mae = relative = None
     if real_means is not None:
         real_means = np.asarray(real_means, dtype=np.float64)
@@ -695,7 +701,7 @@ def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) 
         mae = float(np.abs(dream - real_means).mean())
         spread = float(real_means.max() - real_means.min())
         relative = mae / spread if spread > 0 else None
-    return Ranking(names, dream, real_means, rho, mae, relative, audits)
+    return Ranking(names, dream, real_means, rho, mae, relative, audits, reproducibility)
 
 
 def rank_agents(

@@ -292,6 +292,11 @@ def ranking_text(ranking: Ranking) -> str:
             f"\nSpearman rank correlation dream vs real: {ranking.spearman:.3f}; mean |dream - real| "
             f"{ranking.mean_absolute_error:.1f} ({_pct(ranking.relative_error)} of the real spread)"
         )
+    if ranking.real_split_half_spearman is not None:
+        text += (
+            "\nReproducibility of the real ranking (Spearman between two random halves of the real "
+            f"episodes, median of 1000 splits): {ranking.real_split_half_spearman:.3f}"
+        )
     return text
 
 

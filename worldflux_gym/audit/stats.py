@@ -80,3 +80,29 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     if denominator == 0:
         return None
     return float((rx * ry).sum() / denominator)
+
+
+def split_half_spearman(samples: list[np.ndarray], splits: int = 1000, seed: int = 0) -> float | None:
+    """How reproducible a ranking of agents by mean return is: split every agent's episodes at
+    random into two halves, rank the agents by each half's means, and take the Spearman correlation
+    of the two rankings; the median over ``splits`` random splits.
+
+    Near 1: two independent evaluations (of half the episodes each) rank the agents the same way.
+    Near 0: the agents' means lie within their noise, and no estimate can be expected to reproduce
+    the observed order. With all the episodes the ranking is somewhat steadier than this figure
+    says (the halves are noisier than the whole), never less steady. ``None`` with fewer than two
+    agents or an agent with fewer than two episodes.
+    """
+    samples = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    if len(samples) < 2 or any(s.size < 2 for s in samples):
+        return None
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for s in samples:
+        order = np.argsort(rng.random((splits, s.size)), axis=1)  # one random permutation per split
+        half = s.size // 2
+        first.append(s[order[:, :half]].mean(axis=1))
+        second.append(s[order[:, half:]].mean(axis=1))
+    rhos = [spearman(a, b) for a, b in zip(np.stack(first, axis=1), np.stack(second, axis=1))]
+    rhos = [r for r in rhos if r is not None]
+    return float(np.median(rhos)) if rhos else None
