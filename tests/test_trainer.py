@@ -176,9 +176,11 @@ def test_run_dir_of_another_model_is_refused_and_left_intact(tmp_path, pendulum_
         Trainer(_model(pendulum_store), pendulum_store, _config(), exported)
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "thesis.tex").write_text("precious")
+    (tmp_path / "home" / ".draft.pending").write_text("another tool's unfinished write")
     with pytest.raises(TrainingError, match="not a worldflux-gym run"):
         Trainer(_model(pendulum_store), pendulum_store, _config(), tmp_path / "home")
     assert (tmp_path / "home" / "thesis.tex").read_text() == "precious"
+    assert (tmp_path / "home" / ".draft.pending").is_file()  # not ours: not "recovered" away
 
 
 def test_data_that_does_not_match_the_model_or_is_empty_is_refused(tmp_path, pendulum_store):

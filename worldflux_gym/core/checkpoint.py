@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ def _fsync_dir(directory: Path) -> None:
 
 def _pending(directory: Path, name: str) -> Path:
     return directory / f".{name}.pending"
+
+
+def interrupted_write(directory: str | Path, names: Iterable[str]) -> bool:
+    """Whether a write of some of ``names`` was interrupted here (its journal or pending files are left).
+
+    Only our own names count: a directory that merely holds someone else's ``.x.pending`` file is
+    not ours to recover (recovery deletes stray pending files)."""
+    directory = Path(directory)
+    return (directory / _JOURNAL).exists() or any(_pending(directory, n).exists() for n in names)
 
 
 def recover_interrupted_write(directory: str | Path) -> None:

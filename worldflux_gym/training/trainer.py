@@ -46,12 +46,12 @@ from tqdm.auto import tqdm
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
 from worldflux_gym.core.checkpoint import (
-    _JOURNAL,
     CONFIG_FILE,
     METADATA_FILE,
     WEIGHTS_FILE,
     atomic_write_files,
     from_pretrained,
+    interrupted_write,
     read_committed,
     recover_interrupted_write,
     to_json_bytes,
@@ -165,8 +165,7 @@ def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> boo
         return False
     if not run_dir.is_dir():
         raise TrainingError(f"{run_dir} is a file; give a directory for the run")
-    leftovers = [run_dir / _JOURNAL] + [run_dir / f".{name}.pending" for name in RUN_DIR_FILES]
-    if (run_dir / METADATA_FILE).exists() or any(p.exists() for p in leftovers):
+    if (run_dir / METADATA_FILE).exists() or interrupted_write(run_dir, RUN_DIR_FILES):
         recover_interrupted_write(run_dir)  # a checkpoint write a kill interrupted: finish or discard it
     if not (run_dir / METADATA_FILE).exists():
         # not a run (yet): only our own names (e.g. data/ of a collection that was interrupted)
