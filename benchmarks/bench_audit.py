@@ -353,8 +353,8 @@ def walker(
     ``open_loop`` H > 1 fits the ensemble with its open-loop term over ``WALKER_WINDOWS`` windows of
     H steps per update (H=8: 1024 transitions per update, ~7x the seconds of a one-step update)."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
+    from worldflux_gym.audit.audit import estimate_errors
     from worldflux_gym.audit.report import ranking_text
-    from worldflux_gym.audit.stats import spearman
     from worldflux_gym.data import collect_to_store
     from worldflux_gym.training import fit_world_model
 
@@ -399,8 +399,7 @@ def walker(
         rankings.append(ranking)
     real = rankings[0].real_means
     dream = np.mean([r.dream_means for r in rankings], axis=0)
-    error = float(np.abs(dream - real).mean())
-    spread = float(real.max() - real.min())
+    rho, error, relative = estimate_errors(dream, real)
     return {
         "policies": {
             n: {
@@ -414,12 +413,12 @@ def walker(
             {"seed": seed, "spearman": r.spearman, "relative_error": r.relative_error}
             for seed, r in enumerate(rankings)
         ],
-        "spearman": spearman(dream, real),
+        "spearman": rho,
         # how well two halves of the real episodes agree on the ranking: near 1, the target is fair
         "real_split_half_spearman": rankings[0].real_split_half_spearman,
         "mean_absolute_error": error,
-        "real_spread": spread,
-        "relative_error": error / spread,
+        "real_spread": float(real.max() - real.min()),
+        "relative_error": relative,
     }
 
 

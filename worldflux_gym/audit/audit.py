@@ -686,6 +686,17 @@ class Ranking:
         )
 
 
+def estimate_errors(
+    dream_means: np.ndarray, real_means: np.ndarray
+) -> tuple[float | None, float, float | None]:
+    """How well dream means estimate real means: Spearman rank correlation, mean absolute error,
+    and that error over the spread (max - min) of the real means (None when they have no spread)."""
+    dream_means, real_means = np.asarray(dream_means, np.float64), np.asarray(real_means, np.float64)
+    mae = float(np.abs(dream_means - real_means).mean())
+    spread = float(real_means.max() - real_means.min())
+    return spearman(dream_means, real_means), mae, (mae / spread if spread > 0 else None)
+
+
 def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) -> Ranking:
     """Rank audited agents; real means come from the audits' replays unless given."""
     names = [a.agent for a in audits]
@@ -697,10 +708,7 @@ def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) 
     rho = mae = relative = None
     if real_means is not None:
         real_means = np.asarray(real_means, dtype=np.float64)
-        rho = spearman(dream, real_means)
-        mae = float(np.abs(dream - real_means).mean())
-        spread = float(real_means.max() - real_means.min())
-        relative = mae / spread if spread > 0 else None
+        rho, mae, relative = estimate_errors(dream, real_means)
     return Ranking(names, dream, real_means, rho, mae, relative, audits, reproducibility)
 
 
