@@ -292,6 +292,13 @@ WALKER_FIT_STEPS = 20_000
 WALKER_FITS = 3  # models fitted on the same data (trainer seeds 0, 1, 2); their dream returns are averaged
 WALKER_WINDOWS = 128  # windows per update when fitting open loop
 WALKER_RANDOM_STEPS, WALKER_BEHAVIOUR_STEPS = 10_000, 50_000  # logged data: random, then per checkpoint
+# How a fitted model dreams in the Walker audit: "mean" transitions (the mean of the elites' means
+# each step; the default: over Walker's 1000-step episodes the sampled dream compounds its noise and
+# every walking policy falls early, Spearman 0.20 sampled vs 0.74 mean in the second session),
+# "sampled" ones (a random elite per row and step, sampling its Gaussian), or
+# "each-elite": every elite member rolls out alone with its own mean (what open-loop training
+# optimises), and a policy's estimate is the average over elites (PETS' TS-inf, mean transitions).
+WALKER_DREAMS = ("mean", "sampled", "each-elite")
 
 
 class TimedCheckpoints(BaseCallback):
@@ -339,6 +346,7 @@ def walker(
     fits: int = WALKER_FITS,
     ppo_seed: int = 0,
     open_loop: int = 1,
+    dream: str = "mean",
 ) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in ``ensemble:default`` dreams fitted on the logged data
@@ -351,7 +359,10 @@ def walker(
     core of the third session's machine, once the PPO run (8 minutes there) exists.
 
     ``open_loop`` H > 1 fits the ensemble with its open-loop term over ``WALKER_WINDOWS`` windows of
-    H steps per update (H=8: 1024 transitions per update, ~7x the seconds of a one-step update)."""
+    H steps per update (H=8: 1024 transitions per update, ~7x the seconds of a one-step update).
+
+    ``dream``: how each fitted model imagines, see ``WALKER_DREAMS``. Fits already in ``work`` are
+    reused, so another ``dream`` re-audits the same models."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
     from worldflux_gym.audit.audit import estimate_errors
     from worldflux_gym.audit.report import ranking_text
@@ -378,40 +389,47 @@ def walker(
                 progress=False, **windows,
             )  # fmt: skip
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes x {fits} models")
-    rankings = []
+    rankings, estimates = [], []
     for seed, run in enumerate(runs):
-        # Mean transitions: over Walker's 1000-step episodes the sampled dream compounds its noise and
-        # every walking policy falls early (Spearman 0.20 sampled vs 0.74 mean, same model and starts).
-        # The real replay runs once; later fits are scored against its means.
-        agents = {"random": _walker_random(), **policies}
-        real_options = {"real": True} if not rankings else {"real_returns": rankings[0].real_means}
-        ranking = rank_agents(
-            agents,
-            WALKER_DREAM,
-            checkpoint=run,
-            episodes=episodes,
-            what_if=False,
-            deterministic=True,
-            **real_options,
-        )
-        write_ranking_report(ranking, work / "reports" / f"walker_ope_seed{seed}")
-        print(f"model fitted with seed {seed}:\n{ranking_text(ranking)}", flush=True)
-        rankings.append(ranking)
+        # The real replay runs once; later audits are scored against its means.
+        models = _walker_dream_models(run, dream)
+        for label, model in models.items():
+            agents = {"random": _walker_random(), **policies}
+            real_options = {"real": True} if not rankings else {"real_returns": rankings[0].real_means}
+            ranking = rank_agents(
+                agents,
+                WALKER_DREAM,
+                checkpoint=model,
+                episodes=episodes,
+                what_if=False,
+                deterministic=dream != "sampled",
+                **real_options,
+            )
+            write_ranking_report(ranking, work / "reports" / f"walker_ope_{dream}_seed{seed}{label}")
+            print(f"model fitted with seed {seed}{label}:\n{ranking_text(ranking)}", flush=True)
+            rankings.append(ranking)
+        estimates.append(np.mean([r.dream_means for r in rankings[-len(models) :]], axis=0))
     real = rankings[0].real_means
-    dream = np.mean([r.dream_means for r in rankings], axis=0)
-    rho, error, relative = estimate_errors(dream, real)
+    mean_dream = np.mean(estimates, axis=0)
+    rho, error, relative = estimate_errors(mean_dream, real)
     return {
         "policies": {
             n: {
                 "dream_mean": float(d),
                 "real_mean": float(r),
-                "dream_mean_per_fit": [float(x.dream_means[i]) for x in rankings],
+                "dream_mean_per_fit": [float(x[i]) for x in estimates],
             }
-            for i, (n, d, r) in enumerate(zip(rankings[0].names, dream, real))
+            for i, (n, d, r) in enumerate(zip(rankings[0].names, mean_dream, real))
         },
+        "dream": dream,
         "per_fit": [
-            {"seed": seed, "spearman": r.spearman, "relative_error": r.relative_error}
-            for seed, r in enumerate(rankings)
+            dict(
+                zip(
+                    ("seed", "spearman", "mean_absolute_error", "relative_error"),
+                    (seed, *estimate_errors(x, real)),
+                )
+            )
+            for seed, x in enumerate(estimates)
         ],
         "spearman": rho,
         # how well two halves of the real episodes agree on the ranking: near 1, the target is fair
@@ -420,6 +438,21 @@ def walker(
         "real_spread": float(real.max() - real.min()),
         "relative_error": relative,
     }
+
+
+def _walker_dream_models(run: Path, dream: str) -> dict[str, Path | torch.nn.Module]:
+    """What one fit dreams with, by label: its checkpoint, or, for ``each-elite``, one model per
+    elite member (the same weights, each imagining with that member alone)."""
+    if dream != "each-elite":
+        return {"": run}
+    from worldflux_gym.core.checkpoint import from_pretrained
+
+    models = {}
+    for member in from_pretrained(run, device="cpu").elite_index.tolist():
+        model = from_pretrained(run, device="cpu")
+        model.elite_index = torch.tensor([member])  # deterministic transitions: this member's mean alone
+        models[f"_elite{member}"] = model
+    return models
 
 
 def _walker_random():
@@ -447,6 +480,12 @@ def main() -> None:
         "--walker-ppo-seed", type=int, default=0, help="seed of the real PPO run (the policies)"
     )
     parser.add_argument(
+        "--walker-dream",
+        choices=WALKER_DREAMS,
+        default="mean",
+        help="how the models imagine (see WALKER_DREAMS)",
+    )
+    parser.add_argument(
         "--walker-open-loop", type=int, default=1, help="fit with the open-loop term over H steps (1: off)"
     )
     args = parser.parse_args()
@@ -461,6 +500,7 @@ def main() -> None:
             args.walker_fits,
             args.walker_ppo_seed,
             args.walker_open_loop,
+            args.walker_dream,
         )
         (work / "results_walker.json").write_text(json.dumps(results, indent=2) + "\n")
         for fit in results["per_fit"]:

@@ -27,6 +27,7 @@ from worldflux_gym.audit import (
 )
 from worldflux_gym.audit.audit import summarise
 from worldflux_gym.cli import main
+from worldflux_gym.core.checkpoint import from_pretrained
 
 DREAM_ID = "WorldFlux/Ensemble-Pendulum-v0"
 FAST = {"what_if": False, "horizon": 30}
@@ -130,6 +131,12 @@ def test_starts_far_from_the_data_are_mostly_unsure(checkpoint):
     far = audit_agent(zero_torque, DREAM_ID, checkpoint=checkpoint, starts=far_starts, **FAST)
     assert near.calibration.threshold == far.calibration.threshold  # the same real data
     assert "held-out" in near.calibration.source and str(checkpoint) in near.calibration.source
+    # a model loaded beforehand still calibrates on its own held-out data, not on fresh random steps
+    loaded = audit_agent(zero_torque, DREAM_ID, checkpoint=from_pretrained(checkpoint), episodes=16, **FAST)
+    assert (
+        loaded.calibration == near.calibration
+        and loaded.nominal.returns.tolist() == near.nominal.returns.tolist()
+    )
     assert near.nominal.unsure_share < 0.2
     assert far.nominal.unsure_share > 0.8
     assert far.nominal.uncertainty_mean > 3 * near.nominal.uncertainty_mean

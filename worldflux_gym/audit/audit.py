@@ -252,7 +252,8 @@ def resolve_dream(
     horizon = horizon or (spec.max_episode_steps if spec else None)
     if horizon is None:
         raise ConfigError("a bare checkpoint has no episode limit: pass horizon=")
-    path = None if isinstance(checkpoint, WorldModel) else Path(checkpoint)
+    # a loaded model still names its directory: its data calibrates the audit, its weights the videos
+    path = checkpoint.checkpoint_dir if isinstance(checkpoint, WorldModel) else Path(checkpoint)
     return DreamSetup(load_model(checkpoint, device), dream_id, real_env, int(horizon), path)
 
 

@@ -219,6 +219,7 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
         model_config, space_from_json(config["observation_space"]), space_from_json(config["action_space"])
     )
     model.preset = preset
+    model.checkpoint_dir = directory
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -61,6 +61,7 @@ class WorldModel(nn.Module, ABC):
         self.observation_space = observation_space
         self.action_space = action_space
         self.preset: str | None = None  # set by the factory
+        self.checkpoint_dir: Path | None = None  # where it was loaded from (set by from_pretrained)
 
     # --- the verbs -------------------------------------------------------------------------
     @abstractmethod
