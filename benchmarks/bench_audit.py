@@ -90,6 +90,25 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   0.782), 16.5% / 24.1% / 13.6%: better on average, on two sets of three, and short of both targets.
   Windows of 16 (64 per update, 10k updates): A 0.582 / 12.8%, B 0.964 / 21.5% (walkers overrated
   by up to 970).
+- Walker2d-v5 OPE, fifth session (2026-11-30), the same three sets, 50 episodes each. First, how far
+  the real ranking itself can be trusted: two random halves of the real episodes rank the policies
+  with Spearman (median of 1000 splits; ``real_split_half_spearman`` in the results) A **0.864**
+  (100 episodes; five walkers within 1872-1991), B 0.982, C 1.000. So on set A no estimate can be
+  expected to reach 0.9 reliably; B and C are fair tests. Then three ways to dream with the
+  open-loop models (H=8), Spearman / error, sets A / B / C:
+  ``--walker-dream each-elite`` (every elite member rolls out alone, as open-loop training trains
+  it; returns averaged over the five): 0.645 / 18.2%, 0.555 / 19.3%, **1.000 / 2.9%**;
+  sampled transitions with the members' std scaled by tau (a driver around ``rank_agents``; tau = 1
+  is ``--walker-dream sampled``): tau 0.25: 0.836 / 22.1%, 0.764 / 15.6%, **0.991 / 3.9%**; tau
+  0.5: 0.782 / 25.7%, 0.664 / **8.6%**, **0.927 / 5.3%**; tau 0.1 (B, C): 0.755 / 20.9%, 0.991 /
+  8.3%. Twice the updates (10k -> 20k, resumed; held-out open-loop error 0.36 -> 0.28 on B, 0.43 ->
+  0.34 on C, still falling): B 0.527 / 32.4% (each elite 0.564 / 25.4%), C 0.873 / 10.3% (each
+  elite 0.927 / 8.8%): a better fit on held-out data did not give a better estimate. Every variant
+  meets both targets on at most one set. Set B's ppo_700k is overrated by every open-loop variant
+  (dreamed 1250-2834, real 818; its behaviour data, 50k deterministic steps, is in the training
+  set): its dreamed gait is steadier than the real one, which falls after ~300 steps; the learned
+  termination agrees with Walker2d's own rule within a few steps on those dreams, so the
+  difference is in the dynamics.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
