@@ -12,6 +12,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from worldflux_gym import create_world_model
 from worldflux_gym.core import Capabilities, ConfigError, families
+from worldflux_gym.core.checkpoint import from_pretrained
 from worldflux_gym.dream import (
     ActionError,
     DreamEnv,
@@ -69,6 +70,9 @@ def test_bank_starts_come_from_the_checkpoints_starts_file(tmp_path):
         assert np.isclose(bank, obs, rtol=1e-6).all(axis=1).any()
     with pytest.raises(ConfigError, match="branched"):
         DreamEnv(run, starts="branched")
+    # a model loaded beforehand finds the same bank in its directory
+    loaded = DreamEnv(from_pretrained(run), starts="bank")
+    assert np.isclose(bank, loaded.reset(seed=0)[0], rtol=1e-6).all(axis=1).any()
 
 
 def test_branched_starts_burn_in_recurrent_models():

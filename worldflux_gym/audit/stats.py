@@ -89,9 +89,9 @@ def split_half_spearman(samples: list[np.ndarray], splits: int = 1000, seed: int
 
     Near 1: two independent evaluations (of half the episodes each) rank the agents the same way.
     Near 0: the agents' means lie within their noise, and no estimate can be expected to reproduce
-    the observed order. With all the episodes the ranking is somewhat steadier than this figure
-    says (the halves are noisier than the whole), never less steady. ``None`` with fewer than two
-    agents or an agent with fewer than two episodes.
+    the observed order. With all the episodes the ranking is, on average, somewhat steadier than
+    this figure says (each half has half the episodes). ``None`` with fewer than two agents or an
+    agent with fewer than two episodes.
     """
     samples = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
     if len(samples) < 2 or any(s.size < 2 for s in samples):

@@ -181,7 +181,8 @@ class DreamBatch:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if max_episode_steps is not None and int(max_episode_steps) < 1:
             raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        self.checkpoint = None if isinstance(model, WorldModel) else Path(model)
+        # a loaded model still names its directory: its start bank and real env id come from there
+        self.checkpoint = model.checkpoint_dir if isinstance(model, WorldModel) else Path(model)
         self.model = load_model(model, device)
         self.device = self.model.device
         caps = self.model.capabilities
