@@ -116,7 +116,9 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   elite: 0.964 / 5.6%, also met). A third fit on C (seed 2: 0.845 / 7.5%): the mean of three
   **0.945 / 3.7%** (each elite: 0.973 / 5.7%). A second fit on A (seed 1: 0.573 / 21.0%; seed 0
   against this run's replay 0.536 / 15.3%): their mean 0.618 / 18.0% (each elite 0.564 / 18.9%),
-  against a real split-half reproducibility of 0.827 at 50 episodes. So the mean of open-loop fits
+  against a real split-half reproducibility of 0.827 at 50 episodes. A third fit on B (seed 2:
+  0.609 / 11.8%): the mean of three 0.791 / 17.0% (ppo_700k still dreamed at 1779 against 847
+  real, ppo_1000k at 1832 against 1095). So the mean of open-loop fits
   meets both targets on the held-out set C, not on A or B; the one-step defaults meet them on A
   only: the Walker2d OPE targets are still not met in general.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
