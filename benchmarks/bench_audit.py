@@ -443,6 +443,17 @@ def walker(
     real = rankings[0].real_means
     mean_dream = np.mean(estimates, axis=0)
     rho, error, relative = estimate_errors(mean_dream, real)
+    per_fit = []
+    for seed, estimate in enumerate(estimates):
+        fit_rho, fit_error, fit_relative = estimate_errors(estimate, real)
+        per_fit.append(
+            {
+                "seed": seed,
+                "spearman": fit_rho,
+                "mean_absolute_error": fit_error,
+                "relative_error": fit_relative,
+            }
+        )
     return {
         "policies": {
             n: {
@@ -453,15 +464,7 @@ def walker(
             for i, (n, d, r) in enumerate(zip(rankings[0].names, mean_dream, real))
         },
         "dream": dream,
-        "per_fit": [
-            dict(
-                zip(
-                    ("seed", "spearman", "mean_absolute_error", "relative_error"),
-                    (seed, *estimate_errors(x, real)),
-                )
-            )
-            for seed, x in enumerate(estimates)
-        ],
+        "per_fit": per_fit,
         "spearman": rho,
         # how well two halves of the real episodes agree on the ranking: near 1, the target is fair
         "real_split_half_spearman": rankings[0].real_split_half_spearman,
@@ -476,11 +479,14 @@ def _walker_dream_models(run: Path, dream: str) -> dict[str, Path | torch.nn.Mod
     elite member (the same weights, each imagining with that member alone)."""
     if dream != "each-elite":
         return {"": run}
+    import copy
+
     from worldflux_gym.core.checkpoint import from_pretrained
 
+    fitted = from_pretrained(run, device="cpu")
     models = {}
-    for member in from_pretrained(run, device="cpu").elite_index.tolist():
-        model = from_pretrained(run, device="cpu")
+    for member in fitted.elite_index.tolist():
+        model = copy.deepcopy(fitted)
         model.elite_index = torch.tensor([member])  # deterministic transitions: this member's mean alone
         models[f"_elite{member}"] = model
     return models

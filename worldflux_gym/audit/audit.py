@@ -61,7 +61,7 @@ from worldflux_gym.audit.real import can_set_state, draw_real_starts, project_st
 from worldflux_gym.audit.stats import Interval, bootstrap_ci, spearman, split_half_spearman
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.dream.core import latent_of, load_model
+from worldflux_gym.dream.core import checkpoint_dir_of, latent_of, load_model
 
 
 @dataclass
@@ -252,8 +252,8 @@ def resolve_dream(
     horizon = horizon or (spec.max_episode_steps if spec else None)
     if horizon is None:
         raise ConfigError("a bare checkpoint has no episode limit: pass horizon=")
-    # a loaded model still names its directory: its data calibrates the audit, its weights the videos
-    path = checkpoint.checkpoint_dir if isinstance(checkpoint, WorldModel) else Path(checkpoint)
+    # its directory's data calibrates the audit, its weights render the videos
+    path = checkpoint_dir_of(checkpoint)
     return DreamSetup(load_model(checkpoint, device), dream_id, real_env, int(horizon), path)
 
 

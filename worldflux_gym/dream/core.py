@@ -94,6 +94,12 @@ def load_model(model: WorldModel | str | Path, device: str | torch.device = "aut
     return from_pretrained(model, device=device)
 
 
+def checkpoint_dir_of(model: WorldModel | str | Path) -> Path | None:
+    """The directory a model comes from: the one given, or the one a loaded model was read from (its
+    data, start bank and metadata live there); ``None`` for a model built in memory."""
+    return model.checkpoint_dir if isinstance(model, WorldModel) else Path(model)
+
+
 def latent_observation_space(model: WorldModel) -> spaces.Box:
     """The observation space of a family that does not decode observations: its latent ``Box``.
 
@@ -181,8 +187,7 @@ class DreamBatch:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if max_episode_steps is not None and int(max_episode_steps) < 1:
             raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        # a loaded model still names its directory: its start bank and real env id come from there
-        self.checkpoint = model.checkpoint_dir if isinstance(model, WorldModel) else Path(model)
+        self.checkpoint = checkpoint_dir_of(model)  # its start bank and real env id come from there
         self.model = load_model(model, device)
         self.device = self.model.device
         caps = self.model.capabilities

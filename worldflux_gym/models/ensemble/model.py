@@ -378,13 +378,12 @@ class EnsembleModel(WorldModel):
             "termination_bce": bce.item(),
             "logvar_bound": bound.item(),
         }
-        member_error = sq_err.detach().mean(dim=(1, 2))
         if isinstance(batch, SequenceBatch):
             open_loop = self._open_loop_error(batch)
             total = total + self.config.open_loop_weight * open_loop.sum()
             components["open_loop_mse"] = open_loop.mean().item()
-            member_error = open_loop.detach()
-        return total, components, member_error
+            return total, components, open_loop.detach()
+        return total, components, sq_err.detach().mean(dim=(1, 2))
 
     def _open_loop_error(self, batch: SequenceBatch) -> torch.Tensor:
         """``[members]``: each member's mean squared error along the windows when it feeds its own mean
