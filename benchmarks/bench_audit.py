@@ -420,32 +420,25 @@ def walker(
                 progress=False, **windows,
             )  # fmt: skip
     log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes x {fits} models")
-    rankings, estimates = [], []
-    for seed, run in enumerate(runs):
-        # The real replay runs once; later audits are scored against its means.
-        models = _walker_dream_models(run, dream)
-        for label, model in models.items():
-            agents = {"random": _walker_random(), **policies}
-            real_options = {"real": True} if not rankings else {"real_returns": rankings[0].real_means}
-            ranking = rank_agents(
-                agents,
-                WALKER_DREAM,
-                checkpoint=model,
-                episodes=episodes,
-                what_if=False,
-                deterministic=dream != "sampled",
-                **real_options,
-            )
-            write_ranking_report(ranking, work / "reports" / f"walker_ope_{dream}_seed{seed}{label}")
-            print(f"model fitted with seed {seed}{label}:\n{ranking_text(ranking)}", flush=True)
-            rankings.append(ranking)
-        estimates.append(np.mean([r.dream_means for r in rankings[-len(models) :]], axis=0))
-    real = rankings[0].real_means
-    mean_dream = np.mean(estimates, axis=0)
-    rho, error, relative = estimate_errors(mean_dream, real)
-    per_fit = []
-    for seed, estimate in enumerate(estimates):
-        fit_rho, fit_error, fit_relative = estimate_errors(estimate, real)
+    models_per_fit = [_walker_dream_models(run, dream) for run in runs]
+    ranking = rank_agents(
+        {"random": _walker_random(), **policies},
+        WALKER_DREAM,
+        checkpoints=[model for models in models_per_fit for model in models],
+        episodes=episodes,
+        what_if=False,
+        deterministic=dream != "sampled",
+        real=True,
+    )
+    write_ranking_report(ranking, work / "reports" / f"walker_ope_{dream}_{fits}fits")
+    print(ranking_text(ranking), flush=True)
+    real, mean_dream = ranking.real_means, ranking.dream_means
+    rho, error, relative = ranking.spearman, ranking.mean_absolute_error, ranking.relative_error
+    estimates, per_fit, row = [], [], 0
+    for seed, models in enumerate(models_per_fit):
+        estimates.append(ranking.dream_means_per_model[row : row + len(models)].mean(axis=0))
+        row += len(models)
+        fit_rho, fit_error, fit_relative = estimate_errors(estimates[-1], real)
         per_fit.append(
             {
                 "seed": seed,
@@ -461,34 +454,34 @@ def walker(
                 "real_mean": float(r),
                 "dream_mean_per_fit": [float(x[i]) for x in estimates],
             }
-            for i, (n, d, r) in enumerate(zip(rankings[0].names, mean_dream, real))
+            for i, (n, d, r) in enumerate(zip(ranking.names, mean_dream, real))
         },
         "dream": dream,
         "per_fit": per_fit,
         "spearman": rho,
         # how well two halves of the real episodes agree on the ranking: near 1, the target is fair
-        "real_split_half_spearman": rankings[0].real_split_half_spearman,
+        "real_split_half_spearman": ranking.real_split_half_spearman,
         "mean_absolute_error": error,
         "real_spread": float(real.max() - real.min()),
         "relative_error": relative,
     }
 
 
-def _walker_dream_models(run: Path, dream: str) -> dict[str, Path | torch.nn.Module]:
-    """What one fit dreams with, by label: its checkpoint, or, for ``each-elite``, one model per
-    elite member (the same weights, each imagining with that member alone)."""
+def _walker_dream_models(run: Path, dream: str) -> list[Path | torch.nn.Module]:
+    """What one fit dreams with: its checkpoint, or, for ``each-elite``, one model per elite member
+    (the same weights, each imagining with that member alone)."""
     if dream != "each-elite":
-        return {"": run}
+        return [run]
     import copy
 
     from worldflux_gym.core.checkpoint import from_pretrained
 
     fitted = from_pretrained(run, device="cpu")
-    models = {}
+    models = []
     for member in fitted.elite_index.tolist():
         model = copy.deepcopy(fitted)
         model.elite_index = torch.tensor([member])  # deterministic transitions: this member's mean alone
-        models[f"_elite{member}"] = model
+        models.append(model)
     return models
 
 

@@ -262,3 +262,58 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     agent_report = json.loads((out / "agent0" / "report.json").read_text())
     assert agent_report["config"]["deterministic"] is True
     assert "cover the spread of starts only" in (out / "agent0" / "report.md").read_text()
+
+
+def test_ranking_over_several_models_averages_their_dream_means(checkpoint):
+    import copy
+
+    import torch
+
+    from worldflux_gym.audit import rank_agents
+    from worldflux_gym.audit.audit import estimate_errors
+    from worldflux_gym.audit.report import ranking_text
+    from worldflux_gym.core.errors import ConfigError
+
+    fitted = from_pretrained(checkpoint, device="cpu")
+    models = []
+    for member in fitted.elite_index[:2].tolist():  # two different models: one elite member each
+        models.append(copy.deepcopy(fitted))
+        models[-1].elite_index = torch.tensor([member])
+    agents = {"zero": zero_torque, "pd": pd_controller}
+    options = {"episodes": 6, "real": True, "deterministic": True, **FAST}
+    alone = [rank_agents(agents, DREAM_ID, checkpoint=model, **options) for model in models]
+    both = rank_agents(agents, DREAM_ID, checkpoints=models, **options)
+
+    per_model = np.stack([r.dream_means for r in alone])
+    assert not np.allclose(per_model[0], per_model[1])
+    np.testing.assert_allclose(both.dream_means_per_model, per_model)
+    np.testing.assert_allclose(both.dream_means, per_model.mean(axis=0))
+    np.testing.assert_allclose(both.model_spread, np.abs(per_model[0] - per_model[1]) / np.sqrt(2))
+    np.testing.assert_allclose(both.real_means, alone[0].real_means)  # one real replay serves all models
+    rho, mae, relative = estimate_errors(both.dream_means, both.real_means)
+    assert (both.spearman, both.mean_absolute_error, both.relative_error) == (rho, mae, relative)
+    assert alone[0].dream_means_per_model is None and alone[0].model_spread is None
+    rows = both.as_dict()["rows"]
+    assert [row["agent"] for row in rows] == [both.names[i] for i in both.order()]
+    assert rows[0]["dream_return"]["per_model"] == per_model[:, both.order()[0]].tolist()
+    assert "sd over 2 models" in ranking_text(both) and "[95% CI]" in ranking_text(alone[0])
+
+    with pytest.raises(ConfigError, match="not both"):
+        rank_agents(agents, DREAM_ID, checkpoint=models[0], checkpoints=models, **options)
+
+
+def test_cli_audit_with_several_checkpoints_ranks_over_them(checkpoint, tmp_path, capsys):
+    from stable_baselines3 import PPO
+
+    agent = tmp_path / "agent.zip"
+    PPO("MlpPolicy", gym.make("Pendulum-v1"), seed=0, device="cpu").save(agent)
+    out = tmp_path / "ranking"
+    code = main(
+        ["audit", str(agent), DREAM_ID, "--checkpoint", str(checkpoint), str(checkpoint), "--episodes", "3",
+         "--horizon", "10", "--no-what-if", "--videos", "0", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert "sd over 2 models" in capsys.readouterr().out  # one agent, two models: a ranking over them
+    data = json.loads((out / "report.json").read_text())
+    assert data["models"] == 2
+    assert data["rows"][0]["dream_return"]["model_spread"] == 0.0  # the same run twice: no spread

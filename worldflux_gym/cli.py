@@ -164,8 +164,8 @@ def _audit(args: argparse.Namespace) -> int:
     from worldflux_gym.audit import audit_agent, rank_agents, summary_text, write_ranking_report, write_report
     from worldflux_gym.audit.report import ranking_text
 
+    checkpoints = args.checkpoint or []
     options = {
-        "checkpoint": args.checkpoint,
         "real": (args.real or True) if args.real is not None else False,  # bare --real: the dream's env
         "episodes": args.episodes,
         "horizon": args.horizon,
@@ -173,12 +173,14 @@ def _audit(args: argparse.Namespace) -> int:
         "what_if": not args.no_what_if,
         "deterministic": args.deterministic,
     }
-    if len(args.agent) == 1:
-        result = audit_agent(args.agent[0], args.dream_id, **options)
+    one_model = {"checkpoint": checkpoints[0] if checkpoints else None}
+    if len(args.agent) == 1 and len(checkpoints) <= 1:
+        result = audit_agent(args.agent[0], args.dream_id, **one_model, **options)
         write_report(result, args.out, videos=args.videos)
         print(summary_text(result))
     else:
-        ranking = rank_agents(args.agent, args.dream_id, **options)
+        models = {"checkpoints": checkpoints} if len(checkpoints) > 1 else one_model
+        ranking = rank_agents(args.agent, args.dream_id, **models, **options)
         write_ranking_report(ranking, args.out, videos=args.videos)
         print(ranking_text(ranking))
     print(f"report: {args.out}/report.md, every figure in {args.out}/report.json")
@@ -328,7 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--real", nargs="?", const="", metavar="REAL_ID",
         help="replay the same starts in the real env (default: the dream's own real env)",
     )  # fmt: skip
-    p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
+    p.add_argument(
+        "--checkpoint", nargs="+", metavar="RUN_DIR",
+        help="a fitted run directory instead of the shipped weights; several (fits of the same model "
+        "with other seeds): the dream return is their mean, and the ranking shows where they disagree",
+    )  # fmt: skip
     p.add_argument("--horizon", type=int, help="dream steps per episode (default: the id's episode limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")

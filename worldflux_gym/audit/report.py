@@ -273,20 +273,30 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
 
 
 def ranking_text(ranking: Ranking) -> str:
-    rows = [
-        ("rank", "agent", "dream return [95% CI]", "real return", "median length", "unsure steps", "flag")
-    ]
+    spread = ranking.model_spread
+    models = 1 if spread is None else len(ranking.dream_means_per_model)
+    dream_header = "dream return [95% CI]" if spread is None else f"dream return (sd over {models} models)"
+    rows = [("rank", "agent", dream_header, "real return", "median length", "unsure steps", "flag")]
     for rank, i in enumerate(ranking.order(), start=1):
         audit = ranking.audits[i]
+        dream = _interval(audit.nominal)
+        if spread is not None:
+            dream = f"{ranking.dream_means[i]:.1f} ({spread[i]:.1f})"
         real = "" if ranking.real_means is None else f"{ranking.real_means[i]:.1f}"
         length = f"{np.median(audit.nominal.lengths):.0f}"
         if audit.real is not None:  # dream / real: where a dream's episodes end too early or too late
             length += f" / {np.median(audit.real.real_lengths):.0f}"
         rows.append(
-            (str(rank), ranking.names[i], _interval(audit.nominal), real, length,
+            (str(rank), ranking.names[i], dream, real, length,
              _pct(audit.nominal.unsure_share), _flag(audit.nominal.flag_reason))
         )  # fmt: skip
     text = format_table(rows)
+    if spread is not None:
+        text += (
+            f"\nDream return: the mean over {models} fitted models; lengths, unsure steps and flags: the "
+            "first model's. Where the sd is large against the gap to the next agent, the order is not "
+            "settled."
+        )
     if ranking.spearman is not None:
         text += (
             f"\nSpearman rank correlation dream vs real: {ranking.spearman:.3f}; mean |dream - real| "
