@@ -434,9 +434,11 @@ def walker(
     print(ranking_text(ranking), flush=True)
     real, mean_dream = ranking.real_means, ranking.dream_means
     rho, error, relative = ranking.spearman, ranking.mean_absolute_error, ranking.relative_error
+    per_model = ranking.dream_means_per_model
+    per_model = ranking.dream_means[None] if per_model is None else per_model  # one model: one row
     estimates, per_fit, row = [], [], 0
     for seed, models in enumerate(models_per_fit):
-        estimates.append(ranking.dream_means_per_model[row : row + len(models)].mean(axis=0))
+        estimates.append(per_model[row : row + len(models)].mean(axis=0))
         row += len(models)
         fit_rho, fit_error, fit_relative = estimate_errors(estimates[-1], real)
         per_fit.append(
@@ -464,7 +466,28 @@ def walker(
         "mean_absolute_error": error,
         "real_spread": float(real.max() - real.min()),
         "relative_error": relative,
+        "error_sources": _error_sources(ranking),
     }
+
+
+def _error_sources(ranking) -> dict:
+    """Which factor of a return, steps alive x reward per step, the estimate gets wrong: the first
+    model's estimate with each factor replaced by the real one in turn (Spearman, error / spread)."""
+    from worldflux_gym.audit.audit import estimate_errors
+
+    real_lengths = np.array([a.real.real_lengths.mean() for a in ranking.audits])
+    real_returns = np.array([a.real.real_returns.mean() for a in ranking.audits])
+    dream_lengths = np.array([a.nominal.lengths.mean() for a in ranking.audits])
+    dream_returns = np.array([a.nominal.mean_return for a in ranking.audits])
+    estimates = {
+        "dreamed_reward_per_step_real_lengths": real_lengths * dream_returns / dream_lengths,
+        "dreamed_lengths_real_reward_per_step": dream_lengths * real_returns / real_lengths,
+    }
+    sources = {}
+    for name, estimate in estimates.items():
+        rho, _, relative = estimate_errors(estimate, real_returns)
+        sources[name] = {"spearman": rho, "relative_error": relative}
+    return sources
 
 
 def _walker_dream_models(run: Path, dream: str) -> list[Path | torch.nn.Module]:
@@ -546,6 +569,15 @@ def main() -> None:
             "two random halves of the real episodes rank the policies with Spearman "
             f"{results['real_split_half_spearman']:.3f} (median of 1000 splits): the real order's own noise"
         )
+        labels = {
+            "dreamed_reward_per_step_real_lengths": "dreamed reward per step x real episode lengths",
+            "dreamed_lengths_real_reward_per_step": "dreamed episode lengths x real reward per step",
+        }
+        for name, figures in results["error_sources"].items():
+            print(
+                f"first model, {labels[name]}: Spearman {figures['spearman']:.3f}, "
+                f"error {figures['relative_error']:.1%}"
+            )
         return
     artefacts = prepare(work)
     log("prepared: " + json.dumps({k: {n: str(p) for n, p in v.items()} for k, v in artefacts.items()}))
