@@ -750,7 +750,7 @@ def rank_agents(
     one ``checkpoint``. Every agent is audited in each; the estimate is the mean of their dream
     means and ``Ranking.model_spread`` shows where they disagree. From one fit to the next the
     dreamed return of a policy can move by more than the real gaps between policies (the Walker2d
-    benchmark: single fits 0.55-0.96 Spearman, the mean of three better than most single fits);
+    benchmark: single open-loop fits 0.54-0.96 Spearman; the mean of three beat two of its three fits);
     averaging fits takes out that part of the error, not a bias they share. The real replay runs
     with the first model only (it does not depend on the model).
     """
