@@ -73,17 +73,20 @@ def test_train_in_dream_then_evaluate_in_real_env(pendulum_checkpoint, tiny_reci
         train_agent("WorldFlux/Ensemble-Pendulum-v0", tmp_path / "agent.pt", recipe=tiny_recipe)
 
 
-def test_time_budget_stops_training(pendulum_checkpoint, tiny_recipe, tmp_path):
+def test_time_budget_stops_training(pendulum_checkpoint, tiny_recipe, tmp_path, capsys):
     agent = train_agent(
         "WorldFlux/Ensemble-Pendulum-v0",
         tmp_path / "a.zip",
         recipe=tiny_recipe,
         steps=10**9,
         checkpoint=pendulum_checkpoint,
-        progress=False,
-        max_seconds=0.5,
+        progress=True,
+        max_seconds=1.0,
     )
     assert agent.num_timesteps < 10**6
+    # the bar runs over the time budget (SB3's would count towards the 10^9 steps)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in bar and "1/1s" in bar and f"{agent.num_timesteps:,} steps" in bar
 
 
 def random_return(env_id: str, episodes: int, seed: int = 0) -> float:

@@ -10,6 +10,7 @@ from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
 
 from worldflux_gym import __version__
 from worldflux_gym.agents.evaluate import sidecar_path
@@ -20,18 +21,35 @@ from worldflux_gym.dream.registration import find_spec, make_sb3_vec_env
 
 
 class StopAfterSeconds(BaseCallback):
-    """Ends ``learn()`` once ``seconds`` of wall-clock time have passed (a budget in time, not steps)."""
+    """Ends ``learn()`` once ``seconds`` of wall-clock time have passed (a budget in time, not steps).
 
-    def __init__(self, seconds: float):
+    With ``progress`` it shows a bar over the seconds with the steps taken so far: SB3's own bar
+    counts towards ``total_timesteps``, which a time budget never reaches.
+    """
+
+    def __init__(self, seconds: float, progress: bool = False):
         super().__init__()
         self.seconds = float(seconds)
-        self.deadline = 0.0
+        self.progress = progress
+        self.started = self.deadline = 0.0
+        self.bar: tqdm | None = None
 
     def _on_training_start(self) -> None:
-        self.deadline = time.perf_counter() + self.seconds
+        self.started = time.perf_counter()
+        self.deadline = self.started + self.seconds
+        if self.progress:
+            self.bar = tqdm(total=self.seconds, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}")
 
     def _on_step(self) -> bool:
-        return time.perf_counter() < self.deadline
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(min(now, self.deadline) - self.started - self.bar.n)
+            self.bar.set_postfix_str(f"{self.num_timesteps:,} steps", refresh=False)
+        return now < self.deadline
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def default_recipe(dream_id: str) -> str:
@@ -93,8 +111,8 @@ def train_agent(
     venv.seed(seed)
     agent = build_agent(recipe, venv, seed, out.with_name(out.stem + "_tb") if tensorboard else None)
     started = time.perf_counter()
-    callback = StopAfterSeconds(max_seconds) if max_seconds else None
-    agent.learn(total_timesteps=steps, progress_bar=progress, callback=callback)
+    callback = StopAfterSeconds(max_seconds, progress) if max_seconds else None
+    agent.learn(total_timesteps=steps, progress_bar=progress and callback is None, callback=callback)
     seconds = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     agent.save(out)
