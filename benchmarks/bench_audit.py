@@ -121,6 +121,35 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   real, ppo_1000k at 1832 against 1095). So the mean of open-loop fits
   meets both targets on the held-out set C, not on A or B; the one-step defaults meet them on A
   only: the Walker2d OPE targets are still not met in general.
+- Walker2d-v5 OPE, sixth session (2026-11-30), the open-loop fits of sets B and C, 50 episodes. Where
+  the error comes from (``error_sources`` in the results; here per fit, from the audits' lengths): a
+  Walker's return is steps alive x reward per step. The dreamed reward per step times the real
+  episode lengths meets both targets with every single fit (B: 0.982 / 3.7%, 1.000 / 2.7%, 0.991 /
+  3.8%; C: 0.991 / 3.4%, 0.982 / 6.1%, 0.982 / 5.5%); the dreamed lengths times the real reward per
+  step with none (B 0.618-0.827, 13.3-27.5%; C 0.636-0.964, 10.8-13.8%). The whole gap is when the
+  dreamed walker falls (mean over three fits, dreamed / real length: B ppo_700k 2.11, ppo_1000k 1.58,
+  ppo_400k 0.69; C ppo_800k 0.64). Tried against it, scratch drivers on the same fits, 3-fit means
+  unless said: (a) ending an episode where the members' disagreement first exceeds the audit's
+  "unsure" threshold (MOReL's halt; also 3 or 10 steps in a row, and the 90% quantile): B 0.773 /
+  13.3% at best, C 0.900 / 4.6% or unchanged: the overrated walkers stay where the members agree.
+  (b) A fall-hazard classifier fitted on the real data, p(the episode terminates within K steps |
+  o_t), as a per-step survival weight on the mean-transition dream (C, seed 0; plain 0.964 / 13.6%):
+  K = 1: 0.964 / 12.5%, 20: 0.973 / 11.3%, 100: 0.964 / 13.1%: it shortens the short-lived
+  policies, not the overrated walker. (c) The members' std is calibrated on held-out one-step
+  transitions (z-score rms 1.00 on B, 1.04 on C), yet sampled dreams at that scale make every walker
+  fall early: the one-step errors are systematic in the state, not independent noise. (d) Each
+  open-loop fit fine-tuned with 32-step windows (32 per update, 3000 updates, learning rate 2e-4;
+  held-out 32-step error 2.05 -> 1.81 on B, 3.62 -> 1.75 on C): B 0.773 / 18.1%, C 0.773 / 8.4%
+  (C's best walkers now underrated: ppo_800k-1000k dreamed 811-867, real 960-1455). (e) The mean of
+  the one-step and the open-loop estimates: A 0.927 / 10.7%, B 0.782 / 12.8%, C 0.745 / 14.5%.
+  The averaging over fits is now ``rank_agents(checkpoints=[...])`` (and ``audit --checkpoint RUN
+  RUN ...``); its per-agent spread over fits marks B's three most overrated policies (sd 955, 884,
+  653 for ppo_500k/700k/1000k, errors +442, +932, +738), but also misses shared errors (C ppo_800k:
+  sd 69, error -321; A ppo_800k/900k: sd 39/46, errors -884/-747).
+  (f) Two more open-loop fits on B (``--walker-fits 5``; seeds 3, 4: 0.691 / 21.7%, 0.582 / 14.2%):
+  the mean of five 0.709 / 13.4% (of three: 0.791 / 17.0%), with ppo_700k at 1491 against 847 real,
+  ppo_1000k 1980 against 1095, ppo_400k 779 against 1171: a bias the fits share, which more fits do
+  not average out.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
