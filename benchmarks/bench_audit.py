@@ -150,6 +150,10 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   the mean of five 0.709 / 13.4% (of three: 0.791 / 17.0%), with ppo_700k at 1491 against 847 real,
   ppo_1000k 1980 against 1095, ppo_400k 779 against 1171: a bias the fits share, which more fits do
   not average out.
+  (g) More weight on falls: B's three fits fine-tuned 3000 updates with half of the windows from the
+  last 100 steps before falls of episodes of >= 200 steps: mean 0.536 / 12.2%: ppo_700k and
+  ppo_1000k now right (863 / 847, 1046 / 1095), ppo_400k-600k now dreamed falling too early (651-797
+  against 1154-1417).
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
