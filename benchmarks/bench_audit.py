@@ -139,9 +139,9 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   transitions (z-score rms 1.00 on B, 1.04 on C), yet sampled dreams at that scale make every walker
   fall early: the one-step errors are systematic in the state, not independent noise. (d) Each
   open-loop fit fine-tuned with 32-step windows (32 per update, 3000 updates, learning rate 2e-4;
-  held-out 32-step error 2.05 -> 1.81 on B, 3.62 -> 1.75 on C): B 0.773 / 18.1%, C 0.773 / 8.4%
-  (C's best walkers now underrated: ppo_800k-1000k dreamed 811-867, real 960-1455). (e) The mean of
-  the one-step and the open-loop estimates: A 0.927 / 10.7%, B 0.782 / 12.8%, C 0.745 / 14.5%.
+  the elites' held-out 32-step error 2.04 -> 1.81 on B, 3.62 -> 1.75 on C, seed 0): B 0.773 / 18.1%,
+  C 0.773 / 8.4% (C's best walkers now underrated: ppo_800k-1000k dreamed 811-867, real 960-1455).
+  (e) The mean of the one-step and the open-loop estimates: A 0.927 / 10.7%, B 0.782 / 12.8%, C 0.745 / 14.5%.
   The averaging over fits is now ``rank_agents(checkpoints=[...])`` (and ``audit --checkpoint RUN
   RUN ...``); its per-agent spread over fits marks B's three most overrated policies (sd 955, 884,
   653 for ppo_500k/700k/1000k, errors +442, +932, +738), but also misses shared errors (C ppo_800k:
