@@ -416,8 +416,9 @@ def walker(
     walking) plus random actions, audited in ``ensemble:default`` dreams fitted on the logged data
     of those behaviour policies (the DOPE setting: random data alone never shows walking).
 
-    ``fits`` models are fitted on the same data with trainer seeds 0, 1, ...; each one's ranking is
-    reported, and the estimate is the mean of their dream returns per policy: from fit to fit the
+    ``fits`` models are fitted on the same data with trainer seeds 0, 1, ...; one ranking over all of
+    them (``rank_agents(checkpoints=...)``) gives the estimate, the mean of their dream returns per
+    policy, and each fit's own Spearman and error are reported beside it: from fit to fit the
     dreamed walkers' returns move by hundreds (seed 0/1/2 at N=50k, U=20k: Spearman 0.945 / 0.855 /
     0.855), more than the real gaps between them. About 8 minutes per fit plus 3 per audit on one
     core of the third session's machine, once the PPO run (8 minutes there) exists.
@@ -509,7 +510,7 @@ def _error_sources(ranking) -> dict:
     from worldflux_gym.audit.audit import estimate_errors
 
     real_lengths = np.array([a.real.real_lengths.mean() for a in ranking.audits])
-    real_returns = np.array([a.real.real_returns.mean() for a in ranking.audits])
+    real_returns = ranking.real_means
     dream_lengths = np.array([a.nominal.lengths.mean() for a in ranking.audits])
     dream_returns = np.array([a.nominal.mean_return for a in ranking.audits])
     estimates = {
