@@ -179,23 +179,25 @@ def calibration_buffer(
     checkpoint: str | Path | None, real_env: str | None, steps: int = 3000, seed: int = 0
 ) -> tuple[EpisodeBuffer, str]:
     """Real data to calibrate on: the held-out episodes of the store the checkpoint was fitted on
-    (the one its ``trainer_state.json`` names, else ``CHECKPOINT/data``), else that store's training
-    episodes, else ``steps`` fresh random-action steps of the real env (the data shipped models are
-    fitted on).
+    (the one its ``trainer_state.json`` or ``closed_loop.json`` names, else ``CHECKPOINT/data``),
+    else that store's training episodes, else ``steps`` fresh random-action steps of the real env
+    (the data shipped models are fitted on).
     """
     import json
 
     from worldflux_gym.data import EpisodeStore, collect_episodes
     from worldflux_gym.data.store import is_store
+    from worldflux_gym.training.closed_loop import CLOSED_LOOP_JSON
     from worldflux_gym.training.fit import RUN_DATA_DIR
     from worldflux_gym.training.trainer import STATE_JSON
 
     candidates = []
     if checkpoint is not None:
-        state = Path(checkpoint) / STATE_JSON
-        if state.is_file():
-            store_dir = json.loads(state.read_text()).get("data", {}).get("store")
-            candidates += [Path(store_dir)] if store_dir else []
+        for record in (STATE_JSON, CLOSED_LOOP_JSON):  # a fit's, or a closed-loop fine-tune's
+            path = Path(checkpoint) / record
+            if path.is_file():
+                store_dir = json.loads(path.read_text()).get("data", {}).get("store")
+                candidates += [Path(store_dir)] if store_dir else []
         candidates.append(Path(checkpoint) / RUN_DATA_DIR)
     for directory in candidates:
         if not is_store(directory):

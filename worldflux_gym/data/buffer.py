@@ -69,7 +69,11 @@ class EpisodeBuffer:
         A window starts at a uniformly drawn step; windows that would run past the episode's end are
         shifted back, and episodes shorter than ``length`` are padded (``mask`` False, last obs repeated).
         """
-        first = rng.integers(0, self.num_steps, size=batch_size)
+        return self.sequences(rng.integers(0, self.num_steps, size=batch_size), length)
+
+    def sequences(self, first: np.ndarray, length: int) -> SequenceBatch:
+        """The windows of ``length`` steps that start at the global steps ``first`` (shifted back and
+        padded as in :meth:`sample_sequences`)."""
         episode = self.step_episode[first]
         start = np.minimum(self.step_time[first], np.maximum(self.lengths[episode] - length, 0))
         offsets = np.arange(length)

@@ -1,6 +1,16 @@
-"""Fitting world models: the trainer (any family, through ``loss``) and the one-call pipeline."""
+"""Fitting world models: the trainer (any family, through ``loss``), the one-call pipeline, and the
+closed-loop fine-tune of an ensemble under the policies that logged its data."""
 
+from worldflux_gym.training.closed_loop import ClosedLoopConfig, fine_tune_closed_loop
 from worldflux_gym.training.fit import fit_world_model
 from worldflux_gym.training.trainer import Trainer, TrainerConfig, inspect_run_dir, trainer_state
 
-__all__ = ["Trainer", "TrainerConfig", "fit_world_model", "inspect_run_dir", "trainer_state"]
+__all__ = [
+    "ClosedLoopConfig",
+    "Trainer",
+    "TrainerConfig",
+    "fine_tune_closed_loop",
+    "fit_world_model",
+    "inspect_run_dir",
+    "trainer_state",
+]

@@ -48,6 +48,7 @@ misleading zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -388,13 +389,48 @@ class EnsembleModel(WorldModel):
     def _open_loop_error(self, batch: SequenceBatch) -> torch.Tensor:
         """``[members]``: each member's mean squared error along the windows when it feeds its own mean
         prediction back (observations and rewards, in the units of the normalised one-step target)."""
+        return self._rollout_error(batch, lambda t, obs: batch.action[:, t])
+
+    def closed_loop_error(
+        self,
+        batch: SequenceBatch,
+        policy: Callable[[torch.Tensor], torch.Tensor],
+        truncate: int | None = None,
+    ) -> torch.Tensor:
+        """``[members]``: like the open-loop error, but ``policy`` chooses every action from the
+        member's own imagined observation instead of replaying the logged ones.
+
+        For windows logged by a deterministic ``policy`` the real dynamics would redo the logged
+        actions and observations exactly, so this error measures what a dream of that policy gets
+        wrong, policy feedback included: a gait that drifts towards a fall in reality and stays
+        upright in the dream. ``policy`` maps observations ``[N, obs_dim]`` to actions and must be
+        differentiable for training. ``truncate``: gradients flow through at most this many steps
+        (the rollout itself is not cut); long chains through a walker's contacts explode."""
+        members = self.config.members
+
+        def act(t: int, obs: torch.Tensor) -> torch.Tensor:
+            return policy(obs.reshape(-1, self.obs_dim)).reshape(members, obs.shape[1], -1)
+
+        return self._rollout_error(batch, act, truncate)
+
+    def _rollout_error(
+        self,
+        batch: SequenceBatch,
+        act: Callable[[int, torch.Tensor], torch.Tensor],
+        truncate: int | None = None,
+    ) -> torch.Tensor:
+        """``[members]``: each member rolls out its mean prediction from the windows' first real
+        observation, taking ``act(t, imagined obs [M, B, obs_dim])`` at step t; its squared error
+        against the real observations and rewards, per step and real dimension."""
         members, d = self.config.members, self.obs_dim
         obs = batch.obs[:, 0].float().expand(members, -1, -1)  # [M, B, obs_dim], real at t = 0
         mask = batch.mask.float()
         real = torch.cat([batch.obs[:, 1:].float(), batch.reward.float().unsqueeze(-1)], dim=-1)  # [B, T, D]
         total = obs.new_zeros(members)
         for t in range(batch.horizon):
-            mean = self._forward(self._features(obs, batch.action[:, t]))[..., : self.target_dim]
+            if truncate and t and t % truncate == 0:
+                obs = obs.detach()
+            mean = self._forward(self._features(obs, act(t, obs)))[..., : self.target_dim]
             change = mean * self.target_std + self.target_mean  # [M, B, obs_dim + 1], real units
             obs = obs + change[..., :d]
             predicted = torch.cat([obs, change[..., d:]], dim=-1)

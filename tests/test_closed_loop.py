@@ -1,0 +1,126 @@
+"""Closed-loop fine-tuning: behaviour policies as differentiable functions, finding which policy logged
+an episode, and a fine-tune that lowers the held-out closed-loop error without touching the source."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO, SAC
+
+from worldflux_gym.audit.dream import calibration_buffer
+from worldflux_gym.core.errors import ConfigError, TrainingError
+from worldflux_gym.data import EpisodeStore, collect_to_store
+from worldflux_gym.data.store import is_validation_episode
+from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop, fit_world_model
+from worldflux_gym.training.closed_loop import (
+    CLOSED_LOOP_JSON,
+    behaviour_labels,
+    closed_loop_record,
+    differentiable_policy,
+)
+
+ENV = "Pendulum-v1"
+
+
+def _ppo(seed: int, path) -> PPO:
+    """An untrained PPO whose mean action is steep enough to use the whole action range (and clip)."""
+    agent = PPO("MlpPolicy", ENV, seed=seed, device="cpu")
+    with torch.no_grad():
+        agent.policy.action_net.weight.mul_(40.0)
+    agent.save(path)
+    return agent
+
+
+@pytest.fixture(scope="module")
+def behaviour(tmp_path_factory):
+    """Two deterministic PPO policies and a store of their episodes plus random-action ones."""
+    folder = tmp_path_factory.mktemp("closed_loop")
+    paths = [folder / "ppo_a.zip", folder / "ppo_b.zip"]
+    agents = [_ppo(seed, path) for seed, path in zip((1, 2), paths)]
+    data = folder / "data"
+    collect_to_store(ENV, 400, data, seed=0, progress=False)  # random: 2 episodes
+    for i, path in enumerate(paths):
+        collect_to_store(ENV, 2000, data, policy=path, seed=100 * (i + 1), progress=False)  # 10 each
+    return folder, paths, agents, data
+
+
+def test_differentiable_policy_is_what_predict_returns():
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(64, 3)).astype(np.float32)
+    for agent in (_ppo_in_memory(), SAC("MlpPolicy", ENV, seed=0, device="cpu")):
+        act = differentiable_policy(agent, agent.action_space)
+        expected, _ = agent.predict(obs, deterministic=True)
+        x = torch.tensor(obs, requires_grad=True)
+        action = act(x)
+        np.testing.assert_allclose(action.detach().numpy(), expected, atol=1e-5)
+        action.sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0  # gradients reach the observations
+    with pytest.raises(ConfigError, match="stable-baselines3"):
+        differentiable_policy(lambda obs: obs, _ppo_in_memory().action_space)
+
+
+def _ppo_in_memory() -> PPO:
+    agent = PPO("MlpPolicy", ENV, seed=3, device="cpu")
+    with torch.no_grad():
+        agent.policy.action_net.weight.mul_(40.0)  # some actions clip at the bounds, as predict does
+    return agent
+
+
+def test_behaviour_labels_name_the_policy_that_logged_each_episode(behaviour):
+    _, paths, agents, data = behaviour
+    store = EpisodeStore(data)
+    episodes = store.episodes("all")
+    acting = [differentiable_policy(agent, agent.action_space) for agent in agents]
+    buffer = store.buffer("train")
+    labels = behaviour_labels(buffer, acting)
+    # appended in order: random, then policy a's, then policy b's; the store splits every 10th off
+    logged_by = [-1] * 2 + [0] * 10 + [1] * 10
+    assert len(episodes) == len(logged_by)
+    expected = [who for index, who in enumerate(logged_by) if not is_validation_episode(index, 0.1)]
+    assert labels.tolist() == expected
+    # a policy that logged nothing labels nothing
+    other = differentiable_policy(_ppo_in_memory(), agents[0].action_space)
+    assert (behaviour_labels(buffer, [other]) == -1).all()
+
+
+def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(behaviour):
+    folder, paths, agents, data = behaviour
+    run = folder / "fit"
+    fit_world_model(ENV, "ensemble:ci", run, data_dir=data, steps=300, progress=False)
+    source_weights = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    out = folder / "fit_closed_loop"
+    config = ClosedLoopConfig(horizon=16, truncate=4, windows_per_policy=16, updates=200, learning_rate=1e-3)
+    model = fine_tune_closed_loop(run, paths, out, config, device="cpu", progress=False)
+    # the same updates on the model's own loss alone (weight 0): the baseline the term must beat
+    plain = folder / "fit_plain"
+    config_plain = dataclasses.replace(config, weight=0.0)
+    fine_tune_closed_loop(run, paths, plain, config_plain, device="cpu", progress=False)
+
+    record = closed_loop_record(out)
+    error = record["held_out_closed_loop_error"]
+    plain_error = closed_loop_record(plain)["held_out_closed_loop_error"]
+    assert error["before"] == plain_error["before"]
+    assert error["after"] < 0.8 * error["before"], error
+    assert error["after"] < 0.9 * plain_error["after"], (error, plain_error)
+    train_episodes = EpisodeStore(data).buffer("train")
+    labels = behaviour_labels(train_episodes, [differentiable_policy(a, a.action_space) for a in agents])
+    counts = {"ppo_a": int((labels == 0).sum()), "ppo_b": int((labels == 1).sum())}
+    assert record["episodes_per_policy"] == counts
+    assert min(record["episodes_per_policy"].values()) >= 8
+    assert record["data"]["store"] == str(data.resolve())
+    assert json.loads((out / CLOSED_LOOP_JSON).read_text()) == record
+    assert hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest() == source_weights
+    assert model.elite_index.numel() == 2
+    # the audit calibrates the fine-tuned model on the held-out episodes of the same store
+    _, source = calibration_buffer(out, None)
+    assert "held-out" in source and str(data.resolve()) in source
+
+    with pytest.raises(TrainingError, match="already holds a model"):
+        fine_tune_closed_loop(run, paths, out, config, device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="logged by"):
+        fine_tune_closed_loop(run, [_ppo_in_memory()], folder / "other", config, device="cpu", progress=False)
+    assert closed_loop_record(run) is None
