@@ -124,3 +124,17 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     with pytest.raises(ConfigError, match="logged by"):
         fine_tune_closed_loop(run, [_ppo_in_memory()], folder / "other", config, device="cpu", progress=False)
     assert closed_loop_record(run) is None
+
+
+def test_cli_fine_tune(behaviour, capsys):
+    from worldflux_gym.cli import main
+
+    folder, paths, _, data = behaviour
+    run = folder / "fit_for_cli"
+    fit_world_model(ENV, "ensemble:ci", run, data_dir=data, steps=100, progress=False)
+    out = folder / "cli_closed_loop"
+    args = ["fine-tune", str(run), "--policy", *map(str, paths), "--out", str(out), "--horizon", "8"]
+    assert main([*args, "--updates", "5", "--device", "cpu"]) == 0
+    record = closed_loop_record(out)
+    assert record["config"]["horizon"] == 8 and record["config"]["updates"] == 5
+    assert f"--checkpoint {out}" in capsys.readouterr().out
