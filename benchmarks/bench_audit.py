@@ -154,6 +154,28 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   last 100 steps before falls of episodes of >= 200 steps: mean 0.536 / 12.2%: ppo_700k and
   ppo_1000k now right (863 / 847, 1046 / 1095), ppo_400k-600k now dreamed falling too early (651-797
   against 1154-1417).
+- Walker2d-v5 OPE, seventh session (2026-11-30): why the dreamed fall times are wrong, and training
+  against it. Set B's ppo_700k, 174 logged real episodes: lengths 260-342 (10th-90th percentile),
+  dreamed 374-513. Its mean torso angle, real / dream: 0.59 / 0.59 at t = 100, 0.50 / 0.14 at
+  t = 250, 0.77 / 0.41 at t = 300: the real gait leans further forward every stride until the angle
+  limit ends it; the dreamed gait settles. The real episodes from nearby starts also spread ~10x
+  faster (sd of the forward velocity at t = 50: 0.19 real, 0.02 dreamed). So
+  ``--walker-closed-loop``: every open-loop fit is fine-tuned with ``fine_tune_closed_loop`` (each
+  behaviour policy re-imagines windows of its own logged episodes acting on the dreamed
+  observations; 64-step rollouts, gradients through 8 steps, 1000 updates, ~18-20 min per fit on one
+  core; the setting was fixed on B and then run unchanged on C and A). Held-out closed-loop error
+  (64 steps): B 11.8 -> 7.2, C 16.8 -> 10.8, A 18.5 -> 12.0 (seed 0). Mean of two fits (seeds 0, 1):
+  **B 0.845 / 5.1%** (fits 0.918 / 7.9%, 0.855 / 8.1%; open loop 0.764 / 24.8%: ppo_700k now 955 and
+  926 against 847), **C 0.909 / 5.8%: both targets met** (fits 0.909 / 7.6%, 0.873 / 8.4%; open loop
+  0.945 / 4.7%), **A 0.891 / 25.6%** (fits 0.882 / 24.8%, 0.891 / 27.8%; open loop 0.618 / 18.0%; the
+  real ranking's own split-half reproducibility here 0.827): A's walkers now never fall in the dream
+  (2440-3270 against 1660-2225 real, real median lengths 514-789): 64-step windows cannot see a fall
+  that comes after 500-800 steps. Over the three sets the mean Spearman rose from 0.776 to 0.882 and
+  the mean error fell from 15.8% to 12.2%; both targets are met on one set of three, as before.
+  Gradients through 32 steps without truncation diverged (held-out error 3.6 -> 9.2 within 250
+  updates), and 16-step rollouts (B only) gave 0.709 / 12.1%. B's and C's figures come from a
+  scratch driver of the same algorithm (the library's differs in sampling order only), A's from
+  this script.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
