@@ -174,8 +174,8 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   the mean error fell from 15.8% to 12.2%; both targets are met on one set of three, as before.
   Gradients through 32 steps without truncation diverged (held-out error 3.6 -> 9.2 within 250
   updates), and 16-step rollouts (B only) gave 0.709 / 12.1%. B's and C's figures come from a
-  scratch driver of the same algorithm (the library's differs in sampling order only), A's from
-  this script.
+  scratch driver of the same algorithm (the library's differs only in the order it samples and in
+  the held-out batch that re-picks the elites), A's from this script.
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
