@@ -114,10 +114,14 @@ def _fine_tune(args: argparse.Namespace) -> int:
     config = ClosedLoopConfig(horizon=args.horizon, updates=args.updates, seed=args.seed)
     fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device)
     error = closed_loop_record(args.out)["held_out_closed_loop_error"]
+    held_out = (
+        f"held-out closed-loop error {error['before']:.3f} -> {error['after']:.3f}"
+        if error["before"] is not None
+        else "no held-out episode of these policies to measure it on"
+    )
     print(
-        f"{args.out}: fine-tuned closed loop under {len(args.policy)} behaviour policies; held-out "
-        f"closed-loop error {error['before']:.3f} -> {error['after']:.3f}. Dream or audit with it: "
-        f"--checkpoint {args.out}"
+        f"{args.out}: fine-tuned closed loop under {len(args.policy)} behaviour policies; {held_out}. "
+        f"Dream or audit with it: --checkpoint {args.out}"
     )
     return 0
 

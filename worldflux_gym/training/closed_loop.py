@@ -197,7 +197,10 @@ def fine_tune_closed_loop(
                 real_steps = real_steps + count
         return total / real_steps
 
-    def held_out() -> float:
+    def held_out() -> float | None:
+        """The mean closed-loop error on held-out episodes; None when none was logged by a policy."""
+        if not any(len(steps) for steps in steps_of["validation"]):
+            return None
         model.eval()
         with torch.no_grad():
             rng = np.random.default_rng([config.seed, 1])
