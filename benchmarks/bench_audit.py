@@ -172,6 +172,10 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   (2440-3270 against 1660-2225 real, real median lengths 514-789): 64-step windows cannot see a fall
   that comes after 500-800 steps. Over the three sets the mean Spearman rose from 0.776 to 0.882 and
   the mean error fell from 15.8% to 12.2%; both targets are met on one set of three, as before.
+  Policies the fine-tune never saw (B, fit 0, tuned under ppo_200k/400k/600k/800k/1000k only,
+  ``fine_tune_closed_loop`` with those five): over the other six the mean |dream - real| is 217
+  (open loop 364, tuned under all ten 99); ppo_700k 986 against 847 real (open loop 2021), but
+  ppo_500k 2423 against 1417 (open loop 2218, tuned under all ten 1006); all eleven: 0.964 / 10.0%.
   Gradients through 32 steps without truncation diverged (held-out error 3.6 -> 9.2 within 250
   updates), and 16-step rollouts (B only) gave 0.709 / 12.1%. B's and C's figures come from a
   scratch driver of the same algorithm (the library's differs only in the order it samples and in
