@@ -156,9 +156,9 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   against 1154-1417).
 - Walker2d-v5 OPE, seventh session (2026-11-30): why the dreamed fall times are wrong, and training
   against it. Set B's ppo_700k, 174 logged real episodes: lengths 260-342 (10th-90th percentile),
-  dreamed 374-513. Its mean torso angle, real / dream: 0.59 / 0.59 at t = 100, 0.50 / 0.14 at
-  t = 250, 0.77 / 0.41 at t = 300: the real gait leans further forward every stride until the angle
-  limit ends it; the dreamed gait settles. The real episodes from nearby starts also spread ~10x
+  dreamed by the open-loop fit (seed 0) 464-744. Its mean torso angle, real / dreamed: 0.50 / 0.38
+  at t = 250, 0.77 / 0.27 at t = 300: the real gait leans further forward every stride until the
+  angle limit (1.0) ends it; the dreamed gait does not. The real episodes from nearby starts also spread ~10x
   faster (sd of the forward velocity at t = 50: 0.19 real, 0.02 dreamed). So
   ``--walker-closed-loop``: every open-loop fit is fine-tuned with ``fine_tune_closed_loop`` (each
   behaviour policy re-imagines windows of its own logged episodes acting on the dreamed
