@@ -178,6 +178,7 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   ``fine_tune_closed_loop`` with those five): over the other six the mean |dream - real| is 217
   (open loop 364, tuned under all ten 99); ppo_700k 986 against 847 real (open loop 2021), but
   ppo_500k 2423 against 1417 (open loop 2218, tuned under all ten 1006); all eleven: 0.964 / 10.0%.
+  The same on C (fit 0): over the six left out 37 (open loop 140, all ten 45); all eleven 0.945 / 2.3%.
   Gradients through 32 steps without truncation diverged (held-out error 3.6 -> 9.2 within 250
   updates), and 16-step rollouts (B only) gave 0.709 / 12.1%. B's and C's figures come from a
   scratch driver of the same algorithm (the library's differs only in the order it samples and in
