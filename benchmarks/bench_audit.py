@@ -174,6 +174,7 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   the mean error fell from 15.8% to 12.2%; both targets are met on one set of three, as before.
   A third fine-tuned fit on B (seed 2, the library's ``fine_tune_closed_loop``: 0.782 / 10.0%): the
   mean of three 0.845 / 6.7% (ppo_400k-600k, real 1171 / 1417 / 1154, dreamed 885 / 1251 / 1530).
+  On C (seed 2: 0.964 / 2.7%): the mean of three 0.909 / 4.7%.
   Policies the fine-tune never saw (B, fit 0, tuned under ppo_200k/400k/600k/800k/1000k only,
   ``fine_tune_closed_loop`` with those five): over the other six the mean |dream - real| is 217
   (open loop 364, tuned under all ten 99); ppo_700k 986 against 847 real (open loop 2021), but
