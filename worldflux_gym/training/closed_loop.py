@@ -38,14 +38,13 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm.auto import tqdm
 
-from worldflux_gym.core.batch import SequenceBatch
 from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, to_json_bytes
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
-from worldflux_gym.training.trainer import TrainerConfig, trainer_state
+from worldflux_gym.training.trainer import TrainerConfig, sample_for, trainer_state
 
 CLOSED_LOOP_JSON = "closed_loop.json"
 TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # observations [N, obs_dim] -> actions [N, act_dim]
@@ -210,11 +209,10 @@ def fine_tune_closed_loop(
 
     before = held_out()
     fit = TrainerConfig().resolved(model)
-    sample = (
-        (lambda buf, rng: buf.sample_sequences(fit.batch_size, model.sequence_length, rng))
-        if model.batch_type is SequenceBatch
-        else (lambda buf, rng: buf.sample_transitions(fit.batch_size, rng))
-    )
+
+    def sample(buffer: EpisodeBuffer, rng: np.random.Generator):
+        return sample_for(model, buffer, fit.batch_size, rng)
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=fit.weight_decay)
     rng = np.random.default_rng(config.seed)
     model.train()

@@ -274,10 +274,7 @@ class Trainer:
     def _sample(
         self, buffer: EpisodeBuffer, rng: np.random.Generator, size: int | None = None
     ) -> TransitionBatch | SequenceBatch:
-        size = size or self.config.batch_size
-        if self.model.batch_type is SequenceBatch:
-            return buffer.sample_sequences(size, self.model.sequence_length, rng)
-        return buffer.sample_transitions(size, rng)
+        return sample_for(self.model, buffer, size or self.config.batch_size, rng)
 
     # --- checkpoints --------------------------------------------------------------------------
     def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -536,6 +533,15 @@ class Trainer:
         metrics["step"] = float(self.step)
         self.model.eval()
         return metrics
+
+
+def sample_for(
+    model: WorldModel, buffer: EpisodeBuffer, size: int, rng: np.random.Generator
+) -> TransitionBatch | SequenceBatch:
+    """A batch of ``size`` of what ``model`` trains on: transitions, or windows of its sequence length."""
+    if model.batch_type is SequenceBatch:
+        return buffer.sample_sequences(size, model.sequence_length, rng)
+    return buffer.sample_transitions(size, rng)
 
 
 def trainer_state(run_dir: str | Path) -> dict[str, Any]:
