@@ -119,6 +119,15 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     _, source = calibration_buffer(out, None)
     assert "held-out" in source and str(data.resolve()) in source
 
+    # a fine-tune can be fine-tuned further, on the store it names, from its own weights: the
+    # second one's "before" is the first one's "after"
+    again = folder / "fit_closed_loop_again"
+    shorter = dataclasses.replace(config, updates=20)
+    fine_tune_closed_loop(out, paths, again, shorter, device="cpu", progress=False)
+    second = closed_loop_record(again)
+    assert second["source"] == str(out.resolve()) and second["data"] == record["data"]
+    assert second["held_out_closed_loop_error"]["before"] == pytest.approx(error["after"], rel=1e-5)
+
     with pytest.raises(TrainingError, match="already holds a model"):
         fine_tune_closed_loop(run, paths, out, config, device="cpu", progress=False)
     with pytest.raises(ConfigError, match="logged by"):

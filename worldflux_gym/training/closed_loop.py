@@ -156,7 +156,7 @@ def fine_tune_closed_loop(
             f"closed-loop fine-tuning is for the ensemble family; {run_dir} holds "
             f"{model.family}:{model.preset}"
         )
-    store_dir = Path(trainer_state(run_dir)["data"]["store"])
+    store_dir = _store_of(run_dir)
     store = EpisodeStore(store_dir)
     train, validation = store.buffer("train", model.device), store.buffer("validation", model.device)
     if isinstance(policies, Mapping):
@@ -246,6 +246,13 @@ def fine_tune_closed_loop(
     }  # fmt: skip
     atomic_write_files(out_dir, {CLOSED_LOOP_JSON: to_json_bytes(record)})
     return model
+
+
+def _store_of(run_dir: Path) -> Path:
+    """The episode store a fit run was fitted on, or that a fine-tuned checkpoint was fine-tuned on
+    (so that a fine-tune can be fine-tuned further, e.g. with longer rollouts)."""
+    record = closed_loop_record(run_dir)
+    return Path(record["data"]["store"] if record else trainer_state(run_dir)["data"]["store"])
 
 
 def closed_loop_record(checkpoint: str | Path) -> dict | None:
