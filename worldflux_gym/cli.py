@@ -304,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tune",
         help="fine-tune a fitted ensemble closed loop under the deterministic policies that logged its data",
     )
-    p.add_argument("run", metavar="RUN", help="a run directory of `worldflux-gym fit` (ensemble family)")
+    p.add_argument(
+        "run",
+        metavar="RUN",
+        help="a run directory of `worldflux-gym fit` (ensemble family), or of an earlier fine-tune",
+    )
     p.add_argument(
         "--policy", nargs="+", required=True, metavar="AGENT.zip", help="the SB3 agents that logged the data"
     )
