@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +119,11 @@ def to_json_bytes(data: Any) -> bytes:
 
 
 # --- world-model checkpoints ---------------------------------------------------------------------
-def save_pretrained(model: WorldModel, directory: str | Path) -> Path:
-    """Write ``model`` to ``directory`` (created if needed); returns the directory."""
+def save_pretrained(
+    model: WorldModel, directory: str | Path, extra_files: Mapping[str, bytes] | None = None
+) -> Path:
+    """Write ``model`` to ``directory`` (created if needed), with ``extra_files`` (name -> content,
+    e.g. a trainer's state) in the same all-or-nothing write; returns the directory."""
     from worldflux_gym import __version__
 
     directory = Path(directory)
@@ -147,7 +150,12 @@ def save_pretrained(model: WorldModel, directory: str | Path) -> Path:
     }
     atomic_write_files(
         directory,
-        {CONFIG_FILE: to_json_bytes(config), WEIGHTS_FILE: weights, METADATA_FILE: to_json_bytes(metadata)},
+        {
+            CONFIG_FILE: to_json_bytes(config),
+            WEIGHTS_FILE: weights,
+            METADATA_FILE: to_json_bytes(metadata),
+            **(extra_files or {}),
+        },
     )
     return directory
 

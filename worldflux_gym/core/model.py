@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -206,11 +207,12 @@ class WorldModel(nn.Module, ABC):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     # --- persistence --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``metadata.json`` atomically."""
+    def save_pretrained(self, directory: str | Path, extra_files: Mapping[str, bytes] | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``metadata.json`` (and ``extra_files``,
+        name -> content) as one atomic write."""
         from worldflux_gym.core.checkpoint import save_pretrained
 
-        return save_pretrained(self, directory)
+        return save_pretrained(self, directory, extra_files)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "auto") -> WorldModel:

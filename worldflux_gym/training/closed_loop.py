@@ -38,7 +38,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm.auto import tqdm
 
-from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, to_json_bytes
+from worldflux_gym.core.checkpoint import from_pretrained, to_json_bytes
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.core.model import WorldModel
@@ -234,7 +234,6 @@ def fine_tune_closed_loop(
     model.eval()
     with torch.no_grad():  # re-pick the elites on held-out data, as the fit does
         model.validate(sample(validation, np.random.default_rng([config.seed, 2])))
-    model.save_pretrained(out_dir)
     record = {
         "source": str(run_dir.resolve()),
         "data": {"store": str(store_dir.resolve()), "env_id": store.env_id},
@@ -244,7 +243,7 @@ def fine_tune_closed_loop(
         "config": dataclasses.asdict(config),
         "held_out_closed_loop_error": {"before": before, "after": after},
     }  # fmt: skip
-    atomic_write_files(out_dir, {CLOSED_LOOP_JSON: to_json_bytes(record)})
+    model.save_pretrained(out_dir, extra_files={CLOSED_LOOP_JSON: to_json_bytes(record)})
     return model
 
 

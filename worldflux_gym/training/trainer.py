@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -302,17 +301,12 @@ class Trainer:
         self.last_checkpoint_step = self.step
         if self.rank != 0:
             return
+        info, tensors = self._trainer_state()
+        state = {STATE_JSON: to_json_bytes(info), STATE_TENSORS: save_safetensors_bytes(tensors)}
         devices = [self.device] if self.device.type == "cuda" else []
         # save_pretrained runs the model once (its I/O fingerprint): keep that off the training RNG
-        with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=devices):
-            self.model.save_pretrained(tmp)  # the model's own save format, read back as bytes
-            files = {
-                name: (Path(tmp) / name).read_bytes() for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
-            }
-        info, tensors = self._trainer_state()
-        files[STATE_JSON] = to_json_bytes(info)
-        files[STATE_TENSORS] = save_safetensors_bytes(tensors)
-        atomic_write_files(self.run_dir, files)
+        with torch.random.fork_rng(devices=devices):
+            self.model.save_pretrained(self.run_dir, extra_files=state)
 
     def _load_checkpoint(self) -> None:
         saved = from_pretrained(self.run_dir, device=self.device)  # verifies checksum and contract
