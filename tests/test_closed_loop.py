@@ -13,6 +13,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 
 from worldflux_gym.audit.dream import calibration_buffer
+from worldflux_gym.core.checkpoint import from_pretrained
 from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.data import EpisodeStore, collect_to_store
 from worldflux_gym.data.store import is_validation_episode
@@ -115,6 +116,8 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     assert json.loads((out / CLOSED_LOOP_JSON).read_text()) == record
     assert hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest() == source_weights
     assert model.elite_index.numel() == 2
+    assert from_pretrained(out).config.noise_scale == config.noise_scale == 0.5  # its dreams' noise
+    assert from_pretrained(run).config.noise_scale == 1.0
     # the audit calibrates the fine-tuned model on the held-out episodes of the same store
     _, source = calibration_buffer(out, None)
     assert "held-out" in source and str(data.resolve()) in source
@@ -143,7 +146,8 @@ def test_cli_fine_tune(behaviour, capsys):
     fit_world_model(ENV, "ensemble:ci", run, data_dir=data, steps=100, progress=False)
     out = folder / "cli_closed_loop"
     args = ["fine-tune", str(run), "--policy", *map(str, paths), "--out", str(out), "--horizon", "8"]
-    assert main([*args, "--updates", "5", "--device", "cpu"]) == 0
+    assert main([*args, "--updates", "5", "--noise-scale", "0.25", "--device", "cpu"]) == 0
     record = closed_loop_record(out)
     assert record["config"]["horizon"] == 8 and record["config"]["updates"] == 5
+    assert from_pretrained(out).config.noise_scale == 0.25
     assert f"--checkpoint {out}" in capsys.readouterr().out

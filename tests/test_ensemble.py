@@ -275,6 +275,25 @@ def test_samples_follow_the_elite_mixture(pendulum):
     assert single.obs.shape == (1, 3) and torch.isfinite(single.obs).all()
 
 
+def test_noise_scale_scales_the_sampled_deviation_from_each_rows_member(pendulum):
+    batch = pendulum.held_out_transitions()
+    model = copy.deepcopy(pendulum.model)
+
+    def sample(scale: float):
+        model.config.noise_scale = scale  # the same generator seed: the same members and draws
+        state = model.transition(
+            model.encode(batch.obs), batch.action, generator=torch.Generator().manual_seed(7)
+        )  # fmt: skip
+        return model.decode(state)
+
+    member_mean, half, full = sample(0.0), sample(0.5), sample(1.0)
+    assert (full.obs - member_mean.obs).abs().mean() > 1e-3  # noise at full scale
+    torch.testing.assert_close(
+        half.obs - member_mean.obs, 0.5 * (full.obs - member_mean.obs), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(half.reward - member_mean.reward, 0.5 * (full.reward - member_mean.reward))
+
+
 def test_validate_picks_the_best_members_as_elites(pendulum, tmp_path):
     model = copy.deepcopy(pendulum.model)
     batch = pendulum.held_out_transitions()
@@ -333,6 +352,8 @@ def test_spaces_and_config_errors(pendulum_spaces):
         create_world_model("ensemble:ci", *pendulum_spaces, members=2, elites=3)
     with pytest.raises(ConfigError, match="sequence_length"):
         create_world_model("ensemble:ci", *pendulum_spaces, sequence_length=0)
+    with pytest.raises(ConfigError, match="noise_scale"):
+        create_world_model("ensemble:ci", *pendulum_spaces, noise_scale=-1.0)
 
 
 def test_presets_in_the_catalog():

@@ -111,7 +111,9 @@ def _fine_tune(args: argparse.Namespace) -> int:
     from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop
     from worldflux_gym.training.closed_loop import closed_loop_record
 
-    config = ClosedLoopConfig(horizon=args.horizon, updates=args.updates, seed=args.seed)
+    config = ClosedLoopConfig(
+        horizon=args.horizon, updates=args.updates, noise_scale=args.noise_scale, seed=args.seed
+    )
     fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device)
     error = closed_loop_record(args.out)["held_out_closed_loop_error"]
     held_out = (
@@ -315,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new directory for the fine-tuned model (RUN is kept)")
     p.add_argument("--horizon", type=int, default=64, help="steps of each closed-loop rollout")
     p.add_argument("--updates", type=int, default=1000)
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        default=0.5,
+        help="the fine-tuned model's sampled dreams use this x its std",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_fine_tune)

@@ -94,6 +94,10 @@ class EnsembleConfig:
     sequence_length: int = 1  # H: steps of the open-loop training rollout; 1 = one-step likelihood only
     open_loop_weight: float = 1.0  # weight of the open-loop error when sequence_length > 1
     batch_size: int = 256  # per update: transitions, or windows of H steps when sequence_length > 1
+    # Sampled transitions draw mean + noise_scale x std; the mean transition ignores it. The members'
+    # std is fitted to one-step errors, which are mostly systematic: at full scale dreamed Walker2d
+    # walkers fall far too early, without noise some never fall (benchmarks/bench_audit.py).
+    noise_scale: float = 1.0
 
 
 class EnsembleLinear(nn.Module):
@@ -193,6 +197,8 @@ class EnsembleModel(WorldModel):
             )
         if config.layers < 1 or config.hidden < 1:
             raise ConfigError(f"need at least one hidden layer of width >= 1, got {config}")
+        if config.noise_scale < 0:
+            raise ConfigError(f"noise_scale must be >= 0 (0: no noise), got {config.noise_scale}")
         if config.sequence_length < 1:
             raise ConfigError(
                 f"sequence_length must be >= 1 (1: one-step training), got {config.sequence_length}"
@@ -476,7 +482,8 @@ class EnsembleModel(WorldModel):
         """One imagined step from ``state["obs"]`` ``[B, obs_dim]`` under ``action`` ``[B, *action_shape]``.
 
         Stochastic: row b uses elite member m_b, drawn uniformly (rows are dealt to members like cards,
-        so a batch is split almost evenly), and samples its Gaussian. Deterministic: the mean over
+        so a batch is split almost evenly), and samples its Gaussian, std scaled by ``config.noise_scale``.
+        Deterministic: the mean over
         elites of their means. Either way the continue logit is that of the imagined next observation.
         The same ``generator`` state gives the same draws whatever ``report_uncertainty`` is, so the
         two settings give the same predictions.
@@ -506,7 +513,7 @@ class EnsembleModel(WorldModel):
                 row_out = out.reshape(num_elites * per_member, -1).index_select(0, slot)  # [B, 2D]
                 uncertainty = None
             mean, logvar = self._split(row_out)
-            y = torch.addcmul(mean, logvar.mul(0.5).exp_(), noise)
+            y = torch.addcmul(mean, logvar.mul(0.5).exp_().mul_(self.config.noise_scale), noise)
 
         y = torch.addcmul(self.target_mean, y, self.target_std)  # back to real units
         next_obs = obs.float() + y[:, : self.obs_dim]
