@@ -117,6 +117,28 @@ def test_interrupted_save_before_commit_keeps_previous_checkpoint(
     assert not list(tmp_path.glob(".*.pending"))
 
 
+def test_extra_files_are_written_with_the_model_or_not_at_all(model, pendulum_spaces, tmp_path, monkeypatch):
+    model.save_pretrained(tmp_path, extra_files={"notes.json": b'{"round": 1}'})
+    assert (tmp_path / "notes.json").read_bytes() == b'{"round": 1}'
+    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
+    real_write = ckpt._fsync_write
+
+    def crash_on_journal(path, data):
+        if "journal" in path.name:
+            raise KeyboardInterrupt("killed")
+        real_write(path, data)
+
+    monkeypatch.setattr(ckpt, "_fsync_write", crash_on_journal)
+    with pytest.raises(KeyboardInterrupt):
+        other.save_pretrained(tmp_path, extra_files={"notes.json": b'{"round": 2}'})
+    monkeypatch.undo()
+    assert (tmp_path / "notes.json").read_bytes() == b'{"round": 1}'  # neither file of round 2
+    for a, b in zip(_outputs(model), _outputs(from_pretrained(tmp_path))):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="config.json"):
+        model.save_pretrained(tmp_path, extra_files={"config.json": b"{}"})
+
+
 def test_interrupted_save_after_commit_rolls_forward(model, pendulum_spaces, tmp_path, monkeypatch):
     model.save_pretrained(tmp_path)
     other = create_world_model("tiny-mlp:ci", *pendulum_spaces)

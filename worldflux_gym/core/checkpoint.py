@@ -126,6 +126,9 @@ def save_pretrained(
     e.g. a trainer's state) in the same all-or-nothing write; returns the directory."""
     from worldflux_gym import __version__
 
+    clashing = set(extra_files or {}) & {CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE}
+    if clashing:
+        raise CheckpointError(f"extra_files may not replace the model's own files {sorted(clashing)}")
     directory = Path(directory)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     weights = save_safetensors_bytes(state)

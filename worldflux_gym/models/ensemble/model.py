@@ -483,8 +483,8 @@ class EnsembleModel(WorldModel):
 
         Stochastic: row b uses elite member m_b, drawn uniformly (rows are dealt to members like cards,
         so a batch is split almost evenly), and samples its Gaussian, std scaled by ``config.noise_scale``.
-        Deterministic: the mean over
-        elites of their means. Either way the continue logit is that of the imagined next observation.
+        Deterministic: the mean over elites of their means. Either way the continue logit is that of the
+        imagined next observation.
         The same ``generator`` state gives the same draws whatever ``report_uncertainty`` is, so the
         two settings give the same predictions.
         """
