@@ -95,12 +95,8 @@ def test_weights_of_another_shape(model, pendulum_spaces, tmp_path):
         from_pretrained(tmp_path)
 
 
-def test_interrupted_save_before_commit_keeps_previous_checkpoint(
-    model, pendulum_spaces, tmp_path, monkeypatch
-):
-    model.save_pretrained(tmp_path)
-    before = _outputs(model)
-    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
+def _kill_before_commit(monkeypatch) -> None:
+    """Make the next atomic write die when it writes its journal (the commit point)."""
     real_write = ckpt._fsync_write
 
     def crash_on_journal(path, data):
@@ -109,6 +105,15 @@ def test_interrupted_save_before_commit_keeps_previous_checkpoint(
         real_write(path, data)
 
     monkeypatch.setattr(ckpt, "_fsync_write", crash_on_journal)
+
+
+def test_interrupted_save_before_commit_keeps_previous_checkpoint(
+    model, pendulum_spaces, tmp_path, monkeypatch
+):
+    model.save_pretrained(tmp_path)
+    before = _outputs(model)
+    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
+    _kill_before_commit(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         other.save_pretrained(tmp_path)
     monkeypatch.undo()
@@ -121,14 +126,7 @@ def test_extra_files_are_written_with_the_model_or_not_at_all(model, pendulum_sp
     model.save_pretrained(tmp_path, extra_files={"notes.json": b'{"round": 1}'})
     assert (tmp_path / "notes.json").read_bytes() == b'{"round": 1}'
     other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
-    real_write = ckpt._fsync_write
-
-    def crash_on_journal(path, data):
-        if "journal" in path.name:
-            raise KeyboardInterrupt("killed")
-        real_write(path, data)
-
-    monkeypatch.setattr(ckpt, "_fsync_write", crash_on_journal)
+    _kill_before_commit(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         other.save_pretrained(tmp_path, extra_files={"notes.json": b'{"round": 2}'})
     monkeypatch.undo()
