@@ -680,10 +680,6 @@ def main() -> None:
             f"{results['spearman']:.3f} (target >= 0.9), MAE {results['mean_absolute_error']:.1f} = "
             f"{results['relative_error']:.1%} of the real spread {results['real_spread']:.0f} (target <= 10%)"
         )
-        print(
-            "two random halves of the real episodes rank the policies with Spearman "
-            f"{results['real_split_half_spearman']:.3f} (median of 1000 splits): the real order's own noise"
-        )
         labels = {
             "dreamed_reward_per_step_real_lengths": "dreamed reward per step x real episode lengths",
             "dreamed_lengths_real_reward_per_step": "dreamed episode lengths x real reward per step",
