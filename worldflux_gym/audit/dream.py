@@ -183,21 +183,15 @@ def calibration_buffer(
     else that store's training episodes, else ``steps`` fresh random-action steps of the real env
     (the data shipped models are fitted on).
     """
-    import json
-
     from worldflux_gym.data import EpisodeStore, collect_episodes
     from worldflux_gym.data.store import is_store
-    from worldflux_gym.training.closed_loop import CLOSED_LOOP_JSON
+    from worldflux_gym.training.closed_loop import recorded_store
     from worldflux_gym.training.fit import RUN_DATA_DIR
-    from worldflux_gym.training.trainer import STATE_JSON
 
     candidates = []
     if checkpoint is not None:
-        for record in (STATE_JSON, CLOSED_LOOP_JSON):  # a fit's, or a closed-loop fine-tune's
-            path = Path(checkpoint) / record
-            if path.is_file():
-                store_dir = json.loads(path.read_text()).get("data", {}).get("store")
-                candidates += [Path(store_dir)] if store_dir else []
+        store_dir = recorded_store(checkpoint)  # a fit's, or a closed-loop fine-tune's
+        candidates += [store_dir] if store_dir else []
         candidates.append(Path(checkpoint) / RUN_DATA_DIR)
     for directory in candidates:
         if not is_store(directory):

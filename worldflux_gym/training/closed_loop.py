@@ -50,7 +50,7 @@ from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
-from worldflux_gym.training.trainer import TrainerConfig, sample_for, trainer_state
+from worldflux_gym.training.trainer import STATE_JSON, TrainerConfig, sample_for, trainer_state
 
 CLOSED_LOOP_JSON = "closed_loop.json"
 TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # observations [N, obs_dim] -> actions [N, act_dim]
@@ -259,11 +259,29 @@ def fine_tune_closed_loop(
     return model
 
 
+def recorded_store(checkpoint: str | Path) -> Path | None:
+    """The episode store a checkpoint's own record names: the one a closed-loop fine-tune was tuned on
+    (``closed_loop.json``) or a fit run was fitted on (its trainer state); None for any other."""
+    record = closed_loop_record(checkpoint)
+    if record is None:
+        try:
+            record = trainer_state(checkpoint)
+        except TrainingError:
+            return None
+    store = record.get("data", {}).get("store")
+    return Path(store) if store else None
+
+
 def _store_of(run_dir: Path) -> Path:
-    """The episode store a fit run was fitted on, or that a fine-tuned checkpoint was fine-tuned on
-    (so that a fine-tune can be fine-tuned further, e.g. with longer rollouts)."""
-    record = closed_loop_record(run_dir)
-    return Path(record["data"]["store"] if record else trainer_state(run_dir)["data"]["store"])
+    """The store to fine-tune ``run_dir`` on: a fit's, or an earlier fine-tune's (so that a fine-tune
+    can be fine-tuned further, e.g. with longer rollouts)."""
+    store = recorded_store(run_dir)
+    if store is None:
+        raise TrainingError(
+            f"{run_dir} records no episode store (neither {STATE_JSON} of a fit run nor {CLOSED_LOOP_JSON}); "
+            "fine-tune a run of `worldflux-gym fit` or an earlier fine-tune"
+        )
+    return store
 
 
 def closed_loop_record(checkpoint: str | Path) -> dict | None:
