@@ -469,6 +469,7 @@ def walker(
     open_loop: int = 1,
     dream: str = "mean",
     closed_loop: bool = False,
+    dream_episodes: int | None = None,
 ) -> dict:
     """Checkpoints of one PPO run on the real Walker2d-v5 (every 100k steps, so they span random to
     walking) plus random actions, audited in ``ensemble:default`` dreams fitted on the logged data
@@ -493,7 +494,12 @@ def walker(
     members' std (``--walker-dream sampled``: the eighth session's setting; a ``<fit>_closed_loop``
     saved before ``noise_scale`` existed samples at the full std). The policies audited are the
     behaviour policies themselves, so this measures how well a model dreams the policies it was
-    tuned under, not an unseen one."""
+    tuned under, not an unseen one.
+
+    ``dream_episodes``: dreamed episodes per policy and model (default ``episodes``); the real env
+    replays the first ``episodes`` of the same starts. A sampled dream's return over 1000 steps
+    varies as much as the real one (sd ~1000 for a walker that may fall), so at 50 episodes its
+    Monte-Carlo noise alone reorders walkers whose real means lie within ~100 of each other."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
     from worldflux_gym.audit.audit import estimate_errors
     from worldflux_gym.audit.report import ranking_text
@@ -526,13 +532,18 @@ def walker(
                 log(f"closed-loop fine-tune of {run.name}")
                 fine_tune_closed_loop(run, list(policies.values()), out, device="cpu", progress=False)
         runs = tuned
-    log(f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {episodes} episodes x {fits} models")
+    dream_episodes = dream_episodes or episodes
+    log(
+        f"Walker2d off-policy evaluation: {len(policies) + 1} policies x {dream_episodes} dreamed episodes "
+        f"x {fits} models, {episodes} real episodes"
+    )
     models_per_fit = [_walker_dream_models(run, dream) for run in runs]
     ranking = rank_agents(
         {"random": _walker_random(), **policies},
         WALKER_DREAM,
         checkpoints=[model for models in models_per_fit for model in models],
-        episodes=episodes,
+        episodes=dream_episodes,
+        real_episodes=episodes,
         what_if=False,
         deterministic=dream != "sampled",
         real=True,
@@ -572,6 +583,8 @@ def walker(
         "spearman": rho,
         # how well two halves of the real episodes agree on the ranking: near 1, the target is fair
         "real_split_half_spearman": ranking.real_split_half_spearman,
+        "dream_episodes": dream_episodes,
+        "dream_split_half_spearman": ranking.dream_split_half_spearman,
         "mean_absolute_error": error,
         "real_spread": float(real.max() - real.min()),
         "relative_error": relative,
@@ -655,6 +668,11 @@ def main() -> None:
         action="store_true",
         help="fine-tune every fit closed loop under the behaviour policies, audit those",
     )
+    parser.add_argument(
+        "--walker-dream-episodes",
+        type=int,
+        help="dreamed episodes per policy and model (default --episodes, which the real env replays)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.workdir)
@@ -669,6 +687,7 @@ def main() -> None:
             args.walker_open_loop,
             args.walker_dream,
             args.walker_closed_loop,
+            args.walker_dream_episodes,
         )
         (work / "results_walker.json").write_text(json.dumps(results, indent=2) + "\n")
         for fit in results["per_fit"]:

@@ -210,6 +210,24 @@ def test_real_replay_sets_mujoco_and_cartpole_states_from_mid_episode_observatio
     np.testing.assert_allclose(replay.start_obs, starts, atol=1e-6)
 
 
+def test_real_episodes_replays_the_first_starts_only(checkpoint):
+    from worldflux_gym.core.errors import ConfigError
+
+    options = {"checkpoint": checkpoint, "episodes": 8, "real": True, "deterministic": True, **FAST}
+    every = audit_agent(pd_controller, DREAM_ID, **options)
+    first = audit_agent(pd_controller, DREAM_ID, real_episodes=3, **options)
+    np.testing.assert_array_equal(first.nominal.returns, every.nominal.returns)  # all 8 dreamed
+    assert len(first.real.real_returns) == 3 and first.real.start_reproduced.all()
+    np.testing.assert_allclose(first.real.real_returns, every.real.real_returns[:3], rtol=1e-5)
+    np.testing.assert_array_equal(first.real.dream_returns, every.nominal.returns[:3])
+    assert len(first.real.dream_lengths) == 3
+    replayed = {c["start"]: c.get("real_return") for c in first.worst_cases if c["scenario"] == "nominal"}
+    assert all((value is not None) == (start < 3) for start, value in replayed.items())
+    for bad in (0, 9):
+        with pytest.raises(ConfigError, match="real_episodes"):
+            audit_agent(pd_controller, DREAM_ID, real_episodes=bad, **options)
+
+
 # --- report and command line -------------------------------------------------------------------------
 def test_report_files_hold_every_figure(checkpoint, tmp_path):
     config = AuditConfig(episodes=8, horizon=20, cem_iterations=2, cem_population=8, adversarial_bases=3)
@@ -257,6 +275,8 @@ def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):
     assert [row["rank"] for row in data["rows"]] == [1, 2]
     assert data["real_split_half_spearman"] in (-1.0, 1.0)  # two agents: the halves agree or not
     assert "Reproducibility of the real ranking" in printed
+    assert "Reproducibility of the dream ranking" in printed
+    assert data["dream_split_half_spearman"] in (-1.0, 1.0)
     assert data["rows"][0]["dream_return"]["mean"] >= data["rows"][1]["dream_return"]["mean"]
     assert (out / "agent0" / "report.md").is_file() and (out / "ranking.svg").is_file()
     agent_report = json.loads((out / "agent0" / "report.json").read_text())
@@ -297,6 +317,12 @@ def test_ranking_over_several_models_averages_their_dream_means(checkpoint):
     assert [row["agent"] for row in rows] == [both.names[i] for i in both.order()]
     assert rows[0]["dream_return"]["per_model"] == per_model[:, both.order()[0]].tolist()
     assert "sd over 2 models" in ranking_text(both) and "[95% CI]" in ranking_text(alone[0])
+    # the dream's own reproducibility: halves of every model's dreamed episodes pooled per agent
+    pooled = [np.concatenate([r.audits[i].nominal.returns for r in alone]) for i in range(len(agents))]
+    assert both.dream_split_half_spearman == split_half_spearman(pooled)
+    assert alone[0].dream_split_half_spearman == split_half_spearman(
+        [a.nominal.returns for a in alone[0].audits]
+    )
 
     with pytest.raises(ConfigError, match="not both"):
         rank_agents(agents, DREAM_ID, checkpoint=models[0], checkpoints=models, **options)
@@ -317,3 +343,13 @@ def test_cli_audit_with_several_checkpoints_ranks_over_them(checkpoint, tmp_path
     data = json.loads((out / "report.json").read_text())
     assert data["models"] == 2
     assert data["rows"][0]["dream_return"]["model_spread"] == 0.0  # the same run twice: no spread
+
+
+def test_cli_audit_real_episodes_needs_real(checkpoint, tmp_path, capsys):
+    code = main(
+        ["audit", "x.zip", DREAM_ID, "--checkpoint", str(checkpoint), "--real-episodes", "2",
+         "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code != 0
+    assert "add --real" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

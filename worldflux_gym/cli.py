@@ -184,11 +184,15 @@ def _dyna(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from worldflux_gym.audit import audit_agent, rank_agents, summary_text, write_ranking_report, write_report
     from worldflux_gym.audit.report import ranking_text
+    from worldflux_gym.core.errors import ConfigError
 
     checkpoints = args.checkpoint or []
+    if args.real_episodes is not None and args.real is None:
+        raise ConfigError("--real-episodes says how many starts to replay in the real env: add --real")
     options = {
         "real": (args.real or True) if args.real is not None else False,  # bare --real: the dream's env
         "episodes": args.episodes,
+        "real_episodes": args.real_episodes,
         "horizon": args.horizon,
         "seed": args.seed,
         "what_if": not args.no_what_if,
@@ -375,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--real", nargs="?", const="", metavar="REAL_ID",
         help="replay the same starts in the real env (default: the dream's own real env)",
+    )  # fmt: skip
+    p.add_argument(
+        "--real-episodes", type=int, metavar="N",
+        help="with --real: replay only the first N starts there (default: all --episodes); dreamed "
+        "episodes are cheap, real ones are not",
     )  # fmt: skip
     p.add_argument(
         "--checkpoint", nargs="+", metavar="RUN_DIR",

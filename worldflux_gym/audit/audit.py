@@ -69,6 +69,10 @@ class AuditConfig:
     """Settings of an audit; every one is written to ``report.json``."""
 
     episodes: int = 100  # starts of the nominal scenario (one dreamed episode each)
+    # With a real env: how many of those starts (the first ones) to replay there; None: all. Dreamed
+    # episodes are cheap and real ones are not, and over long horizons a stochastic dream needs
+    # many more episodes than the real env to rank policies reproducibly (``Ranking``).
+    real_episodes: int | None = None
     horizon: int | None = None  # dream steps per episode; None: the dream id's episode limit
     seed: int = 0
     deterministic: bool = False  # False: the stochastic dream agents practise in
@@ -125,7 +129,8 @@ class ScenarioResult:
 
 @dataclass
 class RealComparison:
-    """The same starts in the real env: returns, and the dream-minus-real gap per episode."""
+    """The first ``real_episodes`` of the nominal starts in the real env: returns, and the
+    dream-minus-real gap per episode (``dream_returns`` are those starts' dreamed returns)."""
 
     env_id: str
     method: str
@@ -441,6 +446,11 @@ def audit_agent(
         if unknown:
             raise ConfigError(f"unknown audit settings {sorted(unknown)}; see AuditConfig")
         config = AuditConfig(**{**asdict(config), **overrides})
+    if config.real_episodes is not None and not 1 <= config.real_episodes <= config.episodes:
+        raise ConfigError(
+            f"real_episodes={config.real_episodes}: replay between 1 and episodes={config.episodes} "
+            "of the dreamed starts in the real env (None: all of them)"
+        )
     started = time.perf_counter()
     setup = resolve_dream(dream_id, checkpoint, real_env, config.horizon)
     model, horizon = setup.model, setup.horizon
@@ -597,9 +607,10 @@ def _replay(
     """The nominal starts (and the adversarial worst starts) in the real env; the dream-real comparison."""
     model, horizon = setup.model, setup.horizon
     observe = None if model.capabilities.decodes_observations else _encoder(model)
-    replay = real_rollouts(real_id, policy, starts, seeds, horizon, observe)
+    count = config.real_episodes or len(starts)
+    replay = real_rollouts(real_id, policy, starts[:count], seeds[:count], horizon, observe)
     for case in worst_cases:
-        if case["scenario"] == "nominal":
+        if case["scenario"] == "nominal" and case["start"] < count:
             case["real_return"] = float(replay.returns[case["start"]])
     if worst_start is not None:
         if can_set_state(real_id):
@@ -624,7 +635,9 @@ def _encoder(model: WorldModel):
 
 
 def compare(env_id: str, dream: ScenarioResult, replay, config: AuditConfig) -> RealComparison:
-    dream_returns = dream.returns
+    """Dream against real episode by episode: the replay holds the first of the dreamed starts."""
+    count = len(replay.returns)
+    dream_returns = dream.returns[:count]
     gaps = dream_returns - replay.returns
     correlation = None
     if dream_returns.std() > 0 and replay.returns.std() > 0:
@@ -634,7 +647,7 @@ def compare(env_id: str, dream: ScenarioResult, replay, config: AuditConfig) -> 
         method=replay.method,
         dream_returns=dream_returns,
         real_returns=replay.returns,
-        dream_lengths=dream.lengths,
+        dream_lengths=dream.lengths[:count],
         real_lengths=replay.lengths,
         start_reproduced=replay.start_error <= 1e-4,
         real_interval=bootstrap_ci(replay.returns, config.confidence, seed=config.seed),
@@ -661,6 +674,9 @@ class Ranking:
     # Ranked over several fitted models (``rank_agents(checkpoints=...)``): each model's dream means
     # [models, agents]; ``dream_means`` is their mean and ``audits`` are the first model's.
     dream_means_per_model: np.ndarray | None = None
+    # The same for the dream: two random halves of each agent's dreamed episodes (of every model).
+    # Below the real figure, the dream's Monte-Carlo noise is reordering agents: dream more episodes.
+    dream_split_half_spearman: float | None = None
 
     @property
     def model_spread(self) -> np.ndarray | None:
@@ -693,6 +709,7 @@ class Ranking:
                 "mean_absolute_error": self.mean_absolute_error,
                 "relative_error": self.relative_error,
                 "real_split_half_spearman": self.real_split_half_spearman,
+                "dream_split_half_spearman": self.dream_split_half_spearman,
                 "models": 1 if self.dream_means_per_model is None else len(self.dream_means_per_model),
             }
         )
@@ -730,7 +747,11 @@ def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) 
     if real_means is not None:
         real_means = np.asarray(real_means, dtype=np.float64)
         rho, mae, relative = estimate_errors(dream, real_means)
-    return Ranking(names, dream, real_means, rho, mae, relative, audits, reproducibility)
+    dream_reproducibility = split_half_spearman([a.nominal.returns for a in audits])
+    return Ranking(
+        names, dream, real_means, rho, mae, relative, audits, reproducibility,
+        dream_split_half_spearman=dream_reproducibility,
+    )  # fmt: skip
 
 
 def rank_agents(
@@ -770,16 +791,21 @@ def rank_agents(
     if checkpoints is None or len(checkpoints) == 1:
         return first
     per_model = [first.dream_means]
+    returns = [[a.nominal.returns] for a in first.audits]  # per agent, each model's dreamed returns
     for checkpoint in checkpoints[1:]:  # the real replay is the first model's: it needs no model
         audits = _audit_all(named, dream_id, {**audit_options, "checkpoint": checkpoint, "real": False})
         per_model.append(np.array([a.nominal.mean_return for a in audits]))
+        for agent_returns, audit in zip(returns, audits):
+            agent_returns.append(audit.nominal.returns)
     dream_means = np.mean(per_model, axis=0)
     rho = mae = relative = None
     if first.real_means is not None:
         rho, mae, relative = estimate_errors(dream_means, first.real_means)
+    # every model dreams as many episodes, so the mean of model means is the mean of all episodes
+    dream_reproducibility = split_half_spearman([np.concatenate(r) for r in returns])
     return Ranking(
         first.names, dream_means, first.real_means, rho, mae, relative, first.audits,
-        first.real_split_half_spearman, np.stack(per_model),
+        first.real_split_half_spearman, np.stack(per_model), dream_reproducibility,
     )  # fmt: skip
 
 

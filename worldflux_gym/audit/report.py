@@ -307,6 +307,17 @@ def ranking_text(ranking: Ranking) -> str:
             "\nReproducibility of the real ranking (Spearman between two random halves of the real "
             f"episodes, median of 1000 splits): {ranking.real_split_half_spearman:.3f}"
         )
+    if ranking.dream_split_half_spearman is not None:
+        text += (
+            "\nReproducibility of the dream ranking (the same, two halves of the dreamed episodes): "
+            f"{ranking.dream_split_half_spearman:.3f}"
+        )
+        real = ranking.real_split_half_spearman
+        if real is not None and ranking.dream_split_half_spearman < real:
+            text += (
+                ": below the real figure, the dream's own sampling noise reorders agents (dream more "
+                "episodes)"
+            )
     return text
 
 
