@@ -116,7 +116,7 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     assert json.loads((out / CLOSED_LOOP_JSON).read_text()) == record
     assert hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest() == source_weights
     assert model.elite_index.numel() == 2
-    assert from_pretrained(out).config.noise_scale == config.noise_scale == 0.5  # its dreams' noise
+    assert from_pretrained(out).config.noise_scale == config.noise_scale == 0.35  # its dreams' noise
     assert from_pretrained(run).config.noise_scale == 1.0
     # the audit calibrates the fine-tuned model on the held-out episodes of the same store
     _, source = calibration_buffer(out, None)

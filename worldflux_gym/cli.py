@@ -111,9 +111,8 @@ def _fine_tune(args: argparse.Namespace) -> int:
     from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop
     from worldflux_gym.training.closed_loop import closed_loop_record
 
-    config = ClosedLoopConfig(
-        horizon=args.horizon, updates=args.updates, noise_scale=args.noise_scale, seed=args.seed
-    )
+    noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
+    config = ClosedLoopConfig(horizon=args.horizon, updates=args.updates, seed=args.seed, **noise)
     fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device)
     error = closed_loop_record(args.out)["held_out_closed_loop_error"]
     held_out = (
@@ -324,8 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--noise-scale",
         type=float,
-        default=0.5,
-        help="the fine-tuned model's sampled dreams use this x its std",
+        help="its sampled dreams use this x its std (default: ClosedLoopConfig.noise_scale)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int, default=0)
