@@ -151,3 +151,26 @@ def test_cli_fine_tune(behaviour, capsys):
     assert record["config"]["horizon"] == 8 and record["config"]["updates"] == 5
     assert from_pretrained(out).config.noise_scale == 0.25
     assert f"--checkpoint {out}" in capsys.readouterr().out
+
+
+def test_fine_tune_without_held_out_episodes_of_the_policies(tmp_path, capsys):
+    """Held out (every tenth episode, the fifth first) are random-action episodes only: the fine-tune
+    runs, records no before/after figure rather than one measured on the wrong policies, and says so."""
+    from worldflux_gym.cli import main
+
+    path = tmp_path / "ppo_a.zip"
+    _ppo(1, path)
+    data = tmp_path / "data"
+    collect_to_store(ENV, 1000, data, seed=0, progress=False)  # random: episodes 0-4, 4 held out
+    collect_to_store(ENV, 1600, data, policy=path, seed=100, progress=False)  # episodes 5-12, all train
+    assert [i for i in range(13) if is_validation_episode(i, 0.1)] == [4]
+    run = tmp_path / "fit"
+    fit_world_model(ENV, "ensemble:ci", run, data_dir=data, steps=50, progress=False)
+    out = tmp_path / "tuned"
+    args = ["fine-tune", str(run), "--policy", str(path), "--out", str(out), "--horizon", "8"]
+    assert main([*args, "--updates", "5", "--device", "cpu"]) == 0
+    record = closed_loop_record(out)
+    assert record["held_out_closed_loop_error"] == {"before": None, "after": None}
+    assert record["episodes_per_policy"] == {"ppo_a": 8}
+    assert "no held-out episode of these policies" in capsys.readouterr().out
+    assert from_pretrained(out).config.noise_scale == ClosedLoopConfig().noise_scale
