@@ -210,7 +210,7 @@ def test_real_replay_sets_mujoco_and_cartpole_states_from_mid_episode_observatio
     np.testing.assert_allclose(replay.start_obs, starts, atol=1e-6)
 
 
-def test_real_episodes_replays_the_first_starts_only(checkpoint):
+def test_real_episodes_replays_the_first_starts_only(checkpoint, tmp_path):
     from worldflux_gym.core.errors import ConfigError
 
     options = {"checkpoint": checkpoint, "episodes": 8, "real": True, "deterministic": True, **FAST}
@@ -221,6 +221,8 @@ def test_real_episodes_replays_the_first_starts_only(checkpoint):
     np.testing.assert_allclose(first.real.real_returns, every.real.real_returns[:3], rtol=1e-5)
     np.testing.assert_array_equal(first.real.dream_returns, every.nominal.returns[:3])
     assert len(first.real.dream_lengths) == 3
+    markdown = (write_report(first, tmp_path / "report") / "report.md").read_text()
+    assert "Starts replayed (the first 3 of the dreamed starts, with" in markdown
     replayed = {c["start"]: c.get("real_return") for c in first.worst_cases if c["scenario"] == "nominal"}
     assert all((value is not None) == (start < 3) for start, value in replayed.items())
     for bad in (0, 9):

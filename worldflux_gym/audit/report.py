@@ -228,10 +228,14 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
     if result.real is not None:
         r = result.real
         g = r.gap_interval
+        replayed = len(r.real_returns)
+        which = ""
+        if replayed < len(result.nominal.returns):
+            which = f"the first {replayed} of the dreamed starts, "
         md += [
             f"## Dream vs real ({r.env_id})",
             "",
-            f"Starts replayed with: {r.method}; start reproduced (to 1e-4) in "
+            f"Starts replayed ({which}with: {r.method}); start reproduced (to 1e-4) in "
             f"{r.start_reproduced.mean():.0%} of episodes. Real return {r.real_interval.mean:.1f} "
             f"[{r.real_interval.low:.1f}, {r.real_interval.high:.1f}]; dream - real per episode "
             f"{g.mean:.1f} [{g.low:.1f}, {g.high:.1f}]; per-episode correlation "
