@@ -436,8 +436,9 @@ WALKER_RANDOM_STEPS, WALKER_BEHAVIOUR_STEPS = 10_000, 50_000  # logged data: ran
 # "sampled" ones (a random elite per row and step, sampling its Gaussian with its std x the model's
 # noise_scale: 0.35 for closed-loop fine-tuned models, the ninth session's setting), or
 # "each-elite": every elite member rolls out alone with its own mean (what open-loop training
-# optimises), and a policy's estimate is the average over elites (PETS' TS-inf, mean transitions).
-WALKER_DREAMS = ("mean", "sampled", "each-elite")
+# optimises), and a policy's estimate is the average over elites (PETS' TS-inf, mean transitions);
+# "sampled-tsinf": sampled, but each dreamed episode keeps one elite (``propagation`` "tsinf").
+WALKER_DREAMS = ("mean", "sampled", "each-elite", "sampled-tsinf")
 
 
 class TimedCheckpoints(BaseCallback):
@@ -563,7 +564,7 @@ def walker(
         episodes=dream_episodes,
         real_episodes=episodes,
         what_if=False,
-        deterministic=dream != "sampled",
+        deterministic=not dream.startswith("sampled"),
         real=True,
     )
     tag = "_closed_loop" if closed_loop else ""
@@ -632,14 +633,18 @@ def _error_sources(ranking) -> dict:
 
 def _walker_dream_models(run: Path, dream: str) -> list[Path | torch.nn.Module]:
     """What one fit dreams with: its checkpoint, or, for ``each-elite``, one model per elite member
-    (the same weights, each imagining with that member alone)."""
-    if dream != "each-elite":
+    (the same weights, each imagining with that member alone), or for ``sampled-tsinf`` the fit
+    with ``propagation`` "tsinf" (in memory: the checkpoint is not touched)."""
+    if dream not in ("each-elite", "sampled-tsinf"):
         return [run]
     import copy
 
     from worldflux_gym.core.checkpoint import from_pretrained
 
     fitted = from_pretrained(run, device="cpu")
+    if dream == "sampled-tsinf":
+        fitted.config.propagation = "tsinf"
+        return [fitted]
     models = []
     for member in fitted.elite_index.tolist():
         model = copy.deepcopy(fitted)

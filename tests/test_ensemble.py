@@ -294,6 +294,37 @@ def test_noise_scale_scales_the_sampled_deviation_from_each_rows_member(pendulum
     torch.testing.assert_close(half.reward - member_mean.reward, 0.5 * (full.reward - member_mean.reward))
 
 
+def test_tsinf_keeps_each_row_on_one_elite_member(pendulum, pendulum_spaces):
+    batch = pendulum.held_out_transitions()
+    model = copy.deepcopy(pendulum.model)
+    model.config.noise_scale = 0.0  # each row's member mean, so the member shows
+
+    def step(seed: int, report_uncertainty: bool = True) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        state = model.transition(
+            model.encode(batch.obs), batch.action, generator=generator, report_uncertainty=report_uncertainty
+        )  # fmt: skip
+        return model.decode(state).obs
+
+    elites = model.elite_index.tolist()
+    alone = []
+    for member in elites:  # one elite alone, deterministic: that member's mean
+        single = copy.deepcopy(model)
+        single.elite_index = torch.tensor([member])
+        state = single.transition(single.encode(batch.obs), batch.action, deterministic=True)
+        alone.append(single.decode(state).obs)
+    rows = torch.arange(len(batch.obs))
+    model.config.propagation = "ts1"
+    assert not torch.allclose(step(1), step(2))  # a random member per row and step
+    model.config.propagation = "tsinf"
+    expected = torch.stack(alone)[rows % len(elites), rows]
+    for seed in (1, 2):
+        torch.testing.assert_close(step(seed), expected)
+        torch.testing.assert_close(step(seed, report_uncertainty=False), expected)  # only own members run
+    with pytest.raises(ConfigError, match="propagation"):
+        create_world_model("ensemble:ci", *pendulum_spaces, propagation="ts2")
+
+
 def test_validate_picks_the_best_members_as_elites(pendulum, tmp_path):
     model = copy.deepcopy(pendulum.model)
     batch = pendulum.held_out_transitions()

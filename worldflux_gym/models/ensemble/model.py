@@ -98,6 +98,10 @@ class EnsembleConfig:
     # std is fitted to one-step errors, which are mostly systematic: at full scale dreamed Walker2d
     # walkers fall far too early, without noise some never fall (benchmarks/bench_audit.py).
     noise_scale: float = 1.0
+    # Which elite a sampled transition uses for a row (PETS' trajectory sampling): "ts1" a random one
+    # each step; "tsinf" row b always elite b mod E, so a dreamed episode follows one member, the
+    # way open-loop and closed-loop training roll each member out on its own.
+    propagation: str = "ts1"
 
 
 class EnsembleLinear(nn.Module):
@@ -199,6 +203,8 @@ class EnsembleModel(WorldModel):
             raise ConfigError(f"need at least one hidden layer of width >= 1, got {config}")
         if config.noise_scale < 0:
             raise ConfigError(f"noise_scale must be >= 0 (0: no noise), got {config.noise_scale}")
+        if config.propagation not in ("ts1", "tsinf"):
+            raise ConfigError(f"propagation must be 'ts1' or 'tsinf', got {config.propagation!r}")
         if config.sequence_length < 1:
             raise ConfigError(
                 f"sequence_length must be >= 1 (1: one-step training), got {config.sequence_length}"
@@ -482,7 +488,8 @@ class EnsembleModel(WorldModel):
         """One imagined step from ``state["obs"]`` ``[B, obs_dim]`` under ``action`` ``[B, *action_shape]``.
 
         Stochastic: row b uses elite member m_b, drawn uniformly (rows are dealt to members like cards,
-        so a batch is split almost evenly), and samples its Gaussian, std scaled by ``config.noise_scale``.
+        so a batch is split almost evenly; with ``config.propagation`` "tsinf" always elite b mod E),
+        and samples its Gaussian, std scaled by ``config.noise_scale``.
         Deterministic: the mean over elites of their means. Either way the continue logit is that of the
         imagined next observation.
         The same ``generator`` state gives the same draws whatever ``report_uncertainty`` is, so the
@@ -500,7 +507,11 @@ class EnsembleModel(WorldModel):
             # Deal rows into an [E, C] grid of slots: a random injection rows -> slots makes every
             # row's member (slot // C) uniform over the elites, and gives each member <= C rows.
             per_member = -(-batch // num_elites)  # C = ceil(B / E)
-            slot = torch.randperm(num_elites * per_member, generator=generator, device=x.device)[:batch]
+            if self.config.propagation == "tsinf":  # row b -> slot (b mod E) * C + b // E: member b mod E
+                rows = torch.arange(batch, device=x.device)
+                slot = (rows % num_elites) * per_member + rows // num_elites
+            else:
+                slot = torch.randperm(num_elites * per_member, generator=generator, device=x.device)[:batch]
             noise = torch.randn((batch, d), generator=generator, device=x.device, dtype=x.dtype)
             if report_uncertainty:
                 out = self._forward(x.expand(num_elites, -1, -1), elites_only=True)  # [E, B, 2D]
