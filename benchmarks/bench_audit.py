@@ -246,7 +246,9 @@ Measured on the project machine (2 shared CPU cores), 2026-11-22, 100 audited ep
   held-out closed-loop error 18.1 -> 10.7, 17.4 -> 10.6) this session; real 2.8 .. 1482):
   **0.973 / 5.8%, both targets met** (fits 0.955 / 6.9%, 0.973 / 4.8%; against 200 fresh real
   episodes per policy 0.991 / 4.9%; real split-half 0.964, the dream's 0.973). TS-inf there at
-  0.35: 0.945 / 6.5% (200 real: 0.973 / 5.6%), so the rule's choice held.
+  0.35: 0.945 / 6.5% (200 real: 0.973 / 5.6%), so the rule's choice held. Over the four sets with
+  the one setting: Spearman 0.891 / 0.900 / 1.000 / 0.973 (mean 0.941), error 5.1 / 5.4 / 4.9 /
+  5.8% (mean 5.3%).
 - Walker2d-v5 OPE, first session (7 policies: random and PPO after 10k-60k real steps, real 253-276):
   Spearman -0.07, 43% of the spread; those checkpoints were not graded.
 
