@@ -18,7 +18,7 @@ Which policy logged an episode is found by replaying: the policy whose determini
 reproduce the episode's first logged actions. That needs no bookkeeping in the store, and it
 refuses data the policy did not log (or logged with sampled actions).
 
-The fine-tuned model also dreams with less noise: its sampled transitions use half the members'
+The fine-tuned model also dreams with less noise: its sampled transitions use 0.35 of the members'
 std (``ClosedLoopConfig.noise_scale``, saved as the model's ``noise_scale``). On Walker2d-v5 the
 full std, fitted to one-step errors that are mostly systematic, makes the dreamed walkers fall far
 too early, and the mean transition (no noise) lets the better ones walk forever; the real falls are
@@ -60,7 +60,7 @@ TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # observations [N, obs_dim
 class ClosedLoopConfig:
     """How to fine-tune. The defaults are the setting of the Walker2d-v5 benchmark (H=64 rollouts,
     gradients through 8 steps, 8 windows per behaviour policy, 1000 updates, ~18 min on one CPU core
-    for 10 policies; the fine-tuned model's sampled dreams at half the members' std)."""
+    for 10 policies; the fine-tuned model's sampled dreams at 0.35 of the members' std)."""
 
     horizon: int = 64  # steps of each closed-loop rollout
     truncate: int = 8  # gradients flow through at most this many steps of it

@@ -504,10 +504,11 @@ class EnsembleModel(WorldModel):
             y = out[..., :d].mean(dim=0)
             uncertainty = self._disagreement(out[..., :d]) if report_uncertainty else None
         else:
-            # Deal rows into an [E, C] grid of slots: a random injection rows -> slots makes every
-            # row's member (slot // C) uniform over the elites, and gives each member <= C rows.
+            # Deal rows into an [E, C] grid of slots; row b's member is slot // C, each member gets
+            # <= C rows. ts1: a random injection rows -> slots, so every row's member is uniform over
+            # the elites at each step; tsinf: row b -> slot (b mod E) * C + b // E, member b mod E.
             per_member = -(-batch // num_elites)  # C = ceil(B / E)
-            if self.config.propagation == "tsinf":  # row b -> slot (b mod E) * C + b // E: member b mod E
+            if self.config.propagation == "tsinf":
                 rows = torch.arange(batch, device=x.device)
                 slot = (rows % num_elites) * per_member + rows // num_elites
             else:
