@@ -1,5 +1,6 @@
 """The save format: exact round trip, atomic writes, and a clear error for every kind of damage."""
 
+import hashlib
 import json
 import os
 
@@ -86,12 +87,30 @@ def test_fingerprint_mismatch(model, tmp_path):
         from_pretrained(tmp_path)
 
 
+def _rewrite_config(directory, edit) -> None:
+    """Edit config.json and, as its author could, make metadata.json's checksum agree."""
+    config = json.loads((directory / "config.json").read_text())
+    edit(config)
+    data = json.dumps(config).encode()
+    (directory / "config.json").write_bytes(data)
+    meta = json.loads((directory / "metadata.json").read_text())
+    meta["config_sha256"] = hashlib.sha256(data).hexdigest()
+    (directory / "metadata.json").write_text(json.dumps(meta))
+
+
 def test_weights_of_another_shape(model, pendulum_spaces, tmp_path):
+    model.save_pretrained(tmp_path)
+    _rewrite_config(tmp_path, lambda config: config["config"].update(hidden=17))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        from_pretrained(tmp_path)
+
+
+def test_an_edited_config_is_refused_by_its_checksum(model, tmp_path):
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["config"]["hidden"] = 17
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="config.json does not match the checksum"):
         from_pretrained(tmp_path)
 
 
@@ -117,9 +136,12 @@ def test_interrupted_save_before_commit_keeps_previous_checkpoint(
     with pytest.raises(KeyboardInterrupt):
         other.save_pretrained(tmp_path)
     monkeypatch.undo()
+    stray = sorted(tmp_path.glob(".*.pending"))
     for a, b in zip(before, _outputs(from_pretrained(tmp_path))):
         assert torch.equal(a, b)
-    assert not list(tmp_path.glob(".*.pending"))
+    assert sorted(tmp_path.glob(".*.pending")) == stray  # a reader changes nothing ...
+    model.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob(".*.pending"))  # ... the next writer removes its own leftovers
 
 
 def test_extra_files_are_written_with_the_model_or_not_at_all(model, pendulum_spaces, tmp_path, monkeypatch):
@@ -179,3 +201,198 @@ def test_readers_see_a_committed_write_that_a_kill_left_unapplied(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # and reading changed nothing
     ckpt.recover_interrupted_write(tmp_path)
     assert (tmp_path / "a.json").read_bytes() == b"new a" == ckpt.read_committed(tmp_path, "a.json")
+
+
+# --- a checkpoint is data, never instructions --------------------------------------------------------
+def _plant_journal(folder, names) -> None:
+    (folder / ".save-journal.json").write_text(json.dumps({"files": names}))
+
+
+HOSTILE_NAMES = {
+    "absolute": lambda victim: str(victim),
+    "dot-dot": lambda victim: f"../{victim.name}",
+    "nested": lambda victim: f"sub/{victim.name}",
+}
+
+
+@pytest.mark.parametrize("how", sorted(HOSTILE_NAMES))
+def test_a_journal_naming_a_file_outside_the_checkpoint_is_refused(model, tmp_path, how):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"the user's file")
+    folder = tmp_path / "ckpt"
+    model.save_pretrained(folder)
+    name = HOSTILE_NAMES[how](victim)
+    pending = folder / f".{name}.pending"  # where the attacker's bytes would be taken from
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_bytes(b"attacker's bytes")
+    _plant_journal(folder, [name])
+    listing = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for load in (lambda: from_pretrained(folder), lambda: ckpt.read_metadata(folder)):
+        with pytest.raises(CheckpointError, match="not a plain file name"):
+            load()
+    with pytest.raises(CheckpointError, match="not a plain file name"):
+        model.save_pretrained(folder)  # a writer refuses it too, before writing anything
+    assert victim.read_bytes() == b"the user's file"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == listing
+
+
+def test_a_symlinked_pending_file_is_refused_and_its_target_untouched(model, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"the user's file")
+    folder = tmp_path / "ckpt"
+    model.save_pretrained(folder)
+    (folder / ".model.safetensors.pending").symlink_to(victim)
+    _plant_journal(folder, ["model.safetensors"])
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        model.save_pretrained(folder)
+    assert victim.read_bytes() == b"the user's file"
+    assert (folder / ".model.safetensors.pending").is_symlink()
+
+
+def test_a_planted_pending_symlink_without_journal_is_not_written_through(model, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"the user's file")
+    folder = tmp_path / "ckpt"
+    model.save_pretrained(folder)
+    (folder / ".config.json.pending").symlink_to(victim)  # no journal: a leftover of ours by name
+    model.save_pretrained(folder)
+    assert victim.read_bytes() == b"the user's file"
+    assert not (folder / ".config.json.pending").exists()
+
+
+@pytest.mark.parametrize("journal", ['{"files": "config.json"}', "[1, 2]", "not json", '{"files": [3]}'])
+def test_a_malformed_journal_is_a_checkpoint_error(model, tmp_path, journal):
+    model.save_pretrained(tmp_path)
+    (tmp_path / ".save-journal.json").write_text(journal)
+    with pytest.raises(CheckpointError, match="journal|plain file name"):
+        from_pretrained(tmp_path)
+
+
+def test_loading_changes_nothing_while_a_write_is_committed_but_unapplied(
+    model, pendulum_spaces, tmp_path, monkeypatch
+):
+    model.save_pretrained(tmp_path)
+    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
+    real_replace = ckpt.os.replace
+    calls = {"n": 0}
+
+    def crash_after_commit(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", crash_after_commit)
+    with pytest.raises(KeyboardInterrupt):
+        other.save_pretrained(tmp_path)
+    monkeypatch.undo()
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for a, b in zip(_outputs(other), _outputs(from_pretrained(tmp_path))):  # the committed write
+        assert torch.equal(a, b)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # nothing moved or removed
+
+
+def test_a_users_own_pending_file_survives_writes(model, tmp_path):
+    (tmp_path / ".notes.pending").write_bytes(b"mine")
+    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    ckpt.recover_interrupted_write(tmp_path)
+    assert (tmp_path / ".notes.pending").read_bytes() == b"mine"
+
+
+# --- malformed files: a CheckpointError that names the file and field --------------------------------
+def _edit_json(path, edit) -> None:
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+CONFIG_DAMAGE = {
+    "invalid JSON": (lambda c: None, "not valid JSON"),
+    "no family": (lambda c: {k: v for k, v in c.items() if k != "family"}, "'family'"),
+    "no config": (lambda c: {k: v for k, v in c.items() if k != "config"}, "'config'"),
+    "no observation space": (
+        lambda c: {k: v for k, v in c.items() if k != "observation_space"},
+        "'observation_space'",
+    ),
+    "hidden a string": (
+        lambda c: {**c, "config": {**c["config"], "hidden": "32"}},
+        "'hidden' must be an integer",
+    ),
+    "hidden a float": (
+        lambda c: {**c, "config": {**c["config"], "hidden": 1.5}},
+        "'hidden' must be an integer",
+    ),
+    "hidden null": (
+        lambda c: {**c, "config": {**c["config"], "hidden": None}},
+        "'hidden' must be an integer",
+    ),
+    "hidden huge": (lambda c: {**c, "config": {**c["config"], "hidden": 10**9}}, "larger than the"),
+    "layers huge": (lambda c: {**c, "config": {**c["config"], "layers": 10**6}}, "larger than the"),
+    "unknown family": (lambda c: {**c, "family": "nope"}, "config.json"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CONFIG_DAMAGE))
+def test_a_malformed_config_is_a_checkpoint_error(model, tmp_path, damage):
+    edit, message = CONFIG_DAMAGE[damage]
+    model.save_pretrained(tmp_path)
+    if damage == "invalid JSON":
+        data = b"{not json"
+        (tmp_path / "config.json").write_bytes(data)
+        meta = json.loads((tmp_path / "metadata.json").read_text())
+        meta["config_sha256"] = hashlib.sha256(data).hexdigest()
+        (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    else:
+        _rewrite_config(tmp_path, lambda config: _replace(config, edit(dict(config))))
+    with pytest.raises(CheckpointError, match=message) as err:
+        from_pretrained(tmp_path)
+    assert "config.json" in str(err.value)
+
+
+def _replace(config: dict, new: dict) -> None:
+    config.clear()
+    config.update(new)
+
+
+def test_a_config_that_is_a_json_list_is_a_checkpoint_error(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    data = b"[1, 2]"
+    (tmp_path / "config.json").write_bytes(data)
+    _edit_json(tmp_path / "metadata.json", lambda m: {**m, "config_sha256": hashlib.sha256(data).hexdigest()})
+    with pytest.raises(CheckpointError, match="config.json must hold a JSON object"):
+        from_pretrained(tmp_path)
+
+
+METADATA_DAMAGE = {
+    "no weights checksum": (
+        lambda m: {k: v for k, v in m.items() if k != "weights_sha256"},
+        "'weights_sha256'",
+    ),
+    "no fingerprint": (
+        lambda m: {k: v for k, v in m.items() if k != "contract_fingerprint"},
+        "'contract_fingerprint'",
+    ),
+    "a list": (lambda m: [m], "JSON object"),
+    "checksum a number": (lambda m: {**m, "weights_sha256": 5}, "'weights_sha256' must be a str"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(METADATA_DAMAGE))
+def test_malformed_metadata_is_a_checkpoint_error(model, tmp_path, damage):
+    edit, message = METADATA_DAMAGE[damage]
+    model.save_pretrained(tmp_path)
+    _edit_json(tmp_path / "metadata.json", edit)
+    with pytest.raises(CheckpointError, match=message) as err:
+        from_pretrained(tmp_path)
+    assert "metadata.json" in str(err.value)
+
+
+def test_a_checkpoint_of_format_1_without_a_config_checksum_still_loads(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    _edit_json(
+        tmp_path / "metadata.json",
+        lambda m: {**{k: v for k, v in m.items() if k != "config_sha256"}, "format_version": 1},
+    )
+    for a, b in zip(_outputs(model), _outputs(from_pretrained(tmp_path))):
+        assert torch.equal(a, b)

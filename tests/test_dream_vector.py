@@ -255,3 +255,16 @@ def test_property_discrete_batches_stay_in_the_space_and_replay_exactly(seed, ac
         assert env.observation_space.contains(obs)
     for reward in first[2::4]:
         assert np.isfinite(reward).all()
+
+
+def test_a_batch_too_large_for_memory_is_refused_before_it_is_built():
+    import resource
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"num_envs=10,000,000 needs about .* GiB .* use at most about"):
+        gym.make_vec("WorldFlux/Ensemble-Pendulum-v0", num_envs=10**7)
+    assert time.perf_counter() - started < 10
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 500  # nothing of the batch's size was allocated

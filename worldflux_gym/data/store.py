@@ -164,7 +164,7 @@ class EpisodeStore:
             store.check_compatible(env_id, observation_space, action_space)
             return store
         if (directory / f".{STORE_FILE}.pending").exists() or (directory / _JOURNAL).exists():
-            recover_interrupted_write(directory)  # a create killed mid-write: finish or discard it
+            recover_interrupted_write(directory, [STORE_FILE])  # a create killed mid-write
             if is_store(directory):
                 return cls.create(
                     directory,

@@ -15,6 +15,7 @@ ended are reset from real start points (``starts.py``) according to the autorese
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -41,6 +42,49 @@ from worldflux_gym.dream.starts import (
     as_model_tensor,
     load_starts,
 )
+
+
+# --- memory ------------------------------------------------------------------------------------
+def batch_bytes_estimate(model: WorldModel, num_envs: int) -> int:
+    """A rough upper bound of the bytes ``num_envs`` dreams of ``model`` hold and compute with.
+
+    Per row: the model's state and one forward pass's activations (one float per output unit of
+    every weight matrix, members included), twice over for temporaries, plus observation buffers."""
+    obs = torch.zeros((1, *model.observation_space.shape), device=model.device)
+    with torch.inference_mode():
+        state_floats = sum(t.numel() for t in model.encode(obs).tensors.values())
+    activations = sum(p.shape[:-1].numel() for p in model.parameters() if p.dim() >= 2)
+    obs_floats = int(np.prod(model.observation_space.shape or (1,)))
+    return int(num_envs) * 4 * (2 * (state_floats + activations) + 8 * obs_floats)
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory of ``device`` (CUDA: free device memory; CPU: the system's available memory), or
+    ``None`` where the platform does not say."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_batch_fits(model: WorldModel, num_envs: int) -> None:
+    """Refuse a batch that cannot fit in the device's memory, before anything of its size is built."""
+    needed, free = batch_bytes_estimate(model, num_envs), available_memory_bytes(model.device)
+    if free is not None and needed > free:
+        most = max(1, num_envs * free // max(needed, 1))
+        raise ConfigError(
+            f"num_envs={num_envs:,} needs about {needed / 2**30:.1f} GiB for the {model.family!r} model on "
+            f"{model.device}, but only {free / 2**30:.1f} GiB is free; use at most about {most:,} envs"
+        )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -190,6 +234,7 @@ class DreamBatch:
         self.checkpoint = checkpoint_dir_of(model)  # its start bank and real env id come from there
         self.model = load_model(model, device)
         self.device = self.model.device
+        check_batch_fits(self.model, int(num_envs))
         caps = self.model.capabilities
         if not caps.predicts_reward:
             raise ConfigError(

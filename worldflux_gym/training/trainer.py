@@ -165,7 +165,7 @@ def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> boo
     if not run_dir.is_dir():
         raise TrainingError(f"{run_dir} is a file; give a directory for the run")
     if (run_dir / METADATA_FILE).exists() or interrupted_write(run_dir, RUN_DIR_FILES):
-        recover_interrupted_write(run_dir)  # a checkpoint write a kill interrupted: finish or discard it
+        recover_interrupted_write(run_dir, RUN_DIR_FILES)  # a write a kill interrupted: finish or discard it
     if not (run_dir / METADATA_FILE).exists():
         # not a run (yet): only our own names (e.g. data/ of a collection that was interrupted)
         foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
