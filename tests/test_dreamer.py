@@ -86,7 +86,7 @@ def one_step_rewards(model, held: EpisodeBuffer, n: int = 256):
 
 # --- learning on real envs -------------------------------------------------------------------------
 LEARNING = {  # env id -> (random-action steps collected, updates, windows per update)
-    "Pendulum-v1": (3000, 300, 64),
+    "Pendulum-v1": (3000, 500, 64),
     "Walker2d-v5": (2500, 250, 32),
 }
 
