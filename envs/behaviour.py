@@ -1,0 +1,153 @@
+"""Behaviour agents for the shipped dreams' data: SB3 runs on the *real* env, saved along the way.
+
+A dream knows only the behaviour in its data. Checkpoints of a real-env run span the skill range
+(an early checkpoint falls, a late one walks), so the shipped specs collect data under several of
+them, from more than one algorithm and seed (D4RL's medium-replay idea), and keep other runs (other
+seeds, another algorithm) aside to check the dreams on policies they never saw.
+
+    python envs/behaviour.py Walker2d-v5 PPO --seed 0 --steps 1000000 --every 100000
+    python envs/behaviour.py Walker2d-v5 SAC --seed 0 --steps 300000 --every 25000
+
+A run writes ``<work>/<env>/<algo>_s<seed>/<algo>_<steps>.zip`` at every save and ``run.json`` with the
+wall-clock seconds and the mean real return (10 deterministic episodes) of each checkpoint. A run
+that was stopped continues from its last checkpoint (SB3 cannot restore a PPO rollout or a SAC replay
+buffer exactly, so a continued run is not bit-for-bit the uninterrupted one; ``run.json`` says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+
+ALGORITHMS = ("PPO", "SAC", "TD3", "A2C")
+EVALUATION_EPISODES = 10
+
+
+@dataclass(frozen=True)
+class BehaviourRun:
+    """One SB3 run on a real env: which algorithm, seed and length, and how often it is saved."""
+
+    env_id: str
+    algorithm: str
+    seed: int
+    steps: int
+    every: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.algorithm.lower()}_s{self.seed}"
+
+    def folder(self, work: Path) -> Path:
+        return work / self.env_id / self.name
+
+    def checkpoint(self, work: Path, steps: int) -> Path:
+        return self.folder(work) / f"{self.algorithm.lower()}_{steps}.zip"
+
+    def checkpoints(self, work: Path) -> dict[int, Path]:
+        """Every save of the finished run, by steps."""
+        return {s: self.checkpoint(work, s) for s in range(self.every, self.steps + 1, self.every)}
+
+    def record(self, work: Path) -> dict:
+        path = self.folder(work) / "run.json"
+        return json.loads(path.read_text()) if path.is_file() else {"checkpoints": {}}
+
+
+class _SaveAndScore(BaseCallback):
+    def __init__(self, run: BehaviourRun, work: Path, record: dict, offset_seconds: float):
+        super().__init__()
+        self.run, self.work, self.record = run, work, record
+        self.offset_seconds = offset_seconds
+
+    def _on_training_start(self) -> None:
+        self.started = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.run.every:
+            return True
+        seconds = self.offset_seconds + time.perf_counter() - self.started
+        path = self.run.checkpoint(self.work, self.num_timesteps)
+        self.model.save(path)
+        env = gym.make(self.run.env_id)
+        mean, std = evaluate_policy(self.model, env, EVALUATION_EPISODES, deterministic=True)
+        env.close()
+        self.record["checkpoints"][str(self.num_timesteps)] = {
+            "seconds": round(seconds, 1),
+            "real_return": round(float(mean), 1),
+            "real_return_std": round(float(std), 1),
+        }
+        _write_record(self.run, self.work, self.record)
+        print(
+            f"{self.run.name} {self.num_timesteps:>8,} steps {seconds:7.0f} s  real {mean:8.1f} +- {std:.1f}"
+        )
+        return True
+
+
+def _write_record(run: BehaviourRun, work: Path, record: dict) -> None:
+    path = run.folder(work) / "run.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def train_behaviour(run: BehaviourRun, work: Path) -> dict[int, Path]:
+    """Train (or finish) ``run``; returns its checkpoints by steps."""
+    import stable_baselines3
+
+    if run.algorithm not in ALGORITHMS:
+        raise SystemExit(f"algorithm {run.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    folder = run.folder(work)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = run.record(work)
+    done = sorted(int(s) for s in record["checkpoints"] if run.checkpoint(work, int(s)).is_file())
+    if done and done[-1] >= run.steps:
+        return run.checkpoints(work)
+    cls = getattr(stable_baselines3, run.algorithm)
+    env = gym.make(run.env_id)
+    torch.manual_seed(run.seed)
+    if done:
+        agent = cls.load(run.checkpoint(work, done[-1]), env=env, device="cpu")
+        record["continued_from"] = record.get("continued_from", []) + [done[-1]]
+        offset = record["checkpoints"][str(done[-1])]["seconds"]
+    else:
+        agent = cls("MlpPolicy", env, seed=run.seed, device="cpu", verbose=0)
+        record.update(
+            env_id=run.env_id, algorithm=run.algorithm, seed=run.seed, hyperparameters="SB3 defaults"
+        )
+        offset = 0.0
+    _write_record(run, work, record)
+    agent.learn(
+        run.steps - (done[-1] if done else 0),
+        callback=_SaveAndScore(run, work, record, offset),
+        reset_num_timesteps=not done,
+    )
+    env.close()
+    return run.checkpoints(work)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env_id")
+    parser.add_argument("algorithm", choices=ALGORITHMS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--every", type=int, required=True)
+    parser.add_argument("--work", default="runs/behaviour", help="where the runs go")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    np.random.seed(args.seed)
+    run = BehaviourRun(args.env_id, args.algorithm, args.seed, args.steps, args.every)
+    train_behaviour(run, Path(args.work))
+
+
+if __name__ == "__main__":
+    main()
