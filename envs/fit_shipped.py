@@ -1,15 +1,30 @@
 """Fit the shipped weights of every dream env in this folder, reproducibly, from data collected here.
 
     python envs/fit_shipped.py                      # every spec in envs/*.json
-    python envs/fit_shipped.py dreamer_walker       # one spec (by file name)
+    python envs/fit_shipped.py ensemble_walker      # one spec (by file name)
+    python envs/fit_shipped.py ensemble_walker --stage data   # only train the agents and collect
 
-For each spec: collect ``fit.real_steps`` real steps (seeded; random actions, at the action scales of
-``fit.action_scales`` in equal shares: small scales keep a walker up longer, so the data holds long
-episodes as well as falls), fit ``family:preset`` for ``fit.fit_steps`` updates, measure it on the
-held-out episodes (``training/model_quality.py``), and write into ``envs/checkpoints/<name>/`` the
-checkpoint plus ``starts.safetensors`` (a bank of real initial observations and real context
-windows for branched starts). The spec's ``validation`` block is rewritten with the figures.
-Work files (data, trainer state) go to ``--work`` (default ``runs/shipped``), not into the package.
+A spec's ``fit.data`` says what the model sees, all of it collected here, seeded:
+
+- ``random``: ``steps`` of random actions, in equal shares at each of ``action_scales`` (small
+  scales keep a walker up longer, so the data holds long episodes as well as falls);
+- ``agents``: behaviour agents across the skill range, from falling to expert: every saved
+  checkpoint of SB3 runs on the *real* env (``envs/behaviour.py``: algorithm, seed, length, saving
+  interval), each acting for ``steps_per_checkpoint`` steps, half deterministically and half with
+  its own action noise (so the data holds each policy's states and the states next to them).
+
+``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
+the data: the benchmarks check the dream on them (``benchmarks/bench_transfer.py``,
+``benchmarks/bench_audit.py``). Every source is a store of its own under ``--work`` (rerunning
+finishes what a kill interrupted); the sources are then merged, in a fixed order, into the store the
+model is fitted on (its validation split holds every tenth episode of every source).
+
+The fit: ``family:preset`` with ``fit.overrides`` for ``fit.fit_steps`` updates (``fit.trainer``:
+trainer settings), resumed when interrupted, measured on the held-out episodes
+(``training/model_quality.py``), written into ``envs/checkpoints/<name>/`` with
+``starts.safetensors`` (real initial observations and real context windows for branched starts).
+The spec's ``data_provenance`` (real steps per source, the real returns they cover, seeds) and
+``validation`` blocks are rewritten with what was measured.
 """
 
 from __future__ import annotations
@@ -19,48 +34,172 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from behaviour import BehaviourRun, train_behaviour
 
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
-from worldflux_gym.data.collect import collect_to_store, scaled_random_policy
+from worldflux_gym.data.collect import collect_to_store, load_sb3_policy, scaled_random_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.training import fit_world_model
 from worldflux_gym.training.model_quality import evaluate_model
 
 ENVS = Path(__file__).resolve().parent
-SHIPPED_LIMIT_MB = 50.0
+SHIPPED_LIMIT_MB = 60.0
+MERGED_RECORD = "sources.json"  # written last into the merged store's folder: the merge is complete
 
 
-def collect(spec: dict, data_dir: Path) -> EpisodeStore:
-    fit = spec["fit"]
-    total, seed = int(fit["real_steps"]), int(fit.get("seed", 0))
-    have = EpisodeStore(data_dir).num_steps() if is_store(data_dir) else 0
-    if have >= total:
-        return EpisodeStore(data_dir)
-    import gymnasium as gym
+def behaviour_runs(spec: dict, key: str) -> list[BehaviourRun]:
+    runs = spec["fit"]["data"].get("agents", []) if key == "agents" else spec["fit"].get(key, [])
+    return [
+        BehaviourRun(spec["real_env"], r["algorithm"], int(r["seed"]), int(r["steps"]), int(r["every"]))
+        for r in runs
+    ]
 
-    action_space = gym.make(spec["real_env"]).action_space
-    scales = fit.get("action_scales", [1.0])
-    if not isinstance(action_space, gym.spaces.Box):
-        scales = [1.0]  # discrete actions: plain random
-    share = total // len(scales)
-    for i, scale in enumerate(scales):
-        policy = None if scale == 1.0 else scaled_random_policy(action_space, scale, seed + i)
+
+def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
+    """Every data source of ``spec`` in a fixed order: name, policy, steps, seed."""
+    data, seed = spec["fit"]["data"], int(spec["fit"].get("seed", 0))
+    out: list[dict[str, Any]] = []
+    random = data.get("random")
+    if random:
+        scales = random.get("action_scales", [1.0])
+        for i, scale in enumerate(scales):
+            out.append(
+                {
+                    "name": f"random_scale{scale}",
+                    "kind": "random",
+                    "scale": scale,
+                    "steps": int(random["steps"]) // len(scales),
+                    "seed": seed + 1000 * i,
+                }
+            )
+    for r, run in zip(data.get("agents", []), behaviour_runs(spec, "agents")):
+        per = int(r["steps_per_checkpoint"])
+        for steps, path in run.checkpoints(behaviour_work).items():
+            for deterministic in (True, False):
+                mode = "det" if deterministic else "noisy"
+                out.append(
+                    {
+                        "name": f"{run.name}_{steps}_{mode}",
+                        "kind": "agent",
+                        "policy": str(path),
+                        "algorithm": run.algorithm,
+                        "run_seed": run.seed,
+                        "checkpoint_steps": steps,
+                        "deterministic": deterministic,
+                        "steps": per // 2,
+                        "seed": seed + 100_000 + 1000 * len(out),
+                    }
+                )
+    return out
+
+
+def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
+    have = EpisodeStore(directory).num_steps() if is_store(directory) else 0
+    if have < source["steps"]:
+        import gymnasium as gym
+
+        if source["kind"] == "random":
+            space = gym.make(spec["real_env"]).action_space
+            scale = source["scale"] if isinstance(space, gym.spaces.Box) else 1.0
+            policy = None if scale == 1.0 else scaled_random_policy(space, scale, source["seed"])
+        else:
+            policy = load_sb3_policy(
+                source["policy"], source["algorithm"], deterministic=source["deterministic"]
+            )
+        torch.manual_seed(source["seed"] + have)  # SB3's stochastic actions draw from torch's generator
         collect_to_store(
-            spec["real_env"], share, data_dir, policy=policy, seed=seed + 1000 * i, progress=True
+            spec["real_env"],
+            source["steps"] - have,
+            directory,
+            policy=policy,
+            seed=source["seed"] + have,
+            progress=False,
         )
-    return EpisodeStore(data_dir)
+    return EpisodeStore(directory)
 
 
-def ship(name: str, work: Path) -> dict:
+def provenance_of(source: dict, store: EpisodeStore, behaviour_work: Path) -> dict:
+    returns = [float(np.sum(e.reward)) for e in store.episodes("all")]
+    record = {k: v for k, v in source.items() if k != "policy"}
+    record.update(
+        real_steps=store.num_steps(),
+        episodes=len(returns),
+        episode_return={
+            "mean": round(float(np.mean(returns)), 1),
+            "min": round(min(returns), 1),
+            "max": round(max(returns), 1),
+        },
+    )
+    if source["kind"] == "agent":
+        run_record = json.loads((Path(source["policy"]).parent / "run.json").read_text())
+        scored = run_record["checkpoints"].get(str(source["checkpoint_steps"]), {})
+        record["checkpoint_real_return"] = scored.get("real_return")
+    return record
+
+
+def collect(spec: dict, name: str, work: Path, behaviour_work: Path) -> tuple[EpisodeStore, list[dict]]:
+    """Train the behaviour agents the data needs, collect every source, and merge them."""
+    for run in behaviour_runs(spec, "agents"):
+        train_behaviour(run, behaviour_work)
+    merged_dir = work / name / "data"
+    if (merged_dir / MERGED_RECORD).is_file():
+        return EpisodeStore(merged_dir), json.loads((merged_dir / MERGED_RECORD).read_text())
+    provenance, stores = [], []
+    for source in sources(spec, behaviour_work):
+        store = collect_source(spec, source, work / name / "sources" / source["name"])
+        stores.append(store)
+        provenance.append(provenance_of(source, store, behaviour_work))
+        done = provenance[-1]
+        print(f"  {source['name']}: {done['real_steps']} steps, returns {done['episode_return']}")
+    if merged_dir.exists():  # a merge that a kill interrupted: ours to redo
+        shutil.rmtree(merged_dir)
+    first = stores[0]
+    merged = EpisodeStore.create(merged_dir, spec["real_env"], first.observation_space, first.action_space)
+    with merged:
+        for store in stores:
+            merged.extend(store.episodes("all"))
+    (merged_dir / MERGED_RECORD).write_text(json.dumps(provenance, indent=1) + "\n")
+    return EpisodeStore(merged_dir), provenance
+
+
+def summarise(provenance: list[dict]) -> dict:
+    """Real steps per kind of source, and the real returns the data cover."""
+    by_kind: dict[str, int] = {}
+    for p in provenance:
+        key = "random" if p["kind"] == "random" else f"{p['algorithm']} seed {p['run_seed']}"
+        by_kind[key] = by_kind.get(key, 0) + p["real_steps"]
+    checkpoint_returns = [
+        p["checkpoint_real_return"] for p in provenance if p.get("checkpoint_real_return") is not None
+    ]
+    return {
+        "real_steps": sum(p["real_steps"] for p in provenance),
+        "real_steps_by_source": by_kind,
+        "episode_returns": {
+            "min": min(p["episode_return"]["min"] for p in provenance),
+            "max": max(p["episode_return"]["max"] for p in provenance),
+        },
+        "behaviour_checkpoint_returns": (
+            {"min": min(checkpoint_returns), "max": max(checkpoint_returns)} if checkpoint_returns else None
+        ),
+        "sources": len(provenance),
+    }
+
+
+def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
     fit = spec["fit"]
-    torch.manual_seed(int(fit.get("seed", 0)))
-    store = collect(spec, work / name / "data")
+    seed = int(fit.get("seed", 0))
+    store, provenance = collect(spec, name, work, behaviour_work)
+    spec["data_provenance"] = summarise(provenance)
+    if stage == "data":
+        spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+        return spec["data_provenance"]
     started = time.perf_counter()
     model = fit_world_model(
         spec["real_env"],
@@ -68,19 +207,20 @@ def ship(name: str, work: Path) -> dict:
         work / name / "run",
         data_dir=store.directory,
         steps=int(fit["fit_steps"]),
-        seed=int(fit.get("seed", 0)),
-        trainer={"batch_size": fit.get("batch_size"), "validate_every": 1000, "checkpoint_every": 2000},
+        seed=seed,
+        trainer={"validate_every": 1000, "checkpoint_every": 1000, **fit.get("trainer", {})},
+        **fit.get("overrides", {}),
     )
     fit_seconds = time.perf_counter() - started
     model = model.to("cpu").eval()
-    quality = evaluate_model(model, store.buffer("validation"), seed=int(fit.get("seed", 0)))
+    quality = evaluate_model(model, store.buffer("validation"), seed=seed)
 
     destination = ENVS / spec["checkpoint"]
     if destination.exists():
         shutil.rmtree(destination)
     model.save_pretrained(destination)
     train = store.buffer("train")
-    rng = np.random.default_rng(int(fit.get("seed", 0)))
+    rng = np.random.default_rng(seed)
     context_obs, context_action = train.sample_contexts(min(2048, train.num_steps), 8, rng)
     save_starts(destination, train.initial_observations().cpu(), context_obs.cpu(), context_action.cpu())
     size_mb = sum(f.stat().st_size for f in destination.iterdir()) / 2**20
@@ -103,11 +243,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="spec file names (default: all)")
     parser.add_argument("--work", default="runs/shipped", help="where data and trainer state go")
+    parser.add_argument("--behaviour-work", default="runs/behaviour", help="where the behaviour agents go")
+    parser.add_argument("--stage", choices=("data", "all"), default="all", help="stop after the data")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     names = args.names or sorted(p.stem for p in ENVS.glob("*.json"))
     for name in names:
         print(f"== {name}")
-        print(json.dumps(ship(name, Path(args.work)), indent=2))
+        print(json.dumps(ship(name, Path(args.work), Path(args.behaviour_work), args.stage), indent=2))
     total = sum(f.stat().st_size for f in (ENVS / "checkpoints").rglob("*") if f.is_file()) / 2**20
     print(f"all shipped weights: {total:.1f} MB (limit {SHIPPED_LIMIT_MB:.0f} MB)")
     if total > SHIPPED_LIMIT_MB:
