@@ -41,7 +41,13 @@ import torch
 from behaviour import BehaviourRun, train_behaviour
 
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
-from worldflux_gym.data.collect import collect_to_store, load_sb3_policy, scaled_random_policy
+from worldflux_gym.data.collect import (
+    collect_episodes,
+    collect_to_store,
+    load_sb3_policy,
+    scaled_random_policy,
+)
+from worldflux_gym.data.episode import Episode
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.training import fit_world_model
@@ -49,6 +55,11 @@ from worldflux_gym.training.model_quality import evaluate_model
 
 ENVS = Path(__file__).resolve().parent
 SHIPPED_LIMIT_MB = 60.0
+HELDOUT_FILE = "heldout.safetensors"  # held-out real episodes shipped beside the weights
+HELDOUT_STEPS = 6000
+HELDOUT_SEED = 9_000_000  # fresh held-out episodes for weights whose fit store is gone
+# how tests/test_shipped.py re-measures a shipped model on its held-out episodes
+CHECK_SETTINGS = {"horizons": [1, 5, 25], "context": 5, "windows": 256, "seed": 0}
 MERGED_RECORD = "sources.json"  # written last into the merged store's folder: the merge is complete
 
 
@@ -190,6 +201,65 @@ def summarise(provenance: list[dict]) -> dict:
     }
 
 
+def heldout_episodes(spec: dict, store: EpisodeStore | None) -> list[Episode]:
+    """Up to ``HELDOUT_STEPS`` of held-out real episodes: every k-th validation episode of the fit's
+    store (so every source is represented), or, for weights fitted before stores were kept, fresh
+    episodes of the spec's random source, with seeds no fit used."""
+    if store is not None:
+        episodes = store.episodes("validation")
+    else:
+        import gymnasium as gym
+
+        random = spec["fit"]["data"]["random"]
+        scales = random.get("action_scales", [1.0])
+        space = gym.make(spec["real_env"]).action_space
+        share = min(2 * HELDOUT_STEPS, int(random["steps"])) // len(scales)
+        episodes = []
+        for i, scale in enumerate(scales):
+            seed = HELDOUT_SEED + 1000 * i
+            boxed = isinstance(space, gym.spaces.Box) and scale != 1.0
+            policy = scaled_random_policy(space, scale, seed) if boxed else None
+            episodes += collect_episodes(spec["real_env"], share, policy=policy, seed=seed, progress=False)
+    every = max(1, int(np.ceil(sum(len(e) for e in episodes) / HELDOUT_STEPS)))
+    chosen, steps = [], 0
+    for episode in episodes[::every]:
+        if chosen and steps + len(episode) > HELDOUT_STEPS:
+            break
+        chosen.append(episode)
+        steps += len(episode)
+    return chosen
+
+
+def write_check(spec: dict, model, episodes: list, destination: Path) -> dict:
+    """Ship ``episodes`` beside the weights and measure the model on them as the test will."""
+    from worldflux_gym.core.checkpoint import atomic_write_files
+    from worldflux_gym.data.buffer import EpisodeBuffer
+    from worldflux_gym.data.episode import episodes_to_bytes
+
+    atomic_write_files(destination, {HELDOUT_FILE: episodes_to_bytes(episodes)})
+    settings = {**CHECK_SETTINGS, "horizons": tuple(CHECK_SETTINGS["horizons"])}
+    quality = evaluate_model(model, EpisodeBuffer(episodes), **settings)
+    return {
+        "settings": CHECK_SETTINGS,
+        "episodes": len(episodes),
+        "steps": sum(len(e) for e in episodes),
+        **quality.as_dict(),
+    }
+
+
+def check_only(name: str) -> dict:
+    """Ship held-out episodes and their figures for weights already in place (no refit)."""
+    from worldflux_gym.core.checkpoint import from_pretrained
+
+    spec_path = ENVS / f"{name}.json"
+    spec = json.loads(spec_path.read_text())
+    destination = ENVS / spec["checkpoint"]
+    model = from_pretrained(destination, device="cpu")
+    spec["validation"]["heldout_check"] = write_check(spec, model, heldout_episodes(spec, None), destination)
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    return spec["validation"]["heldout_check"]
+
+
 def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
@@ -223,9 +293,11 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     rng = np.random.default_rng(seed)
     context_obs, context_action = train.sample_contexts(min(2048, train.num_steps), 8, rng)
     save_starts(destination, train.initial_observations().cpu(), context_obs.cpu(), context_action.cpu())
-    size_mb = sum(f.stat().st_size for f in destination.iterdir()) / 2**20
 
+    check = write_check(spec, model, heldout_episodes(spec, store), destination)
+    size_mb = sum(f.stat().st_size for f in destination.iterdir()) / 2**20
     spec["validation"] = {
+        "heldout_check": check,
         "real_steps": store.num_steps(),
         "held_out_episodes": store.num_episodes("validation"),
         "fit_updates": int(fit["fit_steps"]),
@@ -244,14 +316,23 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="spec file names (default: all)")
     parser.add_argument("--work", default="runs/shipped", help="where data and trainer state go")
     parser.add_argument("--behaviour-work", default="runs/behaviour", help="where the behaviour agents go")
-    parser.add_argument("--stage", choices=("data", "all"), default="all", help="stop after the data")
+    parser.add_argument(
+        "--stage",
+        choices=("data", "all", "check"),
+        default="all",
+        help="data: stop after the data; check: only ship held-out episodes and figures for the weights "
+        "in place",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.names or sorted(p.stem for p in ENVS.glob("*.json"))
     for name in names:
         print(f"== {name}")
-        print(json.dumps(ship(name, Path(args.work), Path(args.behaviour_work), args.stage), indent=2))
+        if args.stage == "check":
+            print(json.dumps(check_only(name), indent=2))
+        else:
+            print(json.dumps(ship(name, Path(args.work), Path(args.behaviour_work), args.stage), indent=2))
     total = sum(f.stat().st_size for f in (ENVS / "checkpoints").rglob("*") if f.is_file()) / 2**20
     print(f"all shipped weights: {total:.1f} MB (limit {SHIPPED_LIMIT_MB:.0f} MB)")
     if total > SHIPPED_LIMIT_MB:

@@ -43,3 +43,27 @@ class Episode:
     @property
     def episode_return(self) -> float:
         return float(self.reward.sum())
+
+
+_EPISODE_ARRAYS = ("obs", "action", "reward", "terminated", "truncated")
+
+
+def episodes_to_bytes(episodes: list[Episode]) -> bytes:
+    """Episodes as one safetensors file (arrays ``<i>/obs`` ... for episode ``i``); nothing pickled."""
+    from safetensors.numpy import save
+
+    arrays = {
+        f"{i}/{name}": np.ascontiguousarray(getattr(episode, name))
+        for i, episode in enumerate(episodes)
+        for name in _EPISODE_ARRAYS
+    }
+    return save(arrays, metadata={"episodes": str(len(episodes))})
+
+
+def episodes_from_bytes(data: bytes) -> list[Episode]:
+    """The episodes :func:`episodes_to_bytes` wrote, in their order."""
+    from safetensors.numpy import load
+
+    arrays = load(data)
+    count = len(arrays) // len(_EPISODE_ARRAYS)
+    return [Episode(**{name: arrays[f"{i}/{name}"] for name in _EPISODE_ARRAYS}) for i in range(count)]
