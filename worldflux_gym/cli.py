@@ -57,8 +57,8 @@ def _collect(args: argparse.Namespace) -> int:
     job_steps, _ = store.job_progress(job_name(args.policy), args.seed)
     print(
         f"{store.directory}: {store.num_episodes('train')} train + {store.num_episodes('validation')} "
-        f"validation episodes, {store.num_steps():,} steps of {store.env_id} ({job_steps:,} from this "
-        f"policy and seed, of --steps {args.steps:,})"
+        f"validation episodes, {store.num_steps():,} steps of {store.env_id} ({job_steps:,} collected "
+        f"by this policy and seed, of --steps {args.steps:,})"
     )
     return 0
 
