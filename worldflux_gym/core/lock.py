@@ -51,7 +51,7 @@ def _owner_text(directory: Path) -> str:
     """Who holds the lock of ``directory``, as its holder wrote it (best effort)."""
     try:
         owner = json.loads((directory / OWNER_FILE).read_text())
-        command = str(owner.get("command", ""))
+        command = " ".join(str(owner.get("command", "")).split())  # one line, whatever argv held
         command = command if len(command) <= 100 else command[:97] + "..."
         return (
             f"{owner.get('what', 'a writer')} (pid {owner.get('pid')} on {owner.get('host')}, "
