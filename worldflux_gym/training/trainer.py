@@ -256,9 +256,11 @@ class Trainer:
         self.rank, self.world_size = _distributed()
         self.device = model.device
         self.train_data, self.validation_data, self.data_info = self._open_data(data)
-        # rank 0 alone writes run_dir: it is its one writer from here to the end of fit()
-        what = f"a fit of {model.family}:{model.preset}"
-        self._lock = lock_run_dir(self.run_dir, what) if self.rank == 0 else None
+        # rank 0 alone writes run_dir: its one writer from here (when it exists: looking at it may
+        # finish an interrupted checkpoint write) or from fit() on (a new one is created there)
+        self._lock: WriterLock | None = None
+        if self.rank == 0 and self.run_dir.exists():
+            self._lock = lock_run_dir(self.run_dir, self._what())
         try:
             self.resuming = inspect_run_dir(self.run_dir, model)
         except BaseException:
@@ -276,6 +278,9 @@ class Trainer:
         self.step = 0
         self.last_checkpoint_step: int | None = None
         self._loss_module: nn.Module | None = None  # model.loss as a module (DDP-wrapped under torchrun)
+
+    def _what(self) -> str:
+        return f"a fit of {self.model.family}:{self.model.preset}"
 
     def close(self) -> None:
         """Release the run directory's writer lock (``fit`` does it when it ends)."""
@@ -511,8 +516,14 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train up to ``config.steps`` updates (resuming from ``run_dir``); returns the final metrics."""
-        if self._lock is not None:
-            self._lock.acquire()  # held since __init__; taken again when fit() is called once more
+        if self.rank == 0 and (self._lock is None or not self._lock.held):
+            # not held since __init__ (a new run_dir, or fit() once more): take it and look again
+            self._lock = lock_run_dir(self.run_dir, self._what())
+            try:
+                self.resuming = inspect_run_dir(self.run_dir, self.model)
+            except BaseException:
+                self.close()
+                raise
         try:
             return self._fit()
         finally:
