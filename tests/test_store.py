@@ -393,31 +393,26 @@ def test_collect_killed_9_again_and_again_then_rerun_ends_with_exactly_the_steps
     print(f"steps after each kill: {after_kill}; episodes: {len(records)}")
 
 
-_COLLECT_JOB = """
-import sys
-from worldflux_gym.data import collect_to_store
-collect_to_store("CartPole-v1", 20_000, sys.argv[1], seed=3, progress=False)
-"""
-
-
 def test_a_second_collect_into_the_store_is_refused_at_once_and_the_first_completes(tmp_path, capsys):
     out = tmp_path / "s"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-c", _COLLECT_JOB, str(out)], env=env)
+    args = ["collect", "CartPole-v1", "--steps", "8000", "--out", str(out), "--seed", "3"]
+    first = multiprocessing.get_context("fork").Process(target=_cli, args=(args,))
+    first.start()
     try:
         deadline = time.monotonic() + 60
-        while _shard_bytes(out) == 0 and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert first.poll() is None, "the first collection ended before the second could try"
+        while _shard_bytes(out) == 0 and first.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert first.is_alive(), "the first collection ended before the second could try"
         started = time.monotonic()
-        assert main(["collect", "CartPole-v1", "--steps", "20000", "--out", str(out), "--seed", "3"]) == 2
+        assert main(args) == 2  # the same command, a second time, while the first runs
         assert time.monotonic() - started < 5  # at once, not after waiting
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and f"{out} is already being written by a writer of the episode store" in err
-        assert f"pid {first.pid} " in err and "collect_to_store" not in err  # who: the other process
+        assert f"(pid {first.pid} on " in err  # who: the other process
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             EpisodeStore(out).episodes("all")  # a reader meanwhile: no lock, nothing written
     finally:
-        assert first.wait(timeout=120) == 0
-    assert _stored(out)[1] == 20_000
+        first.join(timeout=120)
+    assert first.exitcode == 0
+    assert _stored(out)[1] == 8000
