@@ -4,6 +4,10 @@ A policy is random actions (``None``), any callable from a batch of observations
 actions, or a stable-baselines3 model saved as ``.zip`` (:func:`load_sb3_policy`). With
 ``image_size`` the observations are the env's own rendered frames, resampled to a square
 ``image_size x image_size`` uint8 image (the pixel setting of DreamerV3).
+
+:func:`collect_to_store` is idempotent: ``steps`` is the total a collection job (a policy and a
+seed) should hold in the store, and a rerun after any interruption finishes the job without storing
+an episode twice.
 """
 
 from __future__ import annotations

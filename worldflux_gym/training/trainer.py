@@ -97,7 +97,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     adapt_samples: int = 100_000  # transitions handed to model.adapt_to_data before the first step
-    seed: int = 0
+    seed: int = 0  # the batches, and torch's RNG from the first update (a fresh run reseeds it)
     mixed_precision: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU
     progress: bool = True
     tensorboard: bool = True
