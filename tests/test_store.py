@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import multiprocessing
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,10 +17,19 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from safetensors.numpy import save as save_safetensors_bytes
 
-from worldflux_gym.core.errors import DataError, SpaceError
+from worldflux_gym.cli import main
+from worldflux_gym.core.errors import ConcurrentWriterError, DataError, DuplicateEpisodeError, SpaceError
 from worldflux_gym.data import EpisodeStore, collect_episodes, collect_to_store
-from worldflux_gym.data.store import SHARD_DIR, is_validation_episode
+from worldflux_gym.data.store import (
+    _HEADER,
+    SHARD_DIR,
+    EpisodeKey,
+    _stored_arrays,
+    content_digest,
+    is_validation_episode,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +120,116 @@ def test_bad_input_is_refused_and_nothing_is_touched(tmp_path, cartpole_episodes
 
 
 def test_one_writer_at_a_time(tmp_path, cartpole_episodes):
-    first = _cartpole_store(tmp_path / "s")
+    first = _cartpole_store(tmp_path / "s")  # create() returns the store's writer
     first.append(cartpole_episodes[0])
     second = EpisodeStore(tmp_path / "s")
-    with pytest.raises(DataError, match="another process is appending"):
+    assert second.num_episodes() == 1  # readers need no lock
+    with pytest.raises(ConcurrentWriterError, match=r"s is already being written by a writer of the episode"):
         second.append(cartpole_episodes[1])
+    first.append(cartpole_episodes[2])  # the first writer goes on untouched
     first.close()
     second.append(cartpole_episodes[1])  # the lock is released with close()
     second.close()
-    assert EpisodeStore(tmp_path / "s").num_episodes() == 2
+    assert EpisodeStore(tmp_path / "s").num_episodes() == 3
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".worldflux.lock", SHARD_DIR, "store.json"]
+
+
+def _legacy_record(episode) -> bytes:
+    """A record as stores written before content hashes and job keys hold it."""
+    payload = save_safetensors_bytes(
+        {
+            "obs": episode.obs,
+            "action": episode.action.astype(np.int64),
+            "reward": episode.reward.astype(np.float32),
+            "terminated": episode.terminated,
+            "truncated": episode.truncated,
+        },
+        metadata={"split": "train", "index": "0"},
+    )
+    return _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def test_a_store_refuses_an_episode_it_already_holds(tmp_path, cartpole_episodes):
+    a, b, c = cartpole_episodes[:3]
+    with _cartpole_store(tmp_path / "s") as store:
+        store.append(a)
+        with pytest.raises(DuplicateEpisodeError, match="already holds this episode"):
+            store.append(a)
+        store.append(b, EpisodeKey("random", 0, 0))
+        with pytest.raises(DuplicateEpisodeError, match="already holds episode 0 of the collection 'random'"):
+            store.append(c, EpisodeKey("random", 0, 0))
+        store.append(c, EpisodeKey("random", 0, 1))
+        assert store.job_progress("random", 0) == (len(b) + len(c), 2)
+        assert store.job_progress("random", 1) == (0, 0)
+    with pytest.raises(DuplicateEpisodeError), EpisodeStore(tmp_path / "s") as store:
+        store.append(b)  # also in a later session
+    assert EpisodeStore(tmp_path / "s").num_episodes() == 3
+
+    # a store written before episodes carried their hash: hashed when a writer opens it
+    legacy = _cartpole_store(tmp_path / "legacy")
+    legacy.close()
+    (tmp_path / "legacy" / SHARD_DIR).mkdir()
+    (tmp_path / "legacy" / SHARD_DIR / "00000000.wfep").write_bytes(_legacy_record(a))
+    with EpisodeStore(tmp_path / "legacy") as store:
+        assert store.num_episodes() == 1 and store.job_progress("random", 0) == (0, 0)
+        with pytest.raises(DuplicateEpisodeError):
+            store.append(a)
+        store.append(b)
+    assert EpisodeStore(tmp_path / "legacy").num_episodes() == 2
+
+
+def _stored(directory) -> tuple[list[tuple], int]:
+    """(digest, split, key) of every stored episode, and the steps, checking nothing is held twice."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a record a kill cut short is skipped with a warning
+        store = EpisodeStore(directory)
+        store._load()
+        records = [
+            (
+                content_digest(_stored_arrays(e)),
+                split,
+                (meta.get("job"), meta.get("job_seed"), meta.get("job_episode")),
+            )
+            for _, split, e, meta in store._records
+        ]
+        steps = store.num_steps()
+    digests = [r[0] for r in records]
+    assert len(set(digests)) == len(digests), "an episode is stored twice"
+    keys = [r[2] for r in records if r[2][0] is not None]
+    assert len(set(keys)) == len(keys), "a job's episode number is stored twice"
+    assert not {r[0] for r in records if r[1] == "train"} & {r[0] for r in records if r[1] == "validation"}
+    return records, steps
+
+
+def test_collect_steps_is_the_jobs_total_and_a_rerun_adds_nothing(tmp_path):
+    directory = tmp_path / "s"
+    collect_to_store("CartPole-v1", 500, directory, seed=0, num_envs=3, progress=False)
+    records, steps = _stored(directory)
+    assert steps == 500  # exactly, with three envs too
+    shards = sorted((directory / SHARD_DIR).iterdir())
+    collect_to_store("CartPole-v1", 500, directory, seed=0, num_envs=3, progress=False)
+    assert _stored(directory) == (records, 500) and sorted((directory / SHARD_DIR).iterdir()) == shards
+    collect_to_store("CartPole-v1", 800, directory, seed=0, progress=False)  # more of the same job
+    records, steps = _stored(directory)
+    assert steps == 800 and EpisodeStore(directory).job_progress("random", 0)[0] == 800
+    numbers = sorted(int(r[2][2]) for r in records)
+    assert numbers == list(range(len(records)))  # the job's episodes, numbered on from where they ended
+    collect_to_store("CartPole-v1", 300, directory, seed=1, progress=False)  # another job: its own total
+    assert _stored(directory)[1] == 1100
+    collect_to_store("CartPole-v1", 100, directory, seed=0, progress=False)  # holds more already
+    assert _stored(directory)[1] == 1100
+
+
+def test_collect_finishes_a_store_written_before_job_keys(tmp_path):
+    """A store `collect CartPole-v1 --steps 300` wrote before episodes carried keys: rerun, it is done."""
+    legacy = collect_episodes("CartPole-v1", 300, seed=0, progress=False)  # the same episodes as then
+    directory = tmp_path / "s"
+    _cartpole_store(directory).close()
+    (directory / SHARD_DIR).mkdir()
+    (directory / SHARD_DIR / "00000000.wfep").write_bytes(b"".join(_legacy_record(e) for e in legacy))
+    collect_to_store("CartPole-v1", 300, directory, seed=0, progress=False)
+    records, steps = _stored(directory)
+    assert steps == 300 and len(records) == len(legacy)  # replayed, found held, nothing added
 
 
 def test_a_record_cut_short_by_a_crash_is_skipped_and_the_rest_kept(tmp_path, cartpole_episodes):
@@ -219,3 +332,87 @@ def test_minari_dataset_imports_into_the_store(tmp_path, monkeypatch, cartpole_e
     with pytest.raises(DataError, match="no local Minari dataset"):
         import_minari("cartpole/missing-v0", tmp_path / "other", progress=False)
     assert not Path(tmp_path / "other").exists()
+
+
+def _cli(args: list[str]) -> None:
+    """Run ``worldflux-gym ARGS`` in a forked child (no interpreter start-up: kills land in the work)."""
+    from worldflux_gym.cli import main
+
+    os._exit(main(args))
+
+
+def _shard_bytes(directory: Path) -> int:
+    shards = directory / SHARD_DIR
+    return sum(p.stat().st_size for p in shards.iterdir()) if shards.is_dir() else 0
+
+
+def test_collect_killed_9_again_and_again_then_rerun_ends_with_exactly_the_steps(tmp_path, capsys):
+    """`collect` killed with SIGKILL at random moments and rerun with the same command each time."""
+    out = tmp_path / "s"
+    target = 6000
+    args = [
+        "collect",
+        "CartPole-v1",
+        "--steps",
+        str(target),
+        "--out",
+        str(out),
+        "--seed",
+        "7",
+        "--num-envs",
+        "2",
+    ]
+    fork = multiprocessing.get_context("fork")
+    rng = random.Random(0)
+    after_kill = []
+    for attempt in range(8):
+        child = fork.Process(target=_cli, args=(args,))
+        child.start()
+        if attempt == 0:  # in start-up: creating the store, taking the lock
+            time.sleep(rng.uniform(0.0, 0.02))
+        else:  # while writing: once this run has stored something, a little later
+            before, deadline = _shard_bytes(out), time.monotonic() + 30
+            while _shard_bytes(out) == before and child.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.1))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        after_kill.append(_stored(out)[1] if (out / "store.json").exists() else 0)
+    # most kills landed mid-job (a fast run may finish before its kill): the reruns had work to do
+    assert sum(0 < steps < target for steps in after_kill) >= 4, after_kill
+    assert after_kill == sorted(after_kill)  # nothing stored is ever lost
+    capsys.readouterr()
+    assert main(args) == 0  # the same command once more: it finishes the job
+    assert "(6,000 collected by this policy and seed, of --steps 6,000)" in capsys.readouterr().out
+    records, steps = _stored(out)  # no episode twice, none in both splits
+    assert steps == target, after_kill
+    # every 10th episode held out, as if it had been collected in one go
+    assert EpisodeStore(out).num_episodes("validation") == math.floor(len(records) * 0.1 + 0.5)
+    shards = sorted((out / SHARD_DIR).iterdir())
+    assert main(args) == 0 and sorted((out / SHARD_DIR).iterdir()) == shards  # done: nothing more
+    print(f"steps after each kill: {after_kill}; episodes: {len(records)}")
+
+
+def test_a_second_collect_into_the_store_is_refused_at_once_and_the_first_completes(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["collect", "CartPole-v1", "--steps", "8000", "--out", str(out), "--seed", "3"]
+    first = multiprocessing.get_context("fork").Process(target=_cli, args=(args,))
+    first.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _shard_bytes(out) == 0 and first.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert first.is_alive(), "the first collection ended before the second could try"
+        started = time.monotonic()
+        assert main(args) == 2  # the same command, a second time, while the first runs
+        assert time.monotonic() - started < 5  # at once, not after waiting
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{out} is already being written by a writer of the episode store" in err
+        assert f"(pid {first.pid} on " in err  # who: the other process
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            EpisodeStore(out).episodes("all")  # a reader meanwhile: no lock, nothing written
+    finally:
+        first.join(timeout=120)
+    assert first.exitcode == 0
+    assert _stored(out)[1] == 8000

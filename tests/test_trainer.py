@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -17,8 +18,9 @@ import torch
 from minimal_family import TinyConfig, TinyMLPModel
 
 from worldflux_gym import create_world_model, from_pretrained
+from worldflux_gym.cli import main
 from worldflux_gym.core import Preset, SequenceBatch, TransitionBatch, register_family
-from worldflux_gym.core.errors import DataError, SpaceError, TrainingError
+from worldflux_gym.core.errors import ConcurrentWriterError, DataError, SpaceError, TrainingError
 from worldflux_gym.data import EpisodeStore, collect_to_store
 from worldflux_gym.training import Trainer, TrainerConfig, fit_world_model, trainer_state
 
@@ -339,3 +341,95 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path, pendulum_store):
     rank0 = torch.load(tmp_path / "weights-rank0.pt")
     torch.testing.assert_close(saved, rank0, rtol=0, atol=0)
     assert np.isfinite(saved.numpy()).all()
+
+
+_FIT_CLI = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch; torch.set_num_threads(1)
+import minimal_family
+from worldflux_gym.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_second_fit_into_the_same_run_is_refused_at_once_and_the_first_completes(
+    tmp_path, pendulum_store, capsys
+):
+    run = tmp_path / "run"
+    args = ["fit", "Pendulum-v1", "--model", "tiny-mlp:ci", "--data", str(pendulum_store.directory)]
+    args += ["--out", str(run), "--steps", "300", "--batch-size", "32", "--checkpoint-every", "25"]
+    args += ["--validate-every", "25"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-c", _FIT_CLI, str(TESTS), *args], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                if trainer_state(run)["step"] >= 20:
+                    break
+            except (TrainingError, ValueError):  # not written yet
+                pass
+            time.sleep(0.02)
+        assert first.poll() is None, "the first fit ended before the second could try"
+        started = time.monotonic()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert time.monotonic() - started < 5  # at once
+        assert (
+            "\n" not in err
+            and f"{run} is already being written by a fit of tiny-mlp:ci on Pendulum-v1" in err
+        )
+        assert f"(pid {first.pid} on " in err
+        with pytest.raises(ConcurrentWriterError, match=f"pid {first.pid} "):
+            Trainer(_model(pendulum_store), pendulum_store, _config(steps=5), run)
+    finally:
+        assert first.wait(timeout=180) == 0
+    assert trainer_state(run)["step"] == 300
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    keys = [tuple(row.split(",")[:2]) for row in rows]
+    assert len(keys) == len(set(keys))  # one writer: no row twice
+    from_pretrained(run)
+    assert {p.name for p in run.iterdir()} >= {".worldflux.lock", "model.safetensors", "trainer_state.json"}
+    assert not (run / ".worldflux.lock.json").exists()  # who held it: gone with the writer
+
+
+def _hold_writer_lock(directory: str, ready) -> None:
+    from worldflux_gym.core.lock import WriterLock
+
+    lock = WriterLock(directory, "a test's writer").acquire()
+    ready.set()
+    time.sleep(120)
+    lock.release()
+
+
+def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_path, pendulum_store):
+    from worldflux_gym.training.closed_loop import fine_tune_closed_loop
+    from worldflux_gym.training.dyna import DynaConfig, run_dyna
+
+    fork = multiprocessing.get_context("fork")
+    for name, write in {
+        "fit": lambda out: fit_world_model(
+            "Pendulum-v1", "tiny-mlp:ci", out, data_dir=pendulum_store.directory
+        ),
+        "trainer": lambda out: Trainer(_model(pendulum_store), pendulum_store, _config(), out),
+        "collect": lambda out: collect_to_store("Pendulum-v1", 10, out, progress=False),
+        "dyna": lambda out: run_dyna(
+            "Pendulum-v1", "tiny-mlp:ci", out, DynaConfig(real_steps=10, initial_steps=5)
+        ),
+        "fine-tune": lambda out: fine_tune_closed_loop(tmp_path / "some-run", ["agent.zip"], out),
+    }.items():
+        out = tmp_path / name
+        ready = fork.Event()
+        holder = fork.Process(target=_hold_writer_lock, args=(str(out), ready))
+        holder.start()
+        try:
+            assert ready.wait(30)
+            with pytest.raises(
+                ConcurrentWriterError, match=rf"already being written by a test's writer \(pid {holder.pid} "
+            ):
+                write(out)
+            assert sorted(p.name for p in out.iterdir()) == [".worldflux.lock", ".worldflux.lock.json"]
+        finally:
+            holder.kill()
+            holder.join()

@@ -52,9 +52,13 @@ def _collect(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         validation_fraction=args.validation_fraction,
     )
+    from worldflux_gym.data.collect import job_name
+
+    job_steps, _ = store.job_progress(job_name(args.policy), args.seed)
     print(
         f"{store.directory}: {store.num_episodes('train')} train + {store.num_episodes('validation')} "
-        f"validation episodes, {store.num_steps():,} steps of {store.env_id}"
+        f"validation episodes, {store.num_steps():,} steps of {store.env_id} ({job_steps:,} collected "
+        f"by this policy and seed, of --steps {args.steps:,})"
     )
     return 0
 
@@ -272,7 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "collect", help="collect real episodes from a Gymnasium env into an episode store"
     )
     p.add_argument("env_id", metavar="ENV_ID", help="Gymnasium env id, e.g. Walker2d-v5")
-    p.add_argument("--steps", type=int, required=True, help="env steps to collect")
+    p.add_argument(
+        "--steps", type=int, required=True,
+        help="the total env steps the store should hold from this policy and seed: a rerun of the "
+        "same command (e.g. after an interruption) finishes the job and adds nothing more; another "
+        "--policy or --seed is another job with its own total",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="episode store directory (created, or extended)")
     p.add_argument("--policy", help="a stable-baselines3 model .zip to act with (default: random actions)")
     p.add_argument("--algo", help="SB3 algorithm of --policy (PPO, SAC, ...) when it cannot be detected")

@@ -23,3 +23,11 @@ class DataError(WorldFluxError, ValueError):
 
 class TrainingError(WorldFluxError):
     """A fit that cannot start or go on: a run directory of another model, a non-finite loss."""
+
+
+class ConcurrentWriterError(WorldFluxError, RuntimeError):
+    """A directory (episode store, run) that another writer is writing now: one writer at a time."""
+
+
+class DuplicateEpisodeError(DataError):
+    """An episode an episode store already holds (the same content, or the same collection job's episode)."""

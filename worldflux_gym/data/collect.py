@@ -4,10 +4,16 @@ A policy is random actions (``None``), any callable from a batch of observations
 actions, or a stable-baselines3 model saved as ``.zip`` (:func:`load_sb3_policy`). With
 ``image_size`` the observations are the env's own rendered frames, resampled to a square
 ``image_size x image_size`` uint8 image (the pixel setting of DreamerV3).
+
+:func:`collect_to_store` is idempotent: ``steps`` is the total a collection job (a policy and a
+seed) should hold in the store, and a rerun after any interruption finishes the job without storing
+an episode twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,7 +28,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation
 from tqdm.auto import tqdm
 
-from worldflux_gym.core.errors import ConfigError, SpaceError
+from worldflux_gym.core.errors import ConfigError, DuplicateEpisodeError, SpaceError
 from worldflux_gym.data.episode import Episode
 
 if TYPE_CHECKING:
@@ -224,11 +230,12 @@ def _resolve_policy(policy: Policy | str | Path | None, envs: gym.vector.VectorE
 def _vector_episodes(
     envs: gym.vector.VectorEnv, steps: int, policy: Policy | None, seed: int, progress: bool, desc: str
 ) -> Iterator[Episode]:
-    """Step ``envs`` (next-step autoreset) for ``steps`` env steps, yielding episodes as they end."""
+    """Step ``envs`` (next-step autoreset) for exactly ``steps`` env steps, yielding episodes as they
+    end; the ones still running at the end are yielded last, cut (marked truncated)."""
     num_envs = envs.num_envs
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
-    builders = [_EpisodeBuilder(obs[i]) for i in range(num_envs)]
+    builders: list[_EpisodeBuilder | None] = [_EpisodeBuilder(obs[i]) for i in range(num_envs)]
     restarting = np.zeros(num_envs, dtype=bool)  # NEXT_STEP autoreset: this step only resets
     taken = 0
     bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
@@ -240,16 +247,19 @@ def _vector_episodes(
                 if restarting[i]:
                     builders[i] = _EpisodeBuilder(next_obs[i])
                     continue
+                if taken == steps:  # the budget is spent: the other envs' last steps are not kept
+                    continue
                 builders[i].add(actions[i], reward[i], next_obs[i], terminated[i], truncated[i])
                 taken += 1
                 if terminated[i] or truncated[i]:
                     yield builders[i].build()
+                    builders[i] = None
             restarting = terminated | truncated
             obs = next_obs
-            bar.update(min(taken, steps) - bar.n)
-        for i in range(num_envs):
-            if not restarting[i] and builders[i].action:
-                yield builders[i].build(cut=True)
+            bar.update(taken - bar.n)
+        for builder in builders:
+            if builder is not None and builder.action:
+                yield builder.build(cut=True)
     finally:
         bar.close()
 
@@ -289,6 +299,30 @@ def collect_episodes(env_id: str, steps: int, **kwargs) -> list[Episode]:
     return list(iter_episodes(env_id, steps, **kwargs))
 
 
+def job_name(policy: Policy | str | Path | None) -> str:
+    """The name under which a collection with ``policy`` is recorded in a store: ``"random"``,
+    ``"sb3:<sha256 of the zip, 16 hex>"`` for a saved agent (the same file wherever it lies), or
+    ``"callable:<module>.<qualname>"`` for a function (pass ``job=`` to name one yourself)."""
+    if policy is None:
+        return "random"
+    if isinstance(policy, str | Path):
+        path = Path(policy)
+        if not path.is_file():  # loading it will say so
+            return f"sb3:{path}"
+        return "sb3:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    name = getattr(policy, "__qualname__", None) or type(policy).__qualname__
+    return f"callable:{getattr(policy, '__module__', None) or type(policy).__module__}.{name}"
+
+
+def continuation_seed(seed: int, number: int) -> int:
+    """The reset seed of a collection job (started with ``seed``) that resumes at episode ``number``:
+    ``seed`` itself for a fresh job, and for a resumed one a seed derived from both (never one of
+    the seeds a job started with another ``seed`` uses), so no stored episode is replayed."""
+    if number == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0])
+
+
 def collect_to_store(
     env_id: str,
     steps: int,
@@ -301,16 +335,26 @@ def collect_to_store(
     validation_fraction: float = 0.1,
     progress: bool = True,
     env_kwargs: dict | None = None,
+    job: str | None = None,
 ) -> EpisodeStore:
-    """Collect ``steps`` env steps into the episode store at ``directory`` (created, or extended).
+    """Collect into the episode store at ``directory`` (created, or extended) until it holds
+    ``steps`` env steps of this collection job; rerun after an interruption, it finishes the job.
 
-    Each episode is on disk as soon as it ends, so an interrupted collection keeps every finished
-    episode. An existing store must hold the same env with the same spaces.
+    A job is the policy (:func:`job_name`, or ``job`` to name it) with its ``seed``: ``steps`` is
+    the job's total, not an amount to add, so rerunning the same call never collects twice, and
+    another policy or seed is another job adding its own ``steps``. A resumed job continues from
+    the episodes the store holds (the next episode number, and a reset seed derived from it, see
+    :func:`continuation_seed`), and the store refuses an episode it already holds, so no episode
+    is ever stored twice (episodes a rerun reproduces exactly count as collected). Each episode is
+    on disk as soon as it ends, so an interruption loses only the episodes still running. The
+    collection holds the store's writer lock: a second writer is refused at once. An existing
+    store must hold the same env with the same spaces.
     """
-    from worldflux_gym.data.store import EpisodeStore
+    from worldflux_gym.data.store import EpisodeKey, EpisodeStore
 
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
+    job = job or job_name(policy)
     envs = make_real_vector_env(env_id, num_envs, image_size=image_size, **(env_kwargs or {}))
     try:
         store = EpisodeStore.create(
@@ -321,12 +365,22 @@ def collect_to_store(
             validation_fraction=validation_fraction,
             exist_ok=True,
             metadata={"image_size": image_size} if image_size else None,
-        )
+        )  # the writer lock is ours from here on
         with store:
-            for episode in _vector_episodes(
-                envs, steps, _resolve_policy(policy, envs, algo), seed, progress, f"collect {env_id}"
-            ):
-                store.append(episode)
+            have, number = store.job_progress(job, seed)
+            if have < steps:
+                episodes = _vector_episodes(
+                    envs,
+                    steps - have,
+                    _resolve_policy(policy, envs, algo),
+                    continuation_seed(seed, number),
+                    progress,
+                    f"collect {env_id}",
+                )
+                for episode in episodes:
+                    with contextlib.suppress(DuplicateEpisodeError):  # held already: it counts as done
+                        store.append(episode, EpisodeKey(job, int(seed), number))
+                    number += 1
     finally:
         envs.close()
     return store

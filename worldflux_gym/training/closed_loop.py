@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from worldflux_gym.core.checkpoint import from_pretrained, to_json_bytes
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, TrainingError
+from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
@@ -158,10 +159,22 @@ def fine_tune_closed_loop(
     config = config or ClosedLoopConfig()
     config.check()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    _refuse_existing(out_dir)
+    with WriterLock(out_dir, f"a closed-loop fine-tune of {run_dir}"):  # one writer of out_dir
+        _refuse_existing(out_dir)  # written by another writer in between
+        return _fine_tune(policies, run_dir, out_dir, config, device, progress)
+
+
+def _refuse_existing(out_dir: Path) -> None:
     if (out_dir / "config.json").exists():
         raise TrainingError(
             f"{out_dir} already holds a model; choose a new directory (nothing is overwritten)"
         )
+
+
+def _fine_tune(
+    policies, run_dir: Path, out_dir: Path, config: ClosedLoopConfig, device: str, progress: bool
+) -> WorldModel:
     model = from_pretrained(run_dir, device=resolve_device(device))
     if not hasattr(model, "closed_loop_error"):
         raise ConfigError(

@@ -9,7 +9,9 @@ Everything lives in one output directory, and every piece is resumable on its ow
     OUT/progress.json   one line per finished round: real steps used, real return, timings
 
 A run that is stopped (even with ``kill -9``) continues from its last finished round when started
-again with the same arguments.
+again with the same arguments; a round's collection that a kill interrupted is finished, not redone
+(each round is its own collection job in the store). One Dyna run writes ``OUT`` at a time: a second
+one is refused at once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from worldflux_gym.agents.recipes import Recipe, load_recipe
 from worldflux_gym.agents.train import agent_device, build_agent
 from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.data.collect import collect_to_store
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.sb3 import DreamSB3VecEnv
@@ -83,7 +86,11 @@ def run_dyna(
 ) -> dict[str, Any]:
     """Run (or resume) the Dyna loop in ``out``; returns the progress record (see module docstring)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out, f"a Dyna run of {model_name} on {env_id}", reentrant=True):
+        return _run_dyna(env_id, model_name, out, config, progress)
+
+
+def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progress: bool) -> dict[str, Any]:
     record = _read_progress(out)
     saved_config = record.get("config")
     if saved_config and saved_config != {**dataclasses.asdict(config), "env_id": env_id, "model": model_name}:
@@ -100,10 +107,8 @@ def run_dyna(
     data_dir, model_dir, agent_path = out / "data", out / "model", out / "agent.zip"
 
     have = EpisodeStore(data_dir).num_steps() if is_store(data_dir) else 0
-    if have < config.initial_steps:
-        collect_to_store(
-            env_id, config.initial_steps - have, data_dir, seed=config.seed + have, progress=progress
-        )
+    if have < config.initial_steps:  # the total: a warm-up a kill interrupted is finished
+        collect_to_store(env_id, config.initial_steps, data_dir, seed=config.seed, progress=progress)
 
     agent = None
     while True:
@@ -146,7 +151,8 @@ def run_dyna(
         venv.close()
         trained = time.perf_counter()
 
-        budget = config.real_steps - used
+        job = f"dyna-round-{round_index}"  # a collection of this round that a kill interrupted counts
+        budget = config.real_steps - (used - store.job_progress(job, config.seed)[0])
         if budget <= 0:
             break
         before = _episode_counts(store)
@@ -156,8 +162,9 @@ def run_dyna(
             min(config.steps_per_round, budget),
             data_dir,
             policy=_agent_policy(agent, model, venv.dream.decodes),
-            seed=config.seed + used,
+            seed=config.seed,
             progress=progress,
+            job=job,
         )
         store = EpisodeStore(data_dir)
         new_episodes = _episodes_after(store, before)

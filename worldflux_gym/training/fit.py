@@ -7,29 +7,60 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, SpaceError, TrainingError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.registry import build_config, create_world_model, parse_name
 from worldflux_gym.data.collect import Policy, collect_to_store
 from worldflux_gym.data.store import EpisodeStore, is_store
-from worldflux_gym.training.trainer import STATE_JSON, Trainer, TrainerConfig, inspect_run_dir
+from worldflux_gym.training.trainer import (
+    STATE_JSON,
+    Trainer,
+    TrainerConfig,
+    inspect_run_dir,
+    lock_run_dir,
+    seed_torch,
+)
 
 RUN_DATA_DIR = "data"  # where fit_world_model collects when no data directory is given
 
 
-def _check_resumable(run_dir: Path, env_id: str, model_name: str) -> None:
-    """Refuse before collecting anything when ``run_dir`` holds a run of another model or env."""
-    if not inspect_run_dir(run_dir):
+def _check_resumable(run_dir: Path, env_id: str, model_name: str, writer: bool = True) -> None:
+    """Refuse before collecting anything when ``run_dir`` holds a run of another model or env.
+
+    ``writer=False`` only reads what is there (before taking the writer lock): the full check, which
+    may finish a checkpoint write that a kill interrupted, is the writer's alone.
+    """
+    if writer:
+        if not inspect_run_dir(run_dir):
+            return
+    elif not (run_dir / "config.json").is_file() or not (run_dir / STATE_JSON).is_file():
         return
     family, preset = parse_name(model_name)
-    saved = json.loads((run_dir / "config.json").read_text())
-    saved_env = json.loads((run_dir / STATE_JSON).read_text()).get("data", {}).get("env_id")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        saved_env = json.loads((run_dir / STATE_JSON).read_text()).get("data", {}).get("env_id")
+    except (OSError, ValueError, AttributeError):
+        if writer:
+            raise
+        return  # being written now, or damaged: the writer's check will say
     if (saved.get("family"), saved.get("preset")) != (family, preset) or saved_env not in (None, env_id):
         raise TrainingError(
             f"{run_dir} already holds the model {saved.get('family')}:{saved.get('preset')} fitted on "
             f"{saved_env}; choose a new directory for {family}:{preset} on {env_id} (nothing is overwritten)"
         )
+
+
+def _open_store(data_dir: str | Path, env_id: str) -> EpisodeStore:
+    store = EpisodeStore(data_dir)
+    if store.env_id != env_id:
+        raise SpaceError(
+            f"{data_dir} holds episodes of {store.env_id!r}, not {env_id!r}; "
+            "pass data collected from the env you fit"
+        )
+    return store
 
 
 def fit_world_model(
@@ -54,33 +85,13 @@ def fit_world_model(
     steps with ``policy``, random by default); a collection that was interrupted is completed, not
     redone. A ``run_dir`` that holds this run already is resumed up to ``steps`` updates. ``trainer``
     holds :class:`TrainerConfig` fields; ``overrides`` are model config fields.
+
+    ``seed`` seeds everything: the collection, the initial weights and the updates, so the same
+    seed on the same data gives the same weights (on CPU; CUDA kernels may differ in the last bits).
+    The run holds ``run_dir``'s writer lock throughout: a second writer is refused at once.
     """
     run_dir = Path(run_dir)
     build_config(*parse_name(model_name), overrides)  # a typo fails now, not after collecting
-    _check_resumable(run_dir, env_id, model_name)
-    if data_dir is None:
-        data_dir = run_dir / RUN_DATA_DIR
-        have = EpisodeStore(data_dir).num_steps() if is_store(data_dir) else 0
-        if have < collect_steps:
-            collect_to_store(
-                env_id,
-                collect_steps - have,
-                data_dir,
-                policy=policy,
-                seed=seed + have,  # a completed collection must not replay the same seeds
-                num_envs=num_envs,
-                image_size=image_size,
-                progress=progress,
-            )
-    store = EpisodeStore(data_dir)
-    if store.env_id != env_id:
-        raise SpaceError(
-            f"{data_dir} holds episodes of {store.env_id!r}, not {env_id!r}; "
-            "pass data collected from the env you fit"
-        )
-    model = create_world_model(
-        model_name, store.observation_space, store.action_space, device=resolve_device(device), **overrides
-    )
     if isinstance(trainer, dict):
         valid = {f.name for f in dataclasses.fields(TrainerConfig)}
         if set(trainer) - valid:
@@ -88,7 +99,35 @@ def fit_world_model(
                 f"unknown trainer setting(s) {sorted(set(trainer) - valid)}; valid: {sorted(valid)}"
             )
         trainer = TrainerConfig(**trainer)
-    base = trainer or TrainerConfig()
-    config = dataclasses.replace(base, steps=steps, seed=seed, progress=base.progress and progress)
-    Trainer(model, store, config, run_dir).fit()
+    # what can be refused by looking is refused before anything is written
+    _check_resumable(run_dir, env_id, model_name, writer=False)
+    if data_dir is not None:
+        _open_store(data_dir, env_id)
+    with lock_run_dir(run_dir, f"a fit of {model_name} on {env_id}"):
+        _check_resumable(run_dir, env_id, model_name)
+        if data_dir is None:
+            data_dir = run_dir / RUN_DATA_DIR
+            have = EpisodeStore(data_dir).num_steps() if is_store(data_dir) else 0
+            if have < collect_steps:  # collect_steps is the total: a rerun finishes the collection
+                collect_to_store(
+                    env_id,
+                    collect_steps,
+                    data_dir,
+                    policy=policy,
+                    seed=seed,
+                    num_envs=num_envs,
+                    image_size=image_size,
+                    progress=progress,
+                )
+        store = _open_store(data_dir, env_id)
+        resolved = resolve_device(device)
+        # the initial weights come from the seed; the caller's own torch RNG is left as it was
+        with torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
+            seed_torch(seed)
+            model = create_world_model(
+                model_name, store.observation_space, store.action_space, device=resolved, **overrides
+            )
+        base = trainer or TrainerConfig()
+        config = dataclasses.replace(base, steps=steps, seed=seed, progress=base.progress and progress)
+        Trainer(model, store, config, run_dir).fit()
     return model

@@ -56,6 +56,7 @@ from worldflux_gym.core.checkpoint import (
     to_json_bytes,
 )
 from worldflux_gym.core.errors import ConfigError, DataError, SpaceError, TrainingError
+from worldflux_gym.core.lock import LOCK_FILES, WriterLock
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
@@ -74,6 +75,7 @@ RUN_DIR_FILES = {
     METRICS_FILE,
     TENSORBOARD_DIR,
     "data",
+    *LOCK_FILES,
 }
 _VALIDATION_STREAM = 1_000_003  # seeds the fixed validation batches, apart from the training batches
 
@@ -95,7 +97,7 @@ class TrainerConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     adapt_samples: int = 100_000  # transitions handed to model.adapt_to_data before the first step
-    seed: int = 0
+    seed: int = 0  # the batches, and torch's RNG from the first update (a fresh run reseeds it)
     mixed_precision: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU
     progress: bool = True
     tensorboard: bool = True
@@ -162,18 +164,11 @@ def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> boo
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return False
-    if not run_dir.is_dir():
-        raise TrainingError(f"{run_dir} is a file; give a directory for the run")
+    _refuse_foreign(run_dir)
     if (run_dir / METADATA_FILE).exists() or interrupted_write(run_dir, RUN_DIR_FILES):
         recover_interrupted_write(run_dir, RUN_DIR_FILES)  # a write a kill interrupted: finish or discard it
     if not (run_dir / METADATA_FILE).exists():
-        # not a run (yet): only our own names (e.g. data/ of a collection that was interrupted)
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
-        if foreign:
-            raise TrainingError(
-                f"{run_dir} already holds files that are not a worldflux-gym run "
-                f"({', '.join(foreign[:5])}); choose a new directory for --out (nothing is ever overwritten)"
-            )
+        _refuse_foreign(run_dir)
         return False
     if not (run_dir / STATE_JSON).exists():
         raise TrainingError(
@@ -192,6 +187,41 @@ def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> boo
             "choose a new directory for --out, or use the same model and data to resume it"
         )
     return True
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    """Refuse a ``run_dir`` that is a file, or a folder that holds no run and files of someone else's
+    (only looks: nothing is written)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise TrainingError(f"{run_dir} is a file; give a directory for the run")
+    if (run_dir / METADATA_FILE).exists() or interrupted_write(run_dir, RUN_DIR_FILES):
+        return  # a run, or a run's first checkpoint that a kill interrupted
+    # not a run (yet): only our own names (e.g. data/ of a collection that was interrupted)
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
+    if foreign:
+        raise TrainingError(
+            f"{run_dir} already holds files that are not a worldflux-gym run "
+            f"({', '.join(foreign[:5])}); choose a new directory for --out (nothing is ever overwritten)"
+        )
+
+
+def lock_run_dir(run_dir: str | Path, what: str) -> WriterLock:
+    """Become the one writer of ``run_dir`` (created if missing) or raise ``ConcurrentWriterError``.
+
+    A folder that is not a run is refused first (``TrainingError``), and gets no lock file. The lock
+    is reentrant within a thread: ``fit_world_model`` holds it while the ``Trainer`` inside takes it.
+    """
+    run_dir = Path(run_dir)
+    _refuse_foreign(run_dir)
+    return WriterLock(run_dir, what, reentrant=True).acquire()
+
+
+def seed_torch(seed: int, rank: int = 0) -> None:
+    """Seed torch's global RNG (CPU and CUDA) from ``(seed, rank)``: the one place a fit's seed
+    reaches torch, for the initial weights and for the randomness of the updates."""
+    torch.manual_seed(int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint64)[0]))
 
 
 def _distributed() -> tuple[int, int]:
@@ -226,7 +256,16 @@ class Trainer:
         self.rank, self.world_size = _distributed()
         self.device = model.device
         self.train_data, self.validation_data, self.data_info = self._open_data(data)
-        self.resuming = inspect_run_dir(self.run_dir, model)
+        # rank 0 alone writes run_dir: its one writer from here (when it exists: looking at it may
+        # finish an interrupted checkpoint write) or from fit() on (a new one is created there)
+        self._lock: WriterLock | None = None
+        if self.rank == 0 and self.run_dir.exists():
+            self._lock = lock_run_dir(self.run_dir, self._what())
+        try:
+            self.resuming = inspect_run_dir(self.run_dir, model)
+        except BaseException:
+            self.close()
+            raise
         if self.world_size > 1:
             dist.barrier()  # every rank has looked at run_dir before rank 0 writes to it
         # foreach: one fused pass over all parameters instead of a Python loop (also on CPU, ~25% here)
@@ -239,6 +278,14 @@ class Trainer:
         self.step = 0
         self.last_checkpoint_step: int | None = None
         self._loss_module: nn.Module | None = None  # model.loss as a module (DDP-wrapped under torchrun)
+
+    def _what(self) -> str:
+        return f"a fit of {self.model.family}:{self.model.preset}"
+
+    def close(self) -> None:
+        """Release the run directory's writer lock (``fit`` does it when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # --- data -------------------------------------------------------------------------------
     def _open_data(self, data) -> tuple[EpisodeBuffer, EpisodeBuffer | None, dict[str, Any]]:
@@ -469,10 +516,25 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train up to ``config.steps`` updates (resuming from ``run_dir``); returns the final metrics."""
+        if self.rank == 0 and (self._lock is None or not self._lock.held):
+            # not held since __init__ (a new run_dir, or fit() once more): take it and look again
+            self._lock = lock_run_dir(self.run_dir, self._what())
+            try:
+                self.resuming = inspect_run_dir(self.run_dir, self.model)
+            except BaseException:
+                self.close()
+                raise
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict[str, float]:
         cfg = self.config
         if self.resuming:
             self._load_checkpoint()
         else:
+            seed_torch(cfg.seed, self.rank)  # the updates' own randomness (sampled latents, noise)
             self.adapt()
             self.save_checkpoint()  # step 0: a loadable model, and a good state to fall back on
         if self.step >= cfg.steps:  # a finished run: report on it
