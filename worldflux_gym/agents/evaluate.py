@@ -94,11 +94,11 @@ def evaluate_agent(
     env = Monitor(env)
     env.reset(seed=seed)
     env.action_space.seed(seed)
-    returns, lengths = evaluate_policy(
+    episode_returns, lengths = evaluate_policy(
         model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
     )
     env.close()
-    returns = np.asarray(returns, dtype=np.float64)
+    returns = np.asarray(episode_returns, dtype=np.float64)
     return Evaluation(
         env_id=env.spec.id if env.spec else str(env_id),
         episodes=episodes,

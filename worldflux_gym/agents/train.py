@@ -116,7 +116,7 @@ def train_agent(
     seconds = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     agent.save(out)
-    episodes = list(agent.ep_info_buffer)
+    episodes = list(agent.ep_info_buffer or [])
     sidecar = {
         "library_version": __version__,
         "dream_id": dream_id,

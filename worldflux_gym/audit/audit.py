@@ -552,6 +552,7 @@ def _what_if(
 ) -> np.ndarray:
     """Start noise, action noise and the adversarial search; returns the worst start per base."""
     space, horizon = setup.model.observation_space, setup.horizon
+    assert isinstance(space, spaces.Box)  # the caller checked _flat_box
     rng = np.random.default_rng(config.seed + 1)
     noise = config.start_noise * rng.standard_normal(starts.shape)
     noisy, _ = perturb_starts(starts, scale, noise, space, env_for_starts)
@@ -720,7 +721,7 @@ class Ranking:
         return {
             "mean": float(self.dream_means[i]),
             "per_model": self.dream_means_per_model[:, i].tolist(),
-            "model_spread": float(self.model_spread[i]),
+            "model_spread": float(self.dream_means_per_model[:, i].std(ddof=1)),
         }
 
 
@@ -739,10 +740,11 @@ def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) 
     """Rank audited agents; real means come from the audits' replays unless given."""
     names = [a.agent for a in audits]
     dream = np.array([a.nominal.mean_return for a in audits])
-    replayed = all(a.real is not None for a in audits)
+    replays = [a.real for a in audits if a.real is not None]
+    replayed = len(replays) == len(audits)
     if real_means is None and replayed:
-        real_means = np.array([a.real.real_returns.mean() for a in audits])
-    reproducibility = split_half_spearman([a.real.real_returns for a in audits]) if replayed else None
+        real_means = np.array([r.real_returns.mean() for r in replays])
+    reproducibility = split_half_spearman([r.real_returns for r in replays]) if replayed else None
     rho = mae = relative = None
     if real_means is not None:
         real_means = np.asarray(real_means, dtype=np.float64)

@@ -139,12 +139,11 @@ class WorldModel(nn.Module, ABC):
             values = [getattr(o, name) for o in outputs]
             return None if not values or values[0] is None else torch.stack(values)
 
-        cont = [o.continue_prob for o in outputs]
         return Trajectory(
             states=states,
             obs=stack("obs"),
             reward=stack("reward"),
-            continue_prob=None if not cont or cont[0] is None else torch.stack(cont),
+            continue_prob=stack("continue_prob"),
             uncertainty=stack("uncertainty"),
         )
 
@@ -158,10 +157,10 @@ class WorldModel(nn.Module, ABC):
     # --- description ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for parameter in self.parameters():
+            return parameter.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     @property
