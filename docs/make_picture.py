@@ -47,7 +47,8 @@ def main() -> int:
     real = np.concatenate([frame[:, :PANEL] for frame in columns], axis=1)
     dream = np.concatenate([frame[:, PANEL : 2 * PANEL] for frame in columns], axis=1)
     gap = np.full((4, real.shape[1], 3), 255, np.uint8)
-    picture = Image.fromarray(np.concatenate([real, gap, dream])).quantize(256, method=Image.Quantize.FASTOCTREE)
+    picture = Image.fromarray(np.concatenate([real, gap, dream]))
+    picture = picture.quantize(256, method=Image.Quantize.FASTOCTREE)  # a palette: a small file
     picture.save(OUT, optimize=True)
     print(f"{OUT}: {OUT.stat().st_size / 1024:.0f} KB")
     return 0

@@ -215,6 +215,22 @@ class WorldModel(nn.Module, ABC):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "auto") -> WorldModel:
+        """Load and verify a checkpoint written by :meth:`save_pretrained` (or ``fit``).
+
+        The same as :func:`worldflux_gym.from_pretrained`, plus a type check when called on a
+        subclass. The checkpoint's format version, weights checksum and I/O fingerprint are
+        verified; nothing is unpickled. The family must be registered in this process (the
+        built-in ones always are).
+
+        >>> import gymnasium as gym
+        >>> from worldflux_gym import WorldModel, create_world_model
+        >>> real = gym.make("Pendulum-v1")
+        >>> model = create_world_model("ensemble:ci", real.observation_space, real.action_space)
+        >>> _ = model.save_pretrained("runs/pendulum-untrained")
+        >>> again = WorldModel.from_pretrained("runs/pendulum-untrained", device="cpu")
+        >>> again.family, again.preset
+        ('ensemble', 'ci')
+        """
         from worldflux_gym.core.checkpoint import from_pretrained
 
         model = from_pretrained(directory, device=device)

@@ -287,6 +287,10 @@ def record_dream(
 
     When an episode ends (in the dream, or in the real env with ``compare``), both start again from
     the next real reset, so the two sides always show the same episode.
+
+    >>> from worldflux_gym.video import record_dream
+    >>> record_dream("WorldFlux/Ensemble-Pendulum-v0", "dream.gif", steps=10, compare=True).name
+    'dream.gif'
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
