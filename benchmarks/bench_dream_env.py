@@ -17,9 +17,11 @@ Measures, in one run (about 6 minutes on 2 CPU cores):
    4x200 SiLU, one random member per row, N=1029), at equal work (termination by the same learned
    MLP as ours) and with its hand-written Walker2d termination, when mbrl-lib is installed: ``pip install
    --no-deps mbrl==0.2.0 && pip install hydra-core omegaconf termcolor tqdm matplotlib`` in a
-   separate venv next to this package. Without it, DESIGN.md section 7's figures for it are used
-   (~206k transitions/s at batch 1029 through its numpy path, ~289k through its tensor path) and
-   the output says so.
+   separate venv next to this package. Without it, reference figures for it are used (~206k
+   transitions/s at batch 1029 through its numpy path, ~289k through its tensor path, measured with
+   2 threads on an idle 2-core machine A of ``benchmarks/RESULTS.md``) and the output says so.
+
+The figures of every run, with dates, machines and commits: ``benchmarks/RESULTS.md``.
 
 Usage: ``python benchmarks/bench_dream_env.py [--quick] [--threads 2]`` on an otherwise idle machine
 (with other work on one core, use ``OMP_NUM_THREADS=1 ... --threads 1``: two threads sharing a
@@ -45,7 +47,7 @@ from worldflux_gym.dream import DreamEnv, DreamSB3VecEnv, DreamVectorEnv
 REAL_ENV = "Walker2d-v5"
 MODEL = "ensemble:default"
 SHIPPED = Path(__file__).resolve().parents[1] / "envs" / "checkpoints" / "ensemble_walker"
-MBRL_LIB_NUMPY, MBRL_LIB_TENSOR = 206_000, 289_000  # DESIGN.md section 7, batch 1029, this machine
+MBRL_LIB_NUMPY, MBRL_LIB_TENSOR = 206_000, 289_000  # reference figures, batch 1029 (see the docstring)
 
 
 def timed(step, budget: float, batch: int = 1, warmup: int = 3, slices: int = 5) -> float:
@@ -214,9 +216,10 @@ def head_to_head(
     """Per-quad ratios of their seconds per call to ours (our steps/s over theirs when a call
     advances as many rows on both sides), timed A B B A in windows of ``calls`` calls (~0.1 s each).
 
-    This machine switches between phases within seconds (with AVX-512 code the second vCPU then
-    adds ~10% instead of ~45%), so rates taken seconds apart compare different machines; a quad
-    spans ~0.4 s and the order A B B A cancels a linear drift within it."""
+    A shared VM can switch between phases within seconds (on machine B of ``benchmarks/RESULTS.md``
+    the second vCPU then added ~10% instead of ~45% to AVX-512 code), so rates taken seconds apart
+    compare different machines; a quad spans ~0.4 s and the order A B B A cancels a linear drift
+    within it."""
 
     def seconds(step: Callable[[], object]) -> float:
         start = time.perf_counter()
@@ -246,7 +249,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short budgets, for a smoke run")
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch threads (2: the machine's cores, as in DESIGN s.7)"
+        "--threads", type=int, default=2, help="torch threads (default 2: the project machine's cores)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -302,10 +305,10 @@ def main() -> None:
     bf16_1024 = rates["dream DreamVectorEnv N=1024, numpy out, bfloat16"]
     print(f"ratio dream N=1024 bfloat16 / real one env: {bf16_1024 / real_one:.1f}x")
 
-    # Rows above are timed one after the other, and this machine's speed drifts by +-30% over
+    # Rows above are timed one after the other, and a shared machine's speed drifts by +-30% over
     # minutes: the headline ratios are taken from interleaved rounds instead (median of 5). The
     # peer is mbrl-lib's ModelEnv when installed (its random-member propagation needs a batch
-    # divisible by its 7 members: 1029 = 7 x 147), else DESIGN.md's figures for it.
+    # divisible by its 7 members: 1029 = 7 x 147), else the reference figures for it.
     def one_round() -> dict[str, float]:
         measured = {
             "real one env": real_single(budget / 3),
@@ -365,7 +368,7 @@ def main() -> None:
             )
     else:
         print(
-            "mbrl-lib is not installed: vs DESIGN.md s.7's idle-machine figures, dream N=1024 numpy "
+            "mbrl-lib is not installed: vs its reference figures (benchmarks/RESULTS.md), dream N=1024 numpy "
             f"{median['dream N=1024 numpy'] / MBRL_LIB_NUMPY:.2f}x its numpy path, tensor "
             f"{median['dream N=1024 tensor'] / MBRL_LIB_TENSOR:.2f}x its tensor path"
         )

@@ -3,8 +3,7 @@
 Measures the ``ensemble:default`` preset (7 members, 5 elites, 4x200) on Walker2d-v5's spaces, at
 several batch sizes, with ``report_uncertainty`` on (all elites run on every row) and off (each row
 runs only its own member). Peer: mbrl-lib's whole ModelEnv step over the same ensemble, measured side
-by side by ``bench_dream_env.py`` (2026-11-22, idle, 2 threads, N=1029): 277k (numpy path) and 319k
-(tensor path) transitions/s; DESIGN.md section 7 had ~206k / ~289k.
+by side by ``bench_dream_env.py``. The figures of every run: ``benchmarks/RESULTS.md``.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_ensemble_step.py [--threads 2] [--seconds 1.0]
 """
@@ -55,8 +54,8 @@ def steps_per_second(
 
 
 def forward_all_members_per_second(model, batch: int, seconds: float) -> float:
-    """Reference under the same load: a bare forward of all members (DESIGN.md section 6 measured
-    ~42k transitions/s for 7 members of 4x200 at batch 1024 on the idle machine)."""
+    """Reference under the same load: a bare forward of all members (7 members of 4x200 at batch
+    1024: ~42k transitions/s on an idle 2-core machine)."""
     x = torch.randn(model.config.members, batch, model.input_mean.shape[0])
     with torch.inference_mode():
         model._forward(x)
@@ -95,7 +94,7 @@ def main() -> None:
         off = steps_per_second(model, batch, False, args.seconds, args.deterministic)
         ref = forward_all_members_per_second(model, batch, args.seconds)
         # The last column is load-independent: mbrl-lib's ModelEnv reaches ~0.98 of a one-member
-        # forward per row (289k/s vs 7 x 42k/s at batch 1024/1029 on the idle machine).
+        # forward per row (289k/s against 7 x 42k/s at batch 1024/1029 on an idle 2-core machine).
         ratio = off / (model.config.members * ref)
         print(
             f"{batch:>7} | {on:>13,.0f}/s | {off:>13,.0f}/s | {off / on:>7.1f}x | "

@@ -1,6 +1,6 @@
 """Transfer benchmark: an agent trained only in the dream, judged in the real env.
 
-For each task, in one run on this machine:
+For each task, in one run on one machine:
 
 - the dream pipeline (``run_dyna``: random warm-up, fit, train the agent in the dream, collect with
   it, refit ...) within a real-step budget: the agent's real return, the real steps it used, its
@@ -12,13 +12,8 @@ For each task, in one run on this machine:
     python benchmarks/bench_transfer.py CartPole-v1 Pendulum-v1      # ~10-20 min on 2 cores
     python benchmarks/bench_transfer.py Walker2d-v5                  # hours on CPU
 
-Targets (issue 6): CartPole-v1 500 with <= 10k real steps; Pendulum-v1 >= -250 with <= 10k;
-Walker2d-v5 >= 3000 with <= 300k.
-
-Walker2d-v5's dream pipeline (2026-11-22, one core, the task below): real return 640.7 +- 298 over
-10 episodes after 300k real steps and 1902 s; the collection episodes' mean return went 292 (40k
-steps) -> 276 (120k) -> 407 (200k) -> 464 (300k). Target missed. PPO with SB3 defaults on the real
-env (``bench_audit.py --stage walker``, one core): 468 after 300k steps, 1222 after 1M (1805 s).
+Targets: CartPole-v1 500 with <= 10k real steps; Pendulum-v1 >= -250 with <= 10k; Walker2d-v5
+>= 3000 with <= 300k. The figures of every run: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

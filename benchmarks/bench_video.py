@@ -46,7 +46,8 @@ def real_render_fps(size: int, frames: int, look: str) -> float:
         env.reset(seed=0)
         env.render()  # the GL context is set up outside the timing, as for the other rows
     else:
-        # all-off is worldflux-gym's video default; flags-off keeps multisampling, as DESIGN.md measured
+        # all-off is worldflux-gym's video default; flags-off keeps multisampling (shadows and
+        # reflections off only)
         antialias = look == "flags-off"
         env = make_render_env(ENV, size, size, antialias=antialias, track=False)
     env.action_space.seed(0)

@@ -174,7 +174,7 @@ def test_a_built_wheel_ships_the_specs(tmp_path):
     # build from a copy, so that the checkout gets no build/ folder; symlinks stay links
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     ignore = shutil.ignore_patterns("__pycache__", "checkpoints")
     shutil.copytree(REPO / "worldflux_gym", source / "worldflux_gym", symlinks=True, ignore=ignore)
@@ -198,3 +198,4 @@ def test_a_built_wheel_ships_the_specs(tmp_path):
     names = zipfile.ZipFile(next(dist.glob("*.whl"))).namelist()
     for spec in load_specs():
         assert f"worldflux_gym/dream/shipped/{spec.path.name}" in names
+    assert "worldflux_gym/py.typed" in names

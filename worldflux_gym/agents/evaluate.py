@@ -84,7 +84,21 @@ def evaluate_agent(
     deterministic: bool = True,
     algo: str | None = None,
 ) -> Evaluation:
-    """Run ``agent`` for ``episodes`` real episodes (seeded) and report the return."""
+    """Run ``agent`` for ``episodes`` real episodes (seeded) and report the return.
+
+    ``agent`` is an SB3 ``.zip`` (its real env and observation wrapper are read from the ``.json``
+    that :func:`train_agent` writes beside it) or a loaded SB3 model (then name ``env_id``).
+    Actions are deterministic by default.
+
+    >>> from stable_baselines3 import PPO
+    >>> from worldflux_gym.agents import evaluate_agent
+    >>> untrained = PPO("MlpPolicy", "Pendulum-v1", device="cpu", seed=0)
+    >>> result = evaluate_agent(untrained, "Pendulum-v1", episodes=2)
+    >>> result.episodes, len(result.returns)
+    (2, 2)
+    >>> print(result.summary())  # doctest: +ELLIPSIS
+    Pendulum-v1: return ... over 2 episodes (mean length 200)
+    """
     if isinstance(agent, BaseAlgorithm):
         if env_id is None:
             raise ConfigError("name the real env id to evaluate an in-memory agent in")
@@ -94,11 +108,11 @@ def evaluate_agent(
     env = Monitor(env)
     env.reset(seed=seed)
     env.action_space.seed(seed)
-    returns, lengths = evaluate_policy(
+    episode_returns, lengths = evaluate_policy(
         model, env, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
     )
     env.close()
-    returns = np.asarray(returns, dtype=np.float64)
+    returns = np.asarray(episode_returns, dtype=np.float64)
     return Evaluation(
         env_id=env.spec.id if env.spec else str(env_id),
         episodes=episodes,

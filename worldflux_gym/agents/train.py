@@ -95,10 +95,24 @@ def train_agent(
 ) -> BaseAlgorithm:
     """Train the recipe's SB3 agent for ``steps`` dreamed steps in ``dream_id``; save it to ``out``.
 
+    ``recipe`` is a shipped recipe name (``agents/*.json``), a recipe file or a :class:`Recipe`;
+    by default the dream id's own. ``checkpoint`` dreams with a fitted run instead of the shipped
+    weights, ``env_options`` adds dream options (``docs/dream-options.md``).
+
     Writes ``out`` (SB3's ``.zip``) and ``out`` with a ``.json`` suffix: what the agent was trained
     in (dream id, real env, checkpoint, recipe, steps, seed, throughput, final dream return), which
     ``evaluate`` and ``audit`` read. TensorBoard logs go to ``<out>_tb/`` when tensorboard is
-    installed. ``max_seconds`` stops training early when the wall-clock budget is spent.
+    installed. ``max_seconds`` stops training early when the wall-clock budget is spent. Returns
+    the trained SB3 model.
+
+    >>> from worldflux_gym.agents import evaluate_agent, train_agent
+    >>> agent = train_agent(
+    ...     "WorldFlux/Ensemble-Pendulum-v0", "ppo.zip", recipe="ppo_pendulum", steps=4096, progress=False
+    ... )
+    >>> agent.num_timesteps
+    4096
+    >>> evaluate_agent("ppo.zip", episodes=2).env_id  # the real env the dream stands for
+    'Pendulum-v1'
     """
     out = Path(out)
     if out.suffix != ".zip":
@@ -116,7 +130,7 @@ def train_agent(
     seconds = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     agent.save(out)
-    episodes = list(agent.ep_info_buffer)
+    episodes = list(agent.ep_info_buffer or [])
     sidecar = {
         "library_version": __version__,
         "dream_id": dream_id,

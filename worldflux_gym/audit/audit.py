@@ -24,10 +24,9 @@ starts and reports, per scenario:
   rate) of the steps are unsure, whatever is earned there: the return of an agent that lives off
   the data is unverified, and the ensemble can agree on the same wrong extrapolation (the
   benchmark's exploiter earns part of its inflated dream return where its members agree). Both
-  levels were set on the Pendulum benchmark (two model versions): sound agents spent 1-22% of
-  their steps above the threshold, the dream-trained exploiter 52-63%; agents whose dream return
-  was too *low* by 400-800 spent 23-41% (flagged only above 30%: the flag is about returns the
-  dream may inflate). They are heuristics, not guarantees: see benchmarks/bench_audit.py.
+  levels were set on the Pendulum benchmark, between the shares of sound agents and of a
+  dream-trained exploiter (``benchmarks/RESULTS.md``, "Exploitation"); the flag is about returns
+  the dream may inflate. They are heuristics, not guarantees (``docs/audit.md``).
 
 Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
 units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
@@ -438,7 +437,18 @@ def audit_agent(
     of actions. ``real``: ``True`` replays the starts in the dream's real env, a string names
     another env id. ``starts``: the start observations ``[N, *obs_shape]`` to use instead of
     ``config.episodes`` real resets. ``overrides``: :class:`AuditConfig` fields
-    (``audit_agent(a, id, episodes=50)``). See the module docstring for what is measured.
+    (``audit_agent(a, id, episodes=50)``). See the module docstring for what is measured and
+    ``docs/audit.md`` for how to read the result; ``write_report`` writes it to a folder.
+
+    >>> import numpy as np
+    >>> from worldflux_gym.audit import audit_agent
+    >>> def still(obs):  # no torque
+    ...     return np.zeros((len(obs), 1), np.float32)
+    >>> result = audit_agent(
+    ...     still, "WorldFlux/Ensemble-Pendulum-v0", episodes=10, what_if=False, calibration_steps=500
+    ... )
+    >>> result.nominal.returns.shape, result.flagged
+    ((10,), False)
     """
     config = config or AuditConfig()
     if overrides:
@@ -552,6 +562,7 @@ def _what_if(
 ) -> np.ndarray:
     """Start noise, action noise and the adversarial search; returns the worst start per base."""
     space, horizon = setup.model.observation_space, setup.horizon
+    assert isinstance(space, spaces.Box)  # the caller checked _flat_box
     rng = np.random.default_rng(config.seed + 1)
     noise = config.start_noise * rng.standard_normal(starts.shape)
     noisy, _ = perturb_starts(starts, scale, noise, space, env_for_starts)
@@ -720,7 +731,7 @@ class Ranking:
         return {
             "mean": float(self.dream_means[i]),
             "per_model": self.dream_means_per_model[:, i].tolist(),
-            "model_spread": float(self.model_spread[i]),
+            "model_spread": float(self.dream_means_per_model[:, i].std(ddof=1)),
         }
 
 
@@ -739,10 +750,11 @@ def ranking_of(audits: list[AuditResult], real_means: np.ndarray | None = None) 
     """Rank audited agents; real means come from the audits' replays unless given."""
     names = [a.agent for a in audits]
     dream = np.array([a.nominal.mean_return for a in audits])
-    replayed = all(a.real is not None for a in audits)
+    replays = [a.real for a in audits if a.real is not None]
+    replayed = len(replays) == len(audits)
     if real_means is None and replayed:
-        real_means = np.array([a.real.real_returns.mean() for a in audits])
-    reproducibility = split_half_spearman([a.real.real_returns for a in audits]) if replayed else None
+        real_means = np.array([r.real_returns.mean() for r in replays])
+    reproducibility = split_half_spearman([r.real_returns for r in replays]) if replayed else None
     rho = mae = relative = None
     if real_means is not None:
         real_means = np.asarray(real_means, dtype=np.float64)
@@ -770,10 +782,23 @@ def rank_agents(
     ``checkpoints``: several models fitted on the same data (e.g. trainer seeds 0, 1, 2), in place of
     one ``checkpoint``. Every agent is audited in each; the estimate is the mean of their dream
     means and ``Ranking.model_spread`` shows where they disagree. From one fit to the next the
-    dreamed return of a policy can move by more than the real gaps between policies (the Walker2d
-    benchmark: single open-loop fits 0.54-0.96 Spearman; the mean of three beat two of its three fits);
-    averaging fits takes out that part of the error, not a bias they share. The real replay runs
-    with the first model only (it does not depend on the model).
+    dreamed return of a policy can move by more than the real gaps between policies
+    (``benchmarks/RESULTS.md``, Walker2d-v5); averaging fits takes out that part of the error, not
+    a bias they share. The real replay runs with the first model only (it does not depend on the
+    model).
+
+    >>> import numpy as np
+    >>> from worldflux_gym.audit import rank_agents
+    >>> def still(obs):
+    ...     return np.zeros((len(obs), 1), np.float32)
+    >>> def push(obs):  # full torque: it spins the pendulum, far from the data
+    ...     return np.full((len(obs), 1), 2.0, np.float32)
+    >>> ranking = rank_agents(
+    ...     {"still": still, "push": push}, "WorldFlux/Ensemble-Pendulum-v0",
+    ...     episodes=10, what_if=False, calibration_steps=500, real=True, real_episodes=3,
+    ... )
+    >>> [ranking.names[i] for i in ranking.order()], ranking.spearman
+    (['still', 'push'], 1.0)
     """
     named = agents if isinstance(agents, dict) else {agent_name(a): a for a in agents}
     if len(named) != (len(agents)):

@@ -139,12 +139,11 @@ class WorldModel(nn.Module, ABC):
             values = [getattr(o, name) for o in outputs]
             return None if not values or values[0] is None else torch.stack(values)
 
-        cont = [o.continue_prob for o in outputs]
         return Trajectory(
             states=states,
             obs=stack("obs"),
             reward=stack("reward"),
-            continue_prob=None if not cont or cont[0] is None else torch.stack(cont),
+            continue_prob=stack("continue_prob"),
             uncertainty=stack("uncertainty"),
         )
 
@@ -158,10 +157,10 @@ class WorldModel(nn.Module, ABC):
     # --- description ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for parameter in self.parameters():
+            return parameter.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     @property
@@ -216,6 +215,22 @@ class WorldModel(nn.Module, ABC):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "auto") -> WorldModel:
+        """Load and verify a checkpoint written by :meth:`save_pretrained` (or ``fit``).
+
+        The same as :func:`worldflux_gym.from_pretrained`, plus a type check when called on a
+        subclass. The checkpoint's format version, weights checksum and I/O fingerprint are
+        verified; nothing is unpickled. The family must be registered in this process (the
+        built-in ones always are).
+
+        >>> import gymnasium as gym
+        >>> from worldflux_gym import WorldModel, create_world_model
+        >>> real = gym.make("Pendulum-v1")
+        >>> model = create_world_model("ensemble:ci", real.observation_space, real.action_space)
+        >>> _ = model.save_pretrained("runs/pendulum-untrained")
+        >>> again = WorldModel.from_pretrained("runs/pendulum-untrained", device="cpu")
+        >>> again.family, again.preset
+        ('ensemble', 'ci')
+        """
         from worldflux_gym.core.checkpoint import from_pretrained
 
         model = from_pretrained(directory, device=device)

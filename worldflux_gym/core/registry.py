@@ -125,10 +125,22 @@ def create_world_model(
     device: str | torch.device = "cpu",
     **overrides: Any,
 ) -> WorldModel:
-    """Build a fresh model ``family:preset`` for the given spaces, with config ``overrides``.
+    """Build a fresh, untrained model ``family:preset`` for the given spaces.
 
-    >>> env = gymnasium.make("Pendulum-v1")
-    >>> model = create_world_model("ensemble:ci", env.observation_space, env.action_space)
+    ``name`` is ``"family:preset"`` (a bare family name takes its first preset; ``catalog()``
+    lists them all). ``overrides`` set fields of the family's config dataclass; an unknown name is
+    a :class:`ConfigError` that lists the valid ones. The model is moved to ``device``
+    (``"auto"``: CUDA when available).
+
+    >>> import gymnasium as gym
+    >>> import torch
+    >>> from worldflux_gym import create_world_model
+    >>> real = gym.make("Pendulum-v1")
+    >>> model = create_world_model("ensemble:ci", real.observation_space, real.action_space)
+    >>> state = model.encode(torch.zeros(4, 3))  # a batch of 4 observations
+    >>> out = model.decode(model.transition(state, torch.zeros(4, 1)))  # one imagined step
+    >>> out.obs.shape, out.reward.shape
+    (torch.Size([4, 3]), torch.Size([4]))
     """
     from worldflux_gym.core.device import resolve_device
 

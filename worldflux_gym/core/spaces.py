@@ -75,14 +75,14 @@ def check_action_space(space: spaces.Space) -> None:
 
 def observation_dim(space: spaces.Space) -> int:
     """Number of scalars in one observation."""
-    return int(np.prod(space.shape))
+    return int(np.prod(_shape(space)))
 
 
 def action_dim(space: spaces.Space) -> int:
     """Width of the action features fed to a network (one-hot width for Discrete)."""
     if isinstance(space, spaces.Discrete):
         return int(space.n)
-    return int(np.prod(space.shape))
+    return int(np.prod(_shape(space)))
 
 
 def action_features(action: torch.Tensor, space: spaces.Space) -> torch.Tensor:
@@ -98,4 +98,10 @@ def action_features(action: torch.Tensor, space: spaces.Space) -> torch.Tensor:
 
 def stored_action_shape(space: spaces.Space) -> tuple[int, ...]:
     """Shape of one action as stored in a batch: ``()`` for Discrete, the Box shape otherwise."""
-    return () if isinstance(space, spaces.Discrete) else tuple(space.shape)
+    return () if isinstance(space, spaces.Discrete) else _shape(space)
+
+
+def _shape(space: spaces.Space) -> tuple[int, ...]:
+    if space.shape is None:
+        raise SpaceError(f"the space {space!r} has no fixed shape")
+    return tuple(space.shape)

@@ -7,7 +7,11 @@
 - ``registration``: the ``WorldFlux/<Family>-<Env>-v0`` ids declared in ``envs/*.json``.
 
 All three envs share one implementation of the stepping logic, :class:`DreamBatch`.
+:class:`DreamSB3VecEnv` is imported on first use, so that ``import worldflux_gym`` does not import
+stable-baselines3.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from worldflux_gym.dream.core import (
     ActionError,
@@ -23,7 +27,6 @@ from worldflux_gym.dream.registration import (
     make_sb3_vec_env,
     register_envs,
 )
-from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.dream.starts import (
     BankStarts,
     BranchedStarts,
@@ -34,6 +37,19 @@ from worldflux_gym.dream.starts import (
 )
 from worldflux_gym.dream.vector_env import DreamVectorEnv
 from worldflux_gym.dream.wrappers import EncodeObservation
+
+if TYPE_CHECKING:
+    from worldflux_gym.dream.sb3 import DreamSB3VecEnv
+
+
+def __getattr__(name: str) -> Any:
+    # stable-baselines3 loads only when its VecEnv adapter is asked for
+    if name == "DreamSB3VecEnv":
+        from worldflux_gym.dream.sb3 import DreamSB3VecEnv
+
+        return DreamSB3VecEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ActionError",
@@ -56,3 +72,7 @@ __all__ = [
     "register_envs",
     "save_starts",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -198,10 +198,8 @@ class DreamBatch:
         clip_actions: clip out-of-bounds Box actions instead of raising.
         autoreset: how ended rows restart (:class:`Autoreset`).
         precision: ``"float32"``, or ``"bfloat16"`` to run the model's products in bfloat16 under
-            ``torch.autocast`` (for CPUs with AMX or AVX512-BF16, and recent GPUs: the ensemble dream
-            ran 1.4x faster at N=1024 and 1.5-1.9x at N=16384 on an AMX CPU, 1.2x and 1.35x on an
-            AVX512-BF16 one, and the shipped Walker ensemble's one-step error moved by 0.01%).
-            Outputs stay float32.
+            ``torch.autocast``: for CPUs with AMX or AVX512-BF16 and recent GPUs (speed-ups and the
+            change in error: ``benchmarks/RESULTS.md``). Outputs stay float32.
     """
 
     def __init__(

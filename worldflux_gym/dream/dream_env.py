@@ -48,7 +48,19 @@ class DreamEnv(gym.Env):
     ``render_options``: ``width``, ``height``, ``shadows``, ``reflections``, ``antialias``, ``track``.
 
     Args: ``model`` (a fitted model or a checkpoint directory) and the options of
-    :class:`~worldflux_gym.dream.core.DreamBatch`.
+    :class:`~worldflux_gym.dream.core.DreamBatch` (``docs/dream-options.md``).
+
+    Registered ids build one with ``gym.make``; ``checkpoint=DIR`` swaps in any fitted run:
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import worldflux_gym
+    >>> gym.register_envs(worldflux_gym)
+    >>> env = gym.make("WorldFlux/Ensemble-Pendulum-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(np.array([0.5], np.float32))
+    >>> obs.shape, sorted(info)  # an ensemble reports its disagreement
+    ((3,), ['uncertainty'])
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}

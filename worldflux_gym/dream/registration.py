@@ -175,7 +175,20 @@ def make_dream_vector_env(
 
 
 def make_sb3_vec_env(env_id: str, num_envs: int = 1, checkpoint: str | Path | None = None, **options: Any):
-    """A registered id as stable-baselines3's ``VecEnv`` (:class:`DreamSB3VecEnv`), with its horizon."""
+    """A registered id as stable-baselines3's ``VecEnv`` (:class:`DreamSB3VecEnv`), with its horizon.
+
+    ``num_envs`` dreams are one batch, stepped by one model call; SB3's algorithms ``learn()`` on it
+    unchanged (SB3 takes no Gymnasium ``VectorEnv``). ``checkpoint`` and ``options`` are those of
+    ``gym.make(env_id, ...)``.
+
+    >>> from stable_baselines3 import PPO
+    >>> from worldflux_gym.dream import make_sb3_vec_env
+    >>> venv = make_sb3_vec_env("WorldFlux/Ensemble-Pendulum-v0", num_envs=64)
+    >>> agent = PPO("MlpPolicy", venv, n_steps=16, batch_size=256, n_epochs=1, device="cpu", seed=0)
+    >>> _ = agent.learn(total_timesteps=1024)
+    >>> agent.num_timesteps
+    1024
+    """
     from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 
     spec = find_spec(env_id)

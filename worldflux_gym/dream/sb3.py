@@ -40,7 +40,7 @@ class DreamSB3VecEnv(VecEnv):
         self.render_mode = None  # read by VecEnv.__init__ through get_attr
         super().__init__(self.dream.num_envs, self.dream.observation_space, self.dream.action_space)
         self._obs_dtype = self.observation_space.dtype
-        self._actions = None
+        self._actions: np.ndarray | None = None
         self._start_time = time.time()
 
     def _numpy_obs(self, obs) -> np.ndarray:
@@ -71,6 +71,9 @@ class DreamSB3VecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         ended = np.flatnonzero(dones)
         if len(ended):
+            # same-step autoreset always fills these three
+            assert result.final_obs is not None and result.episode_return is not None
+            assert result.episode_length is not None
             final = self._numpy_obs(result.final_obs[torch.as_tensor(ended, device=result.obs.device)])
             time_limit = (result.truncated & ~result.terminated).cpu().numpy()[ended]
             returns = result.episode_return.cpu().numpy()[ended]

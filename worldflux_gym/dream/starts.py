@@ -76,7 +76,8 @@ class RealResetStarts(StartSource):
         self.env = gym.make(env) if isinstance(env, str) else env
         self.device = device
         self.block = max(1, int(block))
-        self._pool = np.zeros((0, *self.env.observation_space.shape), self.env.observation_space.dtype)
+        space = self.env.observation_space
+        self._pool = np.zeros((0, *(space.shape or ())), space.dtype)
         self._next = 0
         self._seed: int | None = None
 
@@ -139,7 +140,7 @@ class BranchedStarts(StartSource):
         if self.context < 0:
             raise ConfigError(f"the context window must be >= 0 steps, got {context}")
         self.buffer = data if isinstance(data, EpisodeBuffer) else None
-        if self.buffer is None:
+        if not isinstance(data, EpisodeBuffer):
             obs, action = data
             self.obs, self.action = as_model_tensor(obs, device), as_model_tensor(action, device)
             if self.obs.shape[1] - 1 < self.context:

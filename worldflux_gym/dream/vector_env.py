@@ -40,6 +40,18 @@ class DreamVectorEnv(VectorEnv):
 
     ``reset(seed=s)`` seeds the whole batch (model sampling, termination draws and starts) from
     ``s``; a list of seeds is combined into one. The same seed gives the same episodes.
+
+    Registered ids build one with ``gym.make_vec``:
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import worldflux_gym
+    >>> gym.register_envs(worldflux_gym)
+    >>> vec = gym.make_vec("WorldFlux/Ensemble-Pendulum-v0", num_envs=256)
+    >>> obs, info = vec.reset(seed=0)
+    >>> obs, rewards, terminated, truncated, info = vec.step(np.zeros((256, 1), np.float32))
+    >>> obs.shape, rewards.shape
+    ((256, 3), (256,))
     """
 
     def __init__(

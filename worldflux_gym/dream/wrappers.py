@@ -35,5 +35,6 @@ class EncodeObservation(gym.ObservationWrapper):
         with torch.inference_mode():
             obs = as_model_tensor(np.asarray(observation)[None], self.model.device)
             latent = latent_of(self.model, self.model.encode(obs))[0]
-        low, high = self.observation_space.low, self.observation_space.high
-        return np.clip(latent.float().cpu().numpy(), low, high)
+        space = self.observation_space
+        assert isinstance(space, gym.spaces.Box)  # latent_observation_space's
+        return np.clip(latent.float().cpu().numpy(), space.low, space.high)

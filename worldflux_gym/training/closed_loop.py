@@ -22,7 +22,7 @@ The fine-tuned model also dreams with less noise: its sampled transitions use 0.
 std (``ClosedLoopConfig.noise_scale``, saved as the model's ``noise_scale``). On Walker2d-v5 the
 full std, fitted to one-step errors that are mostly systematic, makes the dreamed walkers fall far
 too early, and the mean transition (no noise) lets the better ones walk forever; the real falls are
-in between (the benchmark's figures).
+in between (``benchmarks/RESULTS.md``, "Audit").
 
 The result is a new checkpoint in ``out_dir`` (the source run is never modified), with
 ``closed_loop.json``: the source, the data store, the settings and the held-out closed-loop error
@@ -59,9 +59,9 @@ TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # observations [N, obs_dim
 
 @dataclass
 class ClosedLoopConfig:
-    """How to fine-tune. The defaults are the setting of the Walker2d-v5 benchmark (H=64 rollouts,
-    gradients through 8 steps, 8 windows per behaviour policy, 1000 updates, ~18 min on one CPU core
-    for 10 policies; the fine-tuned model's sampled dreams at 0.35 of the members' std)."""
+    """How to fine-tune. The defaults are the setting of the Walker2d-v5 audit benchmark (H=64
+    rollouts, gradients through 8 steps, 8 windows per behaviour policy, 1000 updates; the fine-tuned
+    model's sampled dreams at 0.35 of the members' std): ``benchmarks/RESULTS.md``."""
 
     horizon: int = 64  # steps of each closed-loop rollout
     truncate: int = 8  # gradients flow through at most this many steps of it
@@ -75,7 +75,7 @@ class ClosedLoopConfig:
     validation_windows: int = 16  # per policy, for the before/after figure
     # written into the fine-tuned model's config (EnsembleConfig.noise_scale): its sampled dreams use
     # this fraction of the members' std. Fitted to one-step errors, the full std makes dreamed walkers
-    # fall early, none makes them never fall (chosen on Walker2d-v5, benchmarks/bench_audit.py).
+    # fall early, none makes them never fall (chosen on Walker2d-v5: benchmarks/RESULTS.md).
     noise_scale: float = 0.35
     seed: int = 0
 

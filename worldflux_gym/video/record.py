@@ -71,7 +71,7 @@ class VideoWriter:
         self.size: tuple[int, int] | None = None
         self.frames: list[np.ndarray] = []  # gif only
         self.count = 0
-        self._ffmpeg = None
+        self._ffmpeg: Any = None  # moviepy's FFMPEG_VideoWriter, opened on the first frame
 
     def write(self, frame: np.ndarray) -> None:
         if self.size is None:
@@ -287,6 +287,10 @@ def record_dream(
 
     When an episode ends (in the dream, or in the real env with ``compare``), both start again from
     the next real reset, so the two sides always show the same episode.
+
+    >>> from worldflux_gym.video import record_dream
+    >>> record_dream("WorldFlux/Ensemble-Pendulum-v0", "dream.gif", steps=10, compare=True).name
+    'dream.gif'
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
@@ -296,7 +300,7 @@ def record_dream(
     pixels = decodes and is_image_space(model.observation_space)
     if not decodes and not compare:
         raise latent_render_error(model.family)
-    view = {
+    view: dict[str, Any] = {
         "width": width,
         "height": height,
         "shadows": shadows,
@@ -343,7 +347,7 @@ def record_dream(
         frames_obs, actions = [np.asarray(real.obs)], []
         track = _Track()
         for _ in range(context):
-            action = _clip(policy(real.obs), batch.action_space)
+            action = _clip(policy(frames_obs[-1]), batch.action_space)
             _, reward, _ = real.step(action)
             track.add(reward)
             frames_obs.append(np.asarray(real.obs))
@@ -385,7 +389,7 @@ def record_dream(
             panels.append(_annotate(real_frame, real_lines, overlay))
         if dream_frame is not None:
             panels.append(_annotate(dream_frame, dream_lines, overlay))
-        if pixels and compare:
+        if pixels and compare and dream_frame is not None:
             panels.append(_annotate(error_image(real_frame, dream_frame), ["|real - dream|"], overlay))
         return hstack(panels)
 

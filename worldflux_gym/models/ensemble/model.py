@@ -76,7 +76,7 @@ from worldflux_gym.core.spaces import action_dim, action_features, is_image_spac
 # Logit used for "the episode certainly goes on" in states that come from real observations.
 _CERTAIN_CONTINUE_LOGIT = 20.0
 # Size (in floats) of one layer's activations per slice when a large CPU batch is split: ~1 MB, a
-# core's L2 cache (at N=16384, 1024-row slices took 13.2 ms against 19.3 ms for 5 x 3277 rows whole).
+# core's L2 cache (slices beat whole batches at N=16384; benchmarks/RESULTS.md, "Ensemble step").
 _CPU_CHUNK_FLOATS = 1 << 18
 
 
@@ -125,9 +125,9 @@ def _soft_clamp(logvar: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
     return low + F.softplus(logvar - low)
 
 
-# oneDNN's fused product + activation, the kernel torch.compile emits for Linear + SiLU on CPUs. On
-# this project's 2-core AMD EPYC it ran a 205 x 200 x 200 layer + SiLU in 67 us against 90 us for
-# torch.addmm + F.silu (MKL), and 1.9x faster at 1024 rows. Absent from builds without oneDNN.
+# oneDNN's fused product + activation, the kernel torch.compile emits for Linear + SiLU on CPUs: faster
+# than torch.addmm + F.silu (MKL) for the ensemble's hidden layers (benchmarks/RESULTS.md, "Ensemble
+# step"). Absent from builds without oneDNN.
 _FUSED_LINEAR = (
     getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
 )
@@ -137,8 +137,8 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, silu: boo
     """``x @ weight.T + bias`` (``weight`` ``[out, in]``), then SiLU when ``silu``; no autograd, CPU."""
     if _FUSED_LINEAR is not None and x.shape[-1] >= 64 and weight.shape[0] >= 16:
         return _FUSED_LINEAR(x, weight, bias, "swish" if silu else "none", [], "")
-    # With few inputs or outputs MKL's product is as fast, and its call costs ~2 us where oneDNN's
-    # costs ~13 us. (The 200 -> 36 output layer: 27 vs 35 us at 205 rows, 90 vs 169 us at 1024.)
+    # With few inputs or outputs MKL's product is as fast, and its call costs less than oneDNN's
+    # (the output layer is faster through MKL: benchmarks/RESULTS.md).
     out = F.linear(x, weight, bias)
     return F.silu(out, inplace=True) if silu else out
 
@@ -294,8 +294,8 @@ class EnsembleModel(WorldModel):
 
         Returns the raw output ``[K, N, 2 * (obs_dim + 1)]`` (float32 without autograd);
         :meth:`_split` names its parts. Under ``torch.autocast(dtype=torch.bfloat16)`` without
-        autograd, the products run on a bfloat16 copy of the weights: about 3x faster products on
-        CPUs with AMX or AVX512-BF16.
+        autograd, the products run on a bfloat16 copy of the weights: faster products on CPUs with
+        AMX or AVX512-BF16 (benchmarks/RESULTS.md).
         """
         inference = not torch.is_grad_enabled()
         dtype = _autocast_dtype(x.device.type) if inference else x.dtype
