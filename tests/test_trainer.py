@@ -383,6 +383,9 @@ def test_a_second_fit_into_the_same_run_is_refused_at_once_and_the_first_complet
         assert f"(pid {first.pid} on " in err
         with pytest.raises(ConcurrentWriterError, match=f"pid {first.pid} "):
             Trainer(_model(pendulum_store), pendulum_store, _config(steps=5), run)
+        while first.poll() is None:  # readers, as often as they can, never break the writer
+            from_pretrained(run)
+            trainer_state(run)
     finally:
         assert first.wait(timeout=180) == 0
     assert trainer_state(run)["step"] == 300
