@@ -12,6 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.validate import check_seed
 from worldflux_gym.dream.core import Autoreset, DreamBatch, StepResult
 
 
@@ -78,10 +79,12 @@ class DreamVectorEnv(VectorEnv):
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray | torch.Tensor, dict[str, Any]]:
         if isinstance(seed, (list, tuple)):
-            given = [s for s in seed if s is not None]
+            given = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed) if s is not None]
             if len(seed) != self.num_envs:
                 raise ConfigError(f"reset() got {len(seed)} seeds for {self.num_envs} envs")
             seed = int(np.random.SeedSequence(given).generate_state(1)[0]) if given else None
+        elif seed is not None:
+            seed = check_seed(seed)
         super().reset(seed=seed)  # seeds self.np_random, Gymnasium's convention
         if seed is None and self.dream.state is None:
             seed = int(self.np_random.integers(2**31))
