@@ -87,10 +87,20 @@ def check_agent_spaces(
     ):
         return
     raise AgentSpaceError(
-        f"the agent {agent_label} acts on observations {agent.observation_space} and actions "
-        f"{agent.action_space}, but {env_label} has {observation_space} and {action_space}: it was "
-        f"trained for another env; {hint}"
+        f"the agent {agent_label} acts on observations {describe_space(agent.observation_space)} and "
+        f"actions {describe_space(agent.action_space)}, but {env_label} has "
+        f"{describe_space(observation_space)} and {describe_space(action_space)}: it was trained for "
+        f"another env; {hint}"
     )
+
+
+def describe_space(space: gym.Space) -> str:
+    """A space in a few characters for one-line messages: ``Box(17,)``, ``Discrete(2)``."""
+    if isinstance(space, gym.spaces.Box):
+        return f"Box{tuple(space.shape)}"
+    if isinstance(space, gym.spaces.Discrete):
+        return f"Discrete({int(space.n)})"
+    return str(space)
 
 
 def make_real_env_for_agent(agent_path: str | Path, env_id: str | None, **make_kwargs) -> gym.Env:

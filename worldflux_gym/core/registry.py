@@ -125,7 +125,7 @@ def check_override(model: str, key: str, value: Any, current: Any) -> Any:
     refused here, not as a torch error when the layers are built. Ints are accepted for floats."""
     from worldflux_gym.core.validate import check_float, check_int
 
-    name = f"{key} (a {model} config field, {current!r} in the preset)"
+    name = f"{key} ({current!r} in {model})"
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {value!r}")

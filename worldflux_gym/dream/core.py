@@ -36,7 +36,6 @@ from worldflux_gym.core.validate import (
     check_float,
     check_int,
     check_optional_positive_int,
-    check_positive_float,
     check_positive_int,
     check_seed,
 )
@@ -200,7 +199,7 @@ class DreamBatch:
         context = check_int(context, "context", minimum=0)
         uncertainty_penalty = check_float(uncertainty_penalty, "uncertainty_penalty", minimum=0.0)
         if halt_threshold is not None:
-            halt_threshold = check_positive_float(halt_threshold, "halt_threshold")
+            halt_threshold = check_float(halt_threshold, "halt_threshold", minimum=0.0)
         halt_penalty = check_float(halt_penalty, "halt_penalty", minimum=0.0)
         device = resolve_device(device)
         self.checkpoint = checkpoint_dir_of(model)  # its start bank and real env id come from there
@@ -325,20 +324,19 @@ class DreamBatch:
         obs_shape = tuple(self.model.observation_space.shape)
         act_shape = tuple(self.action_space.shape)
         expected = {
-            "initial_obs": (1, obs_shape),
-            "context_obs": (2, obs_shape),
-            "context_action": (2, act_shape),
+            "initial_obs": (1, obs_shape, "observations"),
+            "context_obs": (2, obs_shape, "observations"),
+            "context_action": (2, act_shape, "actions"),
         }
-        for key, (batch_dims, shape) in expected.items():
+        for key, (batch_dims, shape, what) in expected.items():
             if key not in bank:
                 continue
             got = tuple(bank[key].shape)
             if len(got) != batch_dims + len(shape) or got[batch_dims:] != shape:
                 rows = "[K, " if batch_dims == 1 else "[K, T, "
                 raise SpaceError(
-                    f"{source}: {key} has shape {got}, but the model's {key.split('_')[-1]}s have shape "
-                    f"{shape}: give real {key.split('_')[-1]}s of the env it was fitted on, shape "
-                    f"{rows}{', '.join(map(str, shape))}]"
+                    f"{source}: {key} has shape {got}, but the model's {what} have shape {shape}: give "
+                    f"real {what} of the env it was fitted on, shape {rows}{', '.join(map(str, shape))}]"
                 )
 
     def _check_real_spaces(self, env: gym.Env) -> None:
