@@ -316,9 +316,9 @@ def record_dream(
     width = check_optional_positive_int(width, "width")
     height = check_optional_positive_int(height, "height")
     context = check_int(context, "context", minimum=0)
+    check_output_file(out, "out", overwrite=overwrite, what="video")
     if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"the video file must end in {' or '.join(VIDEO_SUFFIXES)}, got {out}")
-    check_output_file(out, "out", overwrite=overwrite, what="video")
     source = resolve_dream(dream, checkpoint, real_env)
     model = source.model
     decodes = model.capabilities.decodes_observations
