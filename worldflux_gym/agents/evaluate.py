@@ -81,14 +81,16 @@ def check_agent_spaces(
 ) -> None:
     """Refuse an agent whose observation or action space does not fit the env it is asked to act in
     (an agent of another env): :class:`~worldflux_gym.core.errors.AgentSpaceError`, one line, instead
-    of SB3's shape error at the first step. ``hint`` says what to do instead."""
-    if spaces_fit(agent.observation_space, observation_space) and spaces_fit(
-        agent.action_space, action_space
-    ):
+    of SB3's shape error at the first step. ``hint`` says what to do instead. An object with only
+    SB3's ``predict()`` (no spaces to compare) is taken as it is."""
+    agent_obs, agent_act = getattr(agent, "observation_space", None), getattr(agent, "action_space", None)
+    if agent_obs is None or agent_act is None:
+        return
+    if spaces_fit(agent_obs, observation_space) and spaces_fit(agent_act, action_space):
         return
     raise AgentSpaceError(
-        f"the agent {agent_label} acts on observations {describe_space(agent.observation_space)} and "
-        f"actions {describe_space(agent.action_space)}, but {env_label} has "
+        f"the agent {agent_label} acts on observations {describe_space(agent_obs)} and "
+        f"actions {describe_space(agent_act)}, but {env_label} has "
         f"{describe_space(observation_space)} and {describe_space(action_space)}: it was trained for "
         f"another env; {hint}"
     )
