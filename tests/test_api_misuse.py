@@ -130,6 +130,14 @@ def test_device_check():
         resolve_device(f"cuda:{count}")
 
 
+def test_cuda_in_a_child_forked_after_cuda_names_the_start_methods_that_work(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    for device in ("cuda", "auto"):
+        with pytest.raises(DeviceError, match="forked after its parent used CUDA.*'spawn' or 'forkserver'"):
+            resolve_device(device)
+
+
 def test_errors_subclass_what_callers_catch():
     assert issubclass(DeviceError, ValueError) and issubclass(UnknownEnvError, gym.error.UnregisteredEnv)
     assert issubclass(OutputExistsError, FileExistsError) and issubclass(OutputPathError, OSError)

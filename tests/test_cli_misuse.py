@@ -386,3 +386,16 @@ def test_misuse_in_a_real_process(argv, expected, work):
     )  # fmt: skip
     assert_one_line_error(done.returncode, done.stderr, expected)
     assert done.returncode == 2
+
+
+def test_a_file_error_during_the_run_is_one_line_too(monkeypatch, tmp_path, capsys):
+    """What no check can foresee (the disk fills up while a video is written) still ends in one line
+    with the path, not a traceback."""
+    import worldflux_gym.video
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "v.mp4"))
+
+    monkeypatch.setattr(worldflux_gym.video, "record_dream", full_disk)
+    code, err = run_cli(["video", PENDULUM_DREAM, "--out", str(tmp_path / "v.mp4")], capsys)
+    assert_one_line_error(code, err, f"No space left on device ({tmp_path / 'v.mp4'}); check the path")

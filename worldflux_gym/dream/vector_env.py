@@ -39,6 +39,10 @@ class DreamVectorEnv(VectorEnv):
     (observations float32, or uint8 for images); infos follow the same choice. ``info`` holds
     ``uncertainty`` (when computed) and ``halted`` (MOReL halting), each with its ``_`` mask.
 
+    Gymnasium's ``vectorization_mode="async"`` (one dream per subprocess) works too, also after the
+    parent has dreamed: importing worldflux-gym gives forked children one torch thread
+    (:mod:`worldflux_gym.core.device`); the batched env is the fast way all the same.
+
     ``reset(seed=s)`` seeds the whole batch (model sampling, termination draws and starts) from
     ``s``; a list of seeds is combined into one. The same seed gives the same episodes.
     """
