@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from worldflux_gym.cli import main
+from worldflux_gym.dream.registration import find_spec
 
 PENDULUM_DREAM = "WorldFlux/Ensemble-Pendulum-v0"
 WALKER_DREAM = "WorldFlux/Ensemble-Walker-v0"
@@ -268,6 +269,16 @@ CASES = [
         "acts on observations Box(17,) and actions Box(6,), but the dream of Pendulum-v1 has Box(3,)",
     ),
     (
+        "video CHECKPOINT --real-env of another env",
+        "video {pendulum_checkpoint} --real-env CartPole-v1 --steps 2 --out {work}/v.mp4",
+        "real_env 'CartPole-v1' has observations Box(4,) and actions Discrete(2), but the model was fitted",
+    ),
+    (
+        "play CHECKPOINT --real-env of another env",
+        "play {pendulum_checkpoint} --real-env CartPole-v1 --max-frames 1",
+        "real_env 'CartPole-v1' has observations Box(4,)",
+    ),
+    (
         "video --out existing",
         "video {pendulum} --steps 2 --out {work}/old.mp4",
         "--out {work}/old.mp4: the video already exists; pass --overwrite",
@@ -325,6 +336,7 @@ if not torch.cuda.is_available():
 def test_misuse_ends_in_one_line_error(command, expected, work, request, capsys):
     ro = request.getfixturevalue("read_only") if "{ro}" in command else None
     fill = {"work": str(work), "ro": str(ro), "pendulum": PENDULUM_DREAM, "walker": WALKER_DREAM}
+    fill["pendulum_checkpoint"] = str(find_spec(PENDULUM_DREAM).checkpoint)
     before = sorted(p.name for p in work.iterdir())
     code, err = run_cli([a.format(**fill) for a in command.split()], capsys)
     assert_one_line_error(code, err, expected.format(**fill))

@@ -33,7 +33,7 @@ import torch
 
 from worldflux_gym.core.checkpoint import is_checkpoint
 from worldflux_gym.core.envs import make_env
-from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.paths import check_output_file
 from worldflux_gym.core.spaces import is_image_space
@@ -189,7 +189,12 @@ class _RealSide:
     """The real env a recording starts from and, with ``compare``, draws beside the dream."""
 
     def __init__(
-        self, env_id: str, image_shape: tuple[int, ...] | None, view: dict[str, Any], drawn: bool = True
+        self,
+        env_id: str,
+        image_shape: tuple[int, ...] | None,
+        view: dict[str, Any],
+        drawn: bool = True,
+        model: WorldModel | None = None,
     ):
         from worldflux_gym.video.simulator import make_render_env, render_frame
 
@@ -209,6 +214,26 @@ class _RealSide:
         self._render = render_frame
         self.fps = int(self.env.metadata.get("render_fps", 30))
         self.obs: np.ndarray | None = None
+        if model is not None:
+            self._check_spaces(env_id, model)
+
+    def _check_spaces(self, env_id: str, model: WorldModel) -> None:
+        """The real env has the spaces the model was fitted for (``--real-env`` of another env fails
+        here, not as a tensor-size error at the first step)."""
+        from worldflux_gym.agents.evaluate import describe_space, spaces_fit
+
+        env = self.env
+        if spaces_fit(env.observation_space, model.observation_space) and spaces_fit(
+            env.action_space, model.action_space
+        ):
+            return
+        self.close()
+        raise SpaceError(
+            f"real_env {env_id!r} has observations {describe_space(env.observation_space)} and actions "
+            f"{describe_space(env.action_space)}, but the model was fitted for "
+            f"{describe_space(model.observation_space)} and {describe_space(model.action_space)}: name "
+            "the env it was fitted on (--real-env)"
+        )
 
     def reset(self, seed: int) -> np.ndarray:
         self.obs, _ = self.env.reset(seed=seed)
@@ -333,7 +358,8 @@ def record_dream(
         "antialias": antialias,
     }
 
-    real = _RealSide(source.real_env, model.observation_space.shape if pixels else None, view, drawn=compare)
+    image_shape = model.observation_space.shape if pixels else None
+    real = _RealSide(source.real_env, image_shape, view, drawn=compare, model=model)
     starts = _OneStart()
     options = {"report_uncertainty": None, **source.options}
     batch = DreamBatch(
