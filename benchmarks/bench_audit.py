@@ -162,7 +162,7 @@ def off_policy_evaluation(artefacts: dict, episodes: int, reports: Path) -> dict
         agents, DREAM_ID, checkpoint=artefacts["models"]["good"], real=True, episodes=episodes, what_if=False
     )
     seconds = time.perf_counter() - started
-    write_ranking_report(ranking, reports / "ope")
+    write_ranking_report(ranking, reports / "ope", overwrite=True)
     print(ranking_text(ranking), flush=True)
     real = ranking.real_means
     return {
@@ -202,7 +202,7 @@ def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
             artefacts["dream_agents"][agent], DREAM_ID, checkpoint=artefacts["models"][model], real=True,
             episodes=episodes, name=label,
         )  # fmt: skip
-        write_report(result, reports / label, videos=1)
+        write_report(result, reports / label, videos=1, overwrite=True)
         print(summary_text(result), flush=True)
         s = result.nominal
         results[label] = {
@@ -370,7 +370,7 @@ def walker(
         real=True,
     )
     tag = "_closed_loop" if closed_loop else ""
-    write_ranking_report(ranking, work / "reports" / f"walker_ope_{dream}_{fits}fits{tag}")
+    write_ranking_report(ranking, work / "reports" / f"walker_ope_{dream}_{fits}fits{tag}", overwrite=True)
     print(ranking_text(ranking), flush=True)
     real, mean_dream = ranking.real_means, ranking.dream_means
     rho, error, relative = ranking.spearman, ranking.mean_absolute_error, ranking.relative_error

@@ -77,6 +77,7 @@ def record_seconds(
         shadows=look_on,
         reflections=look_on,
         antialias=look_on,
+        overwrite=True,
     )
     return time.perf_counter() - start
 

@@ -77,7 +77,9 @@ def main() -> None:
     print(f"training an agent ({spec.recipe}) in the dream for {args.minutes:g} minutes ...")
     started = time.perf_counter()
     agent_path = out / f"{spec.recipe}_dream.zip"
-    train_agent(dream_id, agent_path, seed=args.seed, steps=10**9, max_seconds=args.minutes * 60)
+    train_agent(
+        dream_id, agent_path, seed=args.seed, steps=10**9, max_seconds=args.minutes * 60, overwrite=True
+    )
     train_seconds = time.perf_counter() - started
     agent = load_agent(agent_path)
 
@@ -88,7 +90,7 @@ def main() -> None:
 
     print("recording the dream beside the real env ...")
     video = record_dream(
-        dream_id, out / "dream_vs_real.mp4", agent=agent, steps=args.video_steps, compare=True
+        dream_id, out / "dream_vs_real.mp4", agent=agent, steps=args.video_steps, compare=True, overwrite=True
     )
 
     rows = [

@@ -1,6 +1,12 @@
 """The ``worldflux-gym`` command. Each subcommand is one ``add_parser`` block and one handler.
 
 Handlers import their area lazily so that ``worldflux-gym --help`` stays fast.
+
+Bad input ends in one line, never a traceback: numbers are checked as they are parsed (the argument
+types below use the same checks as the Python API, :mod:`worldflux_gym.core.validate`), devices,
+env ids and output paths at the start of each handler (before any work), and every
+:class:`WorldFluxError` from deeper down is printed as ``worldflux-gym CMD: error: ...`` with exit
+code 2.
 """
 
 from __future__ import annotations
@@ -8,9 +14,59 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from worldflux_gym import __version__
-from worldflux_gym.core.errors import WorldFluxError
+from worldflux_gym.core.errors import ConfigError, WorldFluxError
+from worldflux_gym.core.paths import check_output_dir, check_output_file
+from worldflux_gym.core.validate import (
+    check_float,
+    check_int,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
+
+
+# --- argument types: the Python API's checks, as argparse types --------------------------------
+def _arg_type(check, parse=int, kind: str = "an integer"):
+    """An argparse ``type`` that parses with ``parse`` and checks with ``check(value, name)``; argparse
+    turns the ``ArgumentTypeError`` into ``error: argument --steps: must be ...`` and exit code 2."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        try:
+            return check(value, "")
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err).strip()) from None
+
+    convert.__name__ = kind
+    return convert
+
+
+def _fraction(value: float, name: str) -> float:
+    value = check_float(value, name, minimum=0.0)
+    if value >= 1.0:
+        raise ConfigError(f"{name} must be a finite number >= 0 and < 1, got {value}")
+    return value
+
+
+POSITIVE = _arg_type(check_positive_int)
+NON_NEGATIVE = _arg_type(lambda v, n: check_int(v, n, minimum=0))
+SEED = _arg_type(check_seed)
+POSITIVE_FLOAT = _arg_type(check_positive_float, float, "a number")
+NON_NEGATIVE_FLOAT = _arg_type(lambda v, n: check_float(v, n, minimum=0.0), float, "a number")
+FRACTION = _arg_type(_fraction, float, "a number")
+
+
+def _device(args: argparse.Namespace) -> None:
+    """``--device``, checked before any work (an unknown name or a device this machine lacks)."""
+    from worldflux_gym.core.device import resolve_device
+
+    resolve_device(args.device, "--device")
 
 
 def _catalog(args: argparse.Namespace) -> int:
@@ -41,6 +97,7 @@ def _list(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from worldflux_gym.data import collect_to_store
 
+    check_output_dir(args.out, "--out")
     store = collect_to_store(
         args.env_id,
         args.steps,
@@ -81,9 +138,24 @@ def _parse_overrides(pairs: Sequence[str]) -> dict:
     return overrides
 
 
+def _check_overrides(model: str, overrides: dict) -> None:
+    """``--set`` values have the type of the config field they set (``hidden=abc`` is refused now)."""
+    from worldflux_gym.core.registry import build_config, parse_name
+
+    family, preset = parse_name(model)
+    try:
+        build_config(family, preset, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err}") from None
+
+
 def _fit(args: argparse.Namespace) -> int:
     from worldflux_gym.training import fit_world_model, trainer_state
 
+    _device(args)
+    check_output_dir(args.out, "--out")
+    overrides = _parse_overrides(args.set)
+    _check_overrides(args.model, overrides)
     trainer = {"batch_size": args.batch_size, "learning_rate": args.lr}
     if args.validate_every:
         trainer["validate_every"] = args.validate_every
@@ -102,7 +174,7 @@ def _fit(args: argparse.Namespace) -> int:
         policy=args.policy,
         num_envs=args.num_envs,
         image_size=args.image_size,
-        **_parse_overrides(args.set),
+        **overrides,
     )
     print(
         f"{args.out}: {args.model} fitted for {trainer_state(args.out)['step']} updates; load it with "
@@ -115,6 +187,8 @@ def _fine_tune(args: argparse.Namespace) -> int:
     from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop
     from worldflux_gym.training.closed_loop import closed_loop_record
 
+    _device(args)
+    check_output_dir(args.out, "--out")
     noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
     config = ClosedLoopConfig(horizon=args.horizon, updates=args.updates, seed=args.seed, **noise)
     fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device)
@@ -135,6 +209,7 @@ def _train_agent(args: argparse.Namespace) -> int:
     from worldflux_gym.agents import train_agent
     from worldflux_gym.agents.evaluate import read_sidecar
 
+    check_output_file(args.out, "--out", overwrite=args.overwrite, what="agent")
     train_agent(
         args.dream_id,
         args.out,
@@ -142,6 +217,7 @@ def _train_agent(args: argparse.Namespace) -> int:
         steps=args.steps,
         checkpoint=args.checkpoint,
         seed=args.seed,
+        overwrite=args.overwrite,
     )
     summary = read_sidecar(args.out)
     print(
@@ -154,6 +230,10 @@ def _train_agent(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from worldflux_gym.agents import evaluate_agent
 
+    if args.env is not None:
+        from worldflux_gym.core.envs import check_env_id
+
+        check_env_id(args.env, "--env")
     result = evaluate_agent(
         args.agent, env_id=args.env, episodes=args.episodes, seed=args.seed, algo=args.algo
     )
@@ -164,6 +244,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _dyna(args: argparse.Namespace) -> int:
     from worldflux_gym.training.dyna import DynaConfig, run_dyna
 
+    _device(args)
+    check_output_dir(args.out, "--out")
     config = DynaConfig(
         real_steps=args.real_steps,
         recipe=args.recipe,
@@ -186,12 +268,18 @@ def _dyna(args: argparse.Namespace) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from worldflux_gym.audit import audit_agent, rank_agents, summary_text, write_ranking_report, write_report
-    from worldflux_gym.audit.report import ranking_text
-    from worldflux_gym.core.errors import ConfigError
+    from worldflux_gym.audit.report import check_report_dir, ranking_text
 
     checkpoints = args.checkpoint or []
     if args.real_episodes is not None and args.real is None:
         raise ConfigError("--real-episodes says how many starts to replay in the real env: add --real")
+    if args.real:
+        from worldflux_gym.core.envs import check_env_id
+
+        check_env_id(args.real, "--real")
+    ranked = len(args.agent) > 1 or len(checkpoints) > 1
+    agent_names = [Path(a).stem for a in args.agent] if ranked else None
+    check_report_dir(args.out, args.overwrite, agent_names, name="--out")  # before the audit runs
     options = {
         "real": (args.real or True) if args.real is not None else False,  # bare --real: the dream's env
         "episodes": args.episodes,
@@ -204,12 +292,12 @@ def _audit(args: argparse.Namespace) -> int:
     one_model = {"checkpoint": checkpoints[0] if checkpoints else None}
     if len(args.agent) == 1 and len(checkpoints) <= 1:
         result = audit_agent(args.agent[0], args.dream_id, **one_model, **options)
-        write_report(result, args.out, videos=args.videos)
+        write_report(result, args.out, videos=args.videos, overwrite=args.overwrite)
         print(summary_text(result))
     else:
         models = {"checkpoints": checkpoints} if len(checkpoints) > 1 else one_model
         ranking = rank_agents(args.agent, args.dream_id, **models, **options)
-        write_ranking_report(ranking, args.out, videos=args.videos)
+        write_ranking_report(ranking, args.out, videos=args.videos, overwrite=args.overwrite)
         print(ranking_text(ranking))
     print(f"report: {args.out}/report.md, every figure in {args.out}/report.json")
     return 0
@@ -218,6 +306,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _video(args: argparse.Namespace) -> int:
     from worldflux_gym.video import record_dream
 
+    check_output_file(args.out, "--out", overwrite=args.overwrite, what="video")
     path = record_dream(
         args.dream_id,
         args.out,
@@ -233,6 +322,7 @@ def _video(args: argparse.Namespace) -> int:
         shadows=args.shadows,
         reflections=args.reflections,
         antialias=args.antialias,
+        overwrite=args.overwrite,
     )
     print(
         f"{path}: {args.steps} frames of {args.dream_id}" + (" beside the real env" if args.compare else "")
@@ -277,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("env_id", metavar="ENV_ID", help="Gymnasium env id, e.g. Walker2d-v5")
     p.add_argument(
-        "--steps", type=int, required=True,
+        "--steps", type=POSITIVE, required=True,
         help="the total env steps the store should hold from this policy and seed: a rerun of the "
         "same command (e.g. after an interruption) finishes the job and adds nothing more; another "
         "--policy or --seed is another job with its own total",
@@ -285,10 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="episode store directory (created, or extended)")
     p.add_argument("--policy", help="a stable-baselines3 model .zip to act with (default: random actions)")
     p.add_argument("--algo", help="SB3 algorithm of --policy (PPO, SAC, ...) when it cannot be detected")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-envs", type=int, default=1, help="envs stepped together (Gymnasium vector env)")
-    p.add_argument("--image-size", type=int, help="observe rendered frames resized to SIZE x SIZE")
-    p.add_argument("--validation-fraction", type=float, default=0.1, help="episodes held out (default 0.1)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--num-envs", type=POSITIVE, default=1, help="envs stepped together (Gymnasium vector env)"
+    )
+    p.add_argument("--image-size", type=POSITIVE, help="observe rendered frames resized to SIZE x SIZE")
+    p.add_argument(
+        "--validation-fraction", type=FRACTION, default=0.1, help="episodes held out (default 0.1)"
+    )
     p.set_defaults(handler=_collect)
 
     p = commands.add_parser(
@@ -300,17 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="run directory: the fitted model, loadable by from_pretrained"
     )
     p.add_argument("--data", help="episode store to fit on (default: collect into OUT/data)")
-    p.add_argument("--steps", type=int, default=2000, help="gradient updates (a rerun resumes up to this)")
-    p.add_argument("--collect-steps", type=int, default=10_000, help="env steps to collect without --data")
+    p.add_argument(
+        "--steps", type=POSITIVE, default=2000, help="gradient updates (a rerun resumes up to this)"
+    )
+    p.add_argument(
+        "--collect-steps", type=POSITIVE, default=10_000, help="env steps to collect without --data"
+    )
     p.add_argument("--policy", help="SB3 .zip to collect with (default: random actions)")
-    p.add_argument("--num-envs", type=int, default=1)
-    p.add_argument("--image-size", type=int, help="collect rendered frames of SIZE x SIZE")
-    p.add_argument("--batch-size", type=int, help="default: the model's, else 256 (16 windows)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default: the model's, else 1e-3)")
-    p.add_argument("--validate-every", type=int, help="updates between validations (default 500)")
-    p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default 1000)")
+    p.add_argument("--num-envs", type=POSITIVE, default=1)
+    p.add_argument("--image-size", type=POSITIVE, help="collect rendered frames of SIZE x SIZE")
+    p.add_argument("--batch-size", type=POSITIVE, help="default: the model's, else 256 (16 windows)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="AdamW learning rate (default: the model's, else 1e-3)")
+    p.add_argument("--validate-every", type=POSITIVE, help="updates between validations (default 500)")
+    p.add_argument("--checkpoint-every", type=POSITIVE, help="updates between checkpoints (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.set_defaults(handler=_fit)
 
@@ -327,31 +425,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", nargs="+", required=True, metavar="AGENT.zip", help="the SB3 agents that logged the data"
     )
     p.add_argument("--out", required=True, help="new directory for the fine-tuned model (RUN is kept)")
-    p.add_argument("--horizon", type=int, default=64, help="steps of each closed-loop rollout")
-    p.add_argument("--updates", type=int, default=1000)
+    p.add_argument("--horizon", type=POSITIVE, default=64, help="steps of each closed-loop rollout")
+    p.add_argument("--updates", type=POSITIVE, default=1000)
     p.add_argument(
         "--noise-scale",
-        type=float,
+        type=NON_NEGATIVE_FLOAT,
         help="its sampled dreams use this x its std (default: ClosedLoopConfig.noise_scale)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(handler=_fine_tune)
 
     p = commands.add_parser("train-agent", help="train a stable-baselines3 agent inside a dream env")
     p.add_argument("dream_id", metavar="DREAM_ID", help="a WorldFlux/* id, see `worldflux-gym list`")
     p.add_argument("--recipe", help="agent recipe name (agents/*.json) or path; default: the env's own")
-    p.add_argument("--steps", type=int, help="dreamed agent steps (default: the recipe's)")
+    p.add_argument("--steps", type=POSITIVE, help="dreamed agent steps (default: the recipe's)")
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="where to save the agent (.zip)")
+    p.add_argument("--overwrite", action="store_true", help="replace an agent already at --out")
     p.set_defaults(handler=_train_agent)
 
     p = commands.add_parser("evaluate", help="evaluate an agent in the real env")
     p.add_argument("agent", metavar="AGENT.zip", help="a stable-baselines3 agent")
     p.add_argument("--env", help="real env id (default: the one recorded when the agent was trained)")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=POSITIVE, default=10)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--algo", help="SB3 algorithm when it cannot be detected (PPO, SAC, ...)")
     p.set_defaults(handler=_evaluate)
 
@@ -360,17 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("env_id", metavar="ENV_ID", help="the real Gymnasium env")
     p.add_argument("--model", required=True, help="FAMILY:PRESET, see `worldflux-gym catalog`")
-    p.add_argument("--real-steps", type=int, required=True, help="the real-env step budget")
+    p.add_argument("--real-steps", type=POSITIVE, required=True, help="the real-env step budget")
     p.add_argument("--recipe", required=True, help="agent recipe name (agents/*.json) or path")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
-    p.add_argument("--initial-steps", type=int, default=5000, help="random-action warm-up steps")
-    p.add_argument("--steps-per-round", type=int, default=5000, help="real steps collected per round")
-    p.add_argument("--fit-steps", type=int, default=2000, help="model updates per round")
-    p.add_argument("--agent-steps", type=int, default=100_000, help="dreamed agent steps per round")
+    p.add_argument("--initial-steps", type=NON_NEGATIVE, default=5000, help="random-action warm-up steps")
+    p.add_argument("--steps-per-round", type=POSITIVE, default=5000, help="real steps collected per round")
+    p.add_argument("--fit-steps", type=POSITIVE, default=2000, help="model updates per round")
+    p.add_argument("--agent-steps", type=POSITIVE, default=100_000, help="dreamed agent steps per round")
     p.add_argument("--starts", choices=["branched", "reset"], default="branched")
-    p.add_argument("--dream-horizon", type=int, default=100, help="dreamed episode length")
+    p.add_argument("--dream-horizon", type=POSITIVE, default=100, help="dreamed episode length")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(handler=_dyna)
 
     p = commands.add_parser(
@@ -381,14 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dream_id", metavar="DREAM_ID", help="a WorldFlux/* id, see `worldflux-gym list`")
     p.add_argument(
-        "--episodes", type=int, default=100, help="dreamed episodes from real starts (default 100)"
+        "--episodes", type=POSITIVE, default=100, help="dreamed episodes from real starts (default 100)"
     )
     p.add_argument(
         "--real", nargs="?", const="", metavar="REAL_ID",
         help="replay the same starts in the real env (default: the dream's own real env)",
     )  # fmt: skip
     p.add_argument(
-        "--real-episodes", type=int, metavar="N",
+        "--real-episodes", type=POSITIVE, metavar="N",
         help="with --real: replay only the first N starts there (default: all --episodes); dreamed "
         "episodes are cheap, real ones are not",
     )  # fmt: skip
@@ -397,16 +496,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="a fitted run directory instead of the shipped weights; several (fits of the same model "
         "with other seeds): the dream return is their mean, and the ranking shows where they disagree",
     )  # fmt: skip
-    p.add_argument("--horizon", type=int, help="dream steps per episode (default: the id's episode limit)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--horizon", type=POSITIVE, help="dream steps per episode (default: the id's episode limit)"
+    )
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")
     p.add_argument(
         "--deterministic", action="store_true",
         help="dream the model's mean transition with terminations at p > 0.5 (steadier over long "
         "horizons; by default the audit dreams as agents practise: sampled)",
     )  # fmt: skip
-    p.add_argument("--videos", type=int, default=3, help="videos of the worst nominal episodes (default 3)")
+    p.add_argument(
+        "--videos", type=NON_NEGATIVE, default=3, help="videos of the worst nominal episodes (default 3)"
+    )
     p.add_argument("--out", required=True, help="report directory: report.md, report.json, SVG charts")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.set_defaults(handler=_audit)
 
     p = commands.add_parser(
@@ -416,19 +520,22 @@ def build_parser() -> argparse.ArgumentParser:
         "dream_id", metavar="DREAM_ID", help="a WorldFlux/* id (or a checkpoint dir with --real-env)"
     )
     p.add_argument("--agent", metavar="AGENT.zip", help="SB3 agent that acts (default: random actions)")
-    p.add_argument("--steps", type=int, default=200, help="frames to record (default 200)")
+    p.add_argument("--steps", type=POSITIVE, default=200, help="frames to record (default 200)")
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
     p.add_argument(
         "--compare", action="store_true", help="the real env beside the dream: same start, same actions"
     )
     p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=int, default=0, help="the real reset the dream starts from")
-    p.add_argument("--fps", type=float, help="frame rate (default: the real env's)")
-    p.add_argument("--size", type=int, help="panel size in pixels (MuJoCo and pixel models; default 480/256)")
+    p.add_argument("--seed", type=SEED, default=0, help="the real reset the dream starts from")
+    p.add_argument("--fps", type=POSITIVE_FLOAT, help="frame rate (default: the real env's)")
+    p.add_argument(
+        "--size", type=POSITIVE, help="panel size in pixels (MuJoCo and pixel models; default 480/256)"
+    )
     p.add_argument("--shadows", action="store_true", help="MuJoCo shadows (slower under software GL)")
     p.add_argument("--reflections", action="store_true", help="MuJoCo floor reflections (slower)")
     p.add_argument("--antialias", action="store_true", help="MuJoCo multisample antialiasing (slower)")
     p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
+    p.add_argument("--overwrite", action="store_true", help="replace a video already at --out")
     p.set_defaults(handler=_video)
 
     p = commands.add_parser(
@@ -439,12 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
     p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=int, default=0, help="the first real reset")
+    p.add_argument("--seed", type=SEED, default=0, help="the first real reset")
     p.add_argument(
-        "--fps", type=float, help="frames per second (default: the real env's; 0: as fast as it goes)"
+        "--fps",
+        type=NON_NEGATIVE_FLOAT,
+        help="frames per second (default: the real env's; 0: as fast as it goes)",
     )
-    p.add_argument("--size", type=int, help="frame size in pixels (MuJoCo and pixel models)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames (default: until ESC)")
+    p.add_argument("--size", type=POSITIVE, help="frame size in pixels (MuJoCo and pixel models)")
+    p.add_argument("--max-frames", type=POSITIVE, help="stop after this many frames (default: until ESC)")
     p.epilog = (
         "keys: arrows/1-9 act (Box: RIGHT/LEFT dim 0, UP/DOWN dim 1, k dim k-1, SHIFT+k its low bound; "
         "Discrete: k takes action k-1, LEFT/RIGHT 0/1), TAB dream/real, R new episode, ESC quit"
@@ -463,8 +572,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except WorldFluxError as err:
-        print(f"worldflux-gym {args.command}: error: {err}", file=sys.stderr)
+        print(f"worldflux-gym {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # a file that went away or a disk that filled up during the run: the checks above cannot
+        # foresee those. One line with the path, not a traceback.
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(
+            f"worldflux-gym {args.command}: error: {err.strerror or _one_line(err)}{where}; check the "
+            "path, its permissions and the free space, then run the command again",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

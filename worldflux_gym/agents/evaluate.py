@@ -12,7 +12,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
-from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.envs import make_env
+from worldflux_gym.core.errors import AgentSpaceError, ConfigError
+from worldflux_gym.core.validate import check_positive_int, check_seed
 from worldflux_gym.data.collect import detect_sb3_algorithm
 
 
@@ -57,6 +59,52 @@ def load_agent(agent_path: str | Path, algo: str | None = None, device: str = "a
     return ALGORITHMS[name].load(path, device=device)
 
 
+def spaces_fit(agent_space: gym.Space, env_space: gym.Space) -> bool:
+    """What an SB3 policy needs of a space: the same kind and shape (and ``n`` for Discrete)."""
+    if type(agent_space) is not type(env_space) or agent_space.shape != env_space.shape:
+        return False
+    if isinstance(agent_space, gym.spaces.Discrete):
+        return int(agent_space.n) == int(env_space.n) and int(agent_space.start) == int(env_space.start)
+    if isinstance(agent_space, gym.spaces.MultiDiscrete):
+        return np.array_equal(agent_space.nvec, env_space.nvec)
+    return True
+
+
+def check_agent_spaces(
+    agent: BaseAlgorithm,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    *,
+    agent_label: str,
+    env_label: str,
+    hint: str,
+) -> None:
+    """Refuse an agent whose observation or action space does not fit the env it is asked to act in
+    (an agent of another env): :class:`~worldflux_gym.core.errors.AgentSpaceError`, one line, instead
+    of SB3's shape error at the first step. ``hint`` says what to do instead. An object with only
+    SB3's ``predict()`` (no spaces to compare) is taken as it is."""
+    agent_obs, agent_act = getattr(agent, "observation_space", None), getattr(agent, "action_space", None)
+    if agent_obs is None or agent_act is None:
+        return
+    if spaces_fit(agent_obs, observation_space) and spaces_fit(agent_act, action_space):
+        return
+    raise AgentSpaceError(
+        f"the agent {agent_label} acts on observations {describe_space(agent_obs)} and "
+        f"actions {describe_space(agent_act)}, but {env_label} has "
+        f"{describe_space(observation_space)} and {describe_space(action_space)}: it was trained for "
+        f"another env; {hint}"
+    )
+
+
+def describe_space(space: gym.Space) -> str:
+    """A space in a few characters for one-line messages: ``Box(17,)``, ``Discrete(2)``."""
+    if isinstance(space, gym.spaces.Box):
+        return f"Box{tuple(space.shape)}"
+    if isinstance(space, gym.spaces.Discrete):
+        return f"Discrete({int(space.n)})"
+    return str(space)
+
+
 def make_real_env_for_agent(agent_path: str | Path, env_id: str | None, **make_kwargs) -> gym.Env:
     """The real env an agent is evaluated in, with the observation wrapper it was trained behind.
 
@@ -67,7 +115,7 @@ def make_real_env_for_agent(agent_path: str | Path, env_id: str | None, **make_k
     env_id = env_id or meta.get("real_env")
     if not env_id:
         raise ConfigError(f"name the real env to evaluate {agent_path} in, e.g. --env Walker2d-v5")
-    env = gym.make(env_id, **make_kwargs)
+    env = make_env(env_id, "env_id", **make_kwargs)
     if meta.get("observation") == "latent":
         from worldflux_gym.core.checkpoint import from_pretrained
         from worldflux_gym.dream import EncodeObservation
@@ -99,12 +147,29 @@ def evaluate_agent(
     >>> print(result.summary())  # doctest: +ELLIPSIS
     Pendulum-v1: return ... over 2 episodes (mean length 200)
     """
+    episodes = check_positive_int(episodes, "episodes")
+    seed = check_seed(seed)
     if isinstance(agent, BaseAlgorithm):
         if env_id is None:
             raise ConfigError("name the real env id to evaluate an in-memory agent in")
-        model, env = agent, gym.make(env_id)
+        model, env = agent, make_env(env_id, "env_id")
     else:
         model, env = load_agent(agent, algo=algo), make_real_env_for_agent(agent, env_id)
+    trained_in = read_sidecar(agent).get("real_env") if not isinstance(agent, BaseAlgorithm) else None
+    try:
+        check_agent_spaces(
+            model,
+            env.observation_space,
+            env.action_space,
+            agent_label=str(agent) if not isinstance(agent, BaseAlgorithm) else type(agent).__name__,
+            env_label=f"the env {env.spec.id if env.spec else env_id}",
+            hint=f"evaluate it in {trained_in} (--env {trained_in})"
+            if trained_in
+            else "evaluate it in the env it was trained for (--env ID)",
+        )
+    except AgentSpaceError:
+        env.close()
+        raise
     env = Monitor(env)
     env.reset(seed=seed)
     env.action_space.seed(seed)

@@ -17,6 +17,8 @@ from worldflux_gym.agents.evaluate import sidecar_path
 from worldflux_gym.agents.recipes import Recipe, load_recipe
 from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.paths import check_output_file
+from worldflux_gym.core.validate import check_optional_positive_int, check_positive_float, check_seed
 from worldflux_gym.dream.registration import find_spec, make_sb3_vec_env
 
 
@@ -92,6 +94,7 @@ def train_agent(
     tensorboard: bool = True,
     env_options: dict[str, Any] | None = None,
     max_seconds: float | None = None,
+    overwrite: bool = False,
 ) -> BaseAlgorithm:
     """Train the recipe's SB3 agent for ``steps`` dreamed steps in ``dream_id``; save it to ``out``.
 
@@ -102,7 +105,8 @@ def train_agent(
     Writes ``out`` (SB3's ``.zip``) and ``out`` with a ``.json`` suffix: what the agent was trained
     in (dream id, real env, checkpoint, recipe, steps, seed, throughput, final dream return), which
     ``evaluate`` and ``audit`` read. TensorBoard logs go to ``<out>_tb/`` when tensorboard is
-    installed. ``max_seconds`` stops training early when the wall-clock budget is spent. Returns
+    installed. ``max_seconds`` stops training early when the wall-clock budget is spent. An existing
+    agent at ``out`` is replaced only with ``overwrite=True`` (checked before training starts). Returns
     the trained SB3 model.
 
     >>> from worldflux_gym.agents import evaluate_agent, train_agent
@@ -117,8 +121,13 @@ def train_agent(
     out = Path(out)
     if out.suffix != ".zip":
         raise ConfigError(f"the agent is saved as a stable-baselines3 .zip; got --out {out}")
+    steps = check_optional_positive_int(steps, "steps")
+    seed = check_seed(seed)
+    if max_seconds is not None:
+        max_seconds = check_positive_float(max_seconds, "max_seconds")
+    check_output_file(out, "out", overwrite=overwrite, what="agent")
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe or default_recipe(dream_id))
-    steps = int(steps or recipe.default_steps)
+    steps = recipe.default_steps if steps is None else steps
     spec = find_spec(dream_id)
     options = {**recipe.env_options, **(env_options or {})}
     venv = make_sb3_vec_env(dream_id, num_envs=recipe.num_envs, checkpoint=checkpoint, **options)

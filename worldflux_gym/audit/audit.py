@@ -60,7 +60,14 @@ from worldflux_gym.audit.real import can_set_state, draw_real_starts, project_st
 from worldflux_gym.audit.stats import Interval, bootstrap_ci, spearman, split_half_spearman
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.dream.core import checkpoint_dir_of, latent_of, load_model
+from worldflux_gym.core.validate import (
+    check_float,
+    check_int,
+    check_optional_positive_int,
+    check_positive_int,
+    check_seed,
+)
+from worldflux_gym.dream.core import checkpoint_dir_of, latent_observation_space, latent_of, load_model
 
 
 @dataclass
@@ -89,6 +96,29 @@ class AuditConfig:
     worst_cases: int = 5  # worst cases listed in the report
     calibration_steps: int = 3000  # fresh real steps when the checkpoint holds no data
     confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        """Every setting is checked here, where it is given: ``episodes=0`` or ``horizon=0`` would
+        otherwise fail deep inside (or, for ``horizon``, silently mean the default)."""
+        for name in (
+            "episodes",
+            "adversarial_bases",
+            "cem_iterations",
+            "cem_population",
+            "calibration_steps",
+        ):
+            setattr(self, name, check_positive_int(getattr(self, name), name))
+        self.worst_cases = check_int(self.worst_cases, "worst_cases", minimum=0)
+        self.real_episodes = check_optional_positive_int(self.real_episodes, "real_episodes")
+        self.horizon = check_optional_positive_int(self.horizon, "horizon")
+        self.seed = check_seed(self.seed)
+        for name in ("unsure_quantile", "flag_share", "off_data_share", "cem_elite_fraction", "confidence"):
+            value = check_float(getattr(self, name), name, minimum=0.0, maximum=1.0)
+            if name in ("unsure_quantile", "cem_elite_fraction", "confidence") and value == 0.0:
+                raise ConfigError(f"{name} must be a finite number > 0 and <= 1, got {value}")
+            setattr(self, name, value)
+        for name in ("start_noise", "action_noise", "adversarial_radius"):
+            setattr(self, name, check_float(getattr(self, name), name, minimum=0.0))
 
 
 @dataclass
@@ -253,7 +283,9 @@ def resolve_dream(
     if checkpoint is None:
         raise ConfigError("name a dream id (WorldFlux/...) or give a fitted checkpoint to audit in")
     real_env = real_env or (spec.real_env if spec else None)
-    horizon = horizon or (spec.max_episode_steps if spec else None)
+    horizon = check_optional_positive_int(horizon, "horizon")
+    if horizon is None:
+        horizon = spec.max_episode_steps if spec else None
     if horizon is None:
         raise ConfigError("a bare checkpoint has no episode limit: pass horizon=")
     # its directory's data calibrates the audit, its weights render the videos
@@ -466,7 +498,17 @@ def audit_agent(
     model, horizon = setup.model, setup.horizon
     real_id = setup.real_env if real is True else (real or None)
     env_for_starts = real_id or setup.real_env
-    policy = as_policy(agent)
+    if isinstance(real, str) and real:
+        _check_real_env(real, model)
+    policy = as_policy(
+        agent,
+        observation_space=model.observation_space
+        if model.capabilities.decodes_observations
+        else latent_observation_space(model),
+        action_space=model.action_space,
+        where=f"the dream {setup.dream_id or setup.checkpoint}",
+        hint="audit it in a dream of the env it was trained for",
+    )
     notes: list[str] = []
 
     # real data: the uncertainty threshold and the scale of perturbations
@@ -543,6 +585,27 @@ def audit_agent(
     )
     result.seconds = round(time.perf_counter() - started, 2)
     return result
+
+
+def _check_real_env(env_id: str, model: WorldModel) -> None:
+    """The real env named for the replay exists and has the spaces the model was fitted for."""
+    from worldflux_gym.agents.evaluate import spaces_fit
+    from worldflux_gym.core.envs import make_env
+    from worldflux_gym.core.errors import SpaceError
+
+    env = make_env(env_id, "real")
+    try:
+        if not (
+            spaces_fit(env.observation_space, model.observation_space)
+            and spaces_fit(env.action_space, model.action_space)
+        ):
+            raise SpaceError(
+                f"real={env_id!r} has spaces {env.observation_space} / {env.action_space}, but the model "
+                f"was fitted for {model.observation_space} / {model.action_space}: replay in the env "
+                "the model was fitted on (bare --real: the dream's own)"
+            )
+    finally:
+        env.close()
 
 
 def _at(values: np.ndarray | None, i: int) -> float | None:

@@ -25,7 +25,15 @@ def agent_name(agent: Any) -> str:
     return getattr(agent, "__name__", type(agent).__name__)
 
 
-def as_policy(agent: Agent, deterministic: bool = True) -> BatchPolicy:
+def as_policy(
+    agent: Agent,
+    deterministic: bool = True,
+    *,
+    observation_space: Any = None,
+    action_space: Any = None,
+    where: str = "the dream",
+    hint: str = "use it in the env it was trained for",
+) -> BatchPolicy:
     """A batch policy for ``agent``.
 
     - a path: a stable-baselines3 ``.zip`` (loaded with :func:`worldflux_gym.agents.load_agent`,
@@ -34,13 +42,23 @@ def as_policy(agent: Agent, deterministic: bool = True) -> BatchPolicy:
     - an SB3 model: its ``predict`` (``deterministic`` by default: the policy's mean action, the
       behaviour one deploys);
     - any other callable: called as is on a batch of observations.
+
+    With ``observation_space`` and ``action_space`` (those of ``where``), an SB3 agent whose spaces
+    do not fit is refused (:class:`~worldflux_gym.core.errors.AgentSpaceError`).
     """
+    label = str(agent) if isinstance(agent, (str, Path)) else agent_name(agent)
     if isinstance(agent, (str, Path)):
         from worldflux_gym.agents import load_agent
 
         agent = load_agent(agent, device="cpu")
     if isinstance(agent, BaseAlgorithm):
         model = agent
+        if observation_space is not None and action_space is not None:
+            from worldflux_gym.agents.evaluate import check_agent_spaces
+
+            check_agent_spaces(
+                model, observation_space, action_space, agent_label=label, env_label=where, hint=hint
+            )
 
         def policy(obs: np.ndarray) -> np.ndarray:
             action, _ = model.predict(obs, deterministic=deterministic)

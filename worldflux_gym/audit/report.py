@@ -11,6 +11,7 @@ import numpy as np
 from worldflux_gym.audit import svg
 from worldflux_gym.audit.audit import AuditResult, Ranking, ScenarioResult
 from worldflux_gym.core.checkpoint import atomic_write_files
+from worldflux_gym.core.paths import check_not_replacing, check_output_dir
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
@@ -157,6 +158,7 @@ def record_videos(result: AuditResult, out: Path, count: int) -> str:
                 checkpoint=result.checkpoint if result.dream_id else None,
                 seed=int(case["seed"]),
                 real_env=None if result.dream_id else result.real_env,
+                overwrite=True,  # the report's own videos: replacing the report was allowed
             )
         except Exception as err:  # a video is a convenience: report why it is missing, keep the audit
             failed.append(f"seed {case['seed']}: {type(err).__name__}: {err}")
@@ -170,12 +172,25 @@ def record_videos(result: AuditResult, out: Path, count: int) -> str:
     return note + " Adversarial starts are perturbed observations: listed by their numbers only."
 
 
-def write_report(result: AuditResult, out: str | Path, videos: int = 0) -> Path:
+def check_report_dir(
+    out: str | Path, overwrite: bool = False, agents: list[str] | None = None, name: str = "out"
+) -> Path:
+    """``out`` can take a report: a folder that can be written, and one that holds no report yet
+    unless ``overwrite`` (a ranking also writes ``out/<agent>/``: give the agents' names)."""
+    out = check_output_dir(out, name)
+    reports = [out / REPORT_JSON, out / REPORT_MD]
+    reports += [out / agent / f for agent in agents or [] for f in (REPORT_JSON, REPORT_MD)]
+    check_not_replacing(reports, name, out, "a report", overwrite)
+    return out
+
+
+def write_report(result: AuditResult, out: str | Path, videos: int = 0, overwrite: bool = False) -> Path:
     """Write ``report.json``, ``report.md`` and the SVG charts into ``out`` (created); returns ``out``.
 
     ``videos``: record that many of the worst nominal episodes (see :func:`record_videos`).
+    A folder that already holds a report is refused unless ``overwrite``.
     """
-    out = Path(out)
+    out = check_report_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     charts = figures(result)
     video_note = record_videos(result, out, videos)
@@ -325,11 +340,13 @@ def ranking_text(ranking: Ranking) -> str:
     return text
 
 
-def write_ranking_report(ranking: Ranking, out: str | Path, videos: int = 0) -> Path:
-    """Each agent's report in ``out/<agent>/``, and the ranking in ``out/report.{json,md}``."""
-    out = Path(out)
+def write_ranking_report(ranking: Ranking, out: str | Path, videos: int = 0, overwrite: bool = False) -> Path:
+    """Each agent's report in ``out/<agent>/``, and the ranking in ``out/report.{json,md}``.
+
+    A folder that already holds a ranking or an agent's report is refused unless ``overwrite``."""
+    out = check_report_dir(out, overwrite, [audit.agent for audit in ranking.audits])
     for audit in ranking.audits:
-        write_report(audit, out / audit.agent, videos=videos)
+        write_report(audit, out / audit.agent, videos=videos, overwrite=overwrite)
     charts = {}
     if ranking.real_means is not None:
         charts["ranking.svg"] = svg.scatter(

@@ -1,4 +1,10 @@
-"""Exceptions raised by worldflux-gym. Each message names the problem and the fix."""
+"""Exceptions raised by worldflux-gym. Each message names the problem and the fix.
+
+Every class subclasses :class:`WorldFluxError` and the built-in (or Gymnasium) error a caller would
+catch for the same problem, so ``except ValueError`` / ``except OSError`` keep working.
+"""
+
+import gymnasium as gym
 
 
 class WorldFluxError(Exception):
@@ -9,8 +15,20 @@ class ConfigError(WorldFluxError, ValueError):
     """An unknown family, preset or override, or an invalid configuration value."""
 
 
+class DeviceError(ConfigError):
+    """A device torch does not know (``"banana"``) or this machine lacks (``"cuda"`` without CUDA)."""
+
+
+class UnknownEnvError(ConfigError, gym.error.UnregisteredEnv):
+    """A Gymnasium env id that is not registered (or whose extra is not installed)."""
+
+
 class SpaceError(WorldFluxError, ValueError):
     """A Gymnasium space the model cannot handle, or data that does not match the model's spaces."""
+
+
+class AgentSpaceError(SpaceError):
+    """An agent whose observation or action space does not fit the env it is asked to act in."""
 
 
 class CheckpointError(WorldFluxError):
@@ -31,3 +49,12 @@ class ConcurrentWriterError(WorldFluxError, RuntimeError):
 
 class DuplicateEpisodeError(DataError):
     """An episode an episode store already holds (the same content, or the same collection job's episode)."""
+
+
+class OutputPathError(WorldFluxError, OSError):
+    """An output path that cannot be written: a file where a folder is needed, a device such as
+    ``/dev/null``, or a folder without write permission."""
+
+
+class OutputExistsError(OutputPathError, FileExistsError):
+    """An output that already exists and would be replaced: pass ``overwrite=True`` (``--overwrite``)."""

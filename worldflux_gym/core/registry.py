@@ -106,7 +106,37 @@ def build_config(family: str, preset: str, overrides: dict[str, Any] | None = No
         raise ConfigError(
             f"unknown override(s) {sorted(unknown)} for {family}:{preset}; valid fields: {sorted(valid)}"
         )
-    return cls.config_class(**{**presets[preset].values, **(overrides or {})})
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(cls.config_class)
+        if f.default is not dataclasses.MISSING
+    }
+    base = {**defaults, **presets[preset].values}
+    checked = {
+        key: check_override(f"{family}:{preset}", key, value, base.get(key))
+        for key, value in (overrides or {}).items()
+    }
+    return cls.config_class(**{**presets[preset].values, **checked})
+
+
+def check_override(model: str, key: str, value: Any, current: Any) -> Any:
+    """An override of a config field must have the type of the preset's value (``hidden`` an
+    integer >= 0, ``learning_rate`` a finite number ...): ``hidden="abc"`` or ``hidden=1.5`` is
+    refused here, not as a torch error when the layers are built. Ints are accepted for floats."""
+    from worldflux_gym.core.validate import check_float, check_int
+
+    name = f"{key} ({current!r} in {model})"
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(current, int):
+        return check_int(value, name, minimum=0)
+    if isinstance(current, float):
+        return check_float(value, name)
+    if isinstance(current, str) and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+    return value  # a string, or a field without a typed default: taken as given
 
 
 def parse_name(name: str) -> tuple[str, str]:

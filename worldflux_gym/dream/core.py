@@ -27,10 +27,19 @@ import torch
 from gymnasium import spaces
 
 from worldflux_gym.core.checkpoint import from_pretrained, read_metadata
+from worldflux_gym.core.device import resolve_device
+from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import ConfigError, SpaceError, WorldFluxError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.spaces import is_image_space, space_to_json
 from worldflux_gym.core.state import State
+from worldflux_gym.core.validate import (
+    check_float,
+    check_int,
+    check_optional_positive_int,
+    check_positive_int,
+    check_seed,
+)
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.dream.starts import (
     STARTS_FILE,
@@ -223,12 +232,18 @@ class DreamBatch:
         precision: str = "float32",
         device: str | torch.device = "auto",
     ):
-        if int(num_envs) < 1:
-            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        # every option is checked here, where it is given, not by the numpy or torch error it would
+        # cause later (a float num_envs silently rounded, a NaN threshold that never halts ...)
+        num_envs = check_positive_int(num_envs, "num_envs")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        if max_episode_steps is not None and int(max_episode_steps) < 1:
-            raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        max_episode_steps = check_optional_positive_int(max_episode_steps, "max_episode_steps")
+        context = check_int(context, "context", minimum=0)
+        uncertainty_penalty = check_float(uncertainty_penalty, "uncertainty_penalty", minimum=0.0)
+        if halt_threshold is not None:
+            halt_threshold = check_float(halt_threshold, "halt_threshold", minimum=0.0)
+        halt_penalty = check_float(halt_penalty, "halt_penalty", minimum=0.0)
+        device = resolve_device(device)
         self.checkpoint = checkpoint_dir_of(model)  # its start bank and real env id come from there
         self.model = load_model(model, device)
         self.device = self.model.device
@@ -239,20 +254,20 @@ class DreamBatch:
                 f"the {self.model.family!r} model predicts no reward: it cannot drive a dream env"
             )
         if report_uncertainty is None:
-            report_uncertainty = caps.reports_uncertainty and int(num_envs) == 1
+            report_uncertainty = caps.reports_uncertainty and num_envs == 1
         wants_uncertainty = report_uncertainty or uncertainty_penalty != 0.0 or halt_threshold is not None
         if wants_uncertainty and not caps.reports_uncertainty:
             raise ConfigError(
                 f"the {self.model.family!r} family reports no uncertainty, so report_uncertainty, "
                 "uncertainty_penalty and halt_threshold are not available; use an ensemble"
             )
-        self.num_envs = int(num_envs)
-        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
         self.deterministic = bool(deterministic)
         self.report_uncertainty = bool(wants_uncertainty)
-        self.uncertainty_penalty = float(uncertainty_penalty)
-        self.halt_threshold = None if halt_threshold is None else float(halt_threshold)
-        self.halt_penalty = float(halt_penalty)
+        self.uncertainty_penalty = uncertainty_penalty
+        self.halt_threshold = halt_threshold
+        self.halt_penalty = halt_penalty
         self.clip_actions = bool(clip_actions)
         self.autoreset = Autoreset(autoreset)
         self.precision = PRECISIONS[precision]
@@ -315,7 +330,7 @@ class DreamBatch:
         if isinstance(real_env, gym.Env):
             self._check_real_spaces(real_env)
         elif self.real_env_id is not None:
-            probe = gym.make(self.real_env_id)
+            probe = make_env(self.real_env_id, "real_env")
             self._check_real_spaces(probe)
             probe.close()
         if starts == "bank":
@@ -338,10 +353,34 @@ class DreamBatch:
                 raise ConfigError(
                     f"starts='bank' needs start_bank=ARRAY or a checkpoint directory with {STARTS_FILE}"
                 )
-            return load_starts(self.checkpoint)
-        if isinstance(start_bank, (str, Path)):
-            return load_starts(start_bank)
-        return {"initial_obs": as_model_tensor(start_bank, self.device)}
+            bank, source = load_starts(self.checkpoint), f"the start bank of {self.checkpoint}"
+        elif isinstance(start_bank, (str, Path)):
+            bank, source = load_starts(start_bank), f"the start bank {start_bank}"
+        else:
+            bank, source = {"initial_obs": as_model_tensor(start_bank, self.device)}, "start_bank"
+        self._check_bank(bank, source)
+        return bank
+
+    def _check_bank(self, bank: dict[str, torch.Tensor], source: str) -> None:
+        """Start observations are real observations of the env the model was fitted on: their shape
+        is the model's observation shape (a bank of another env fails here, not as a tensor error)."""
+        obs_shape = tuple(self.model.observation_space.shape)
+        act_shape = tuple(self.action_space.shape)
+        expected = {
+            "initial_obs": (1, obs_shape, "observations"),
+            "context_obs": (2, obs_shape, "observations"),
+            "context_action": (2, act_shape, "actions"),
+        }
+        for key, (batch_dims, shape, what) in expected.items():
+            if key not in bank:
+                continue
+            got = tuple(bank[key].shape)
+            if len(got) != batch_dims + len(shape) or got[batch_dims:] != shape:
+                rows = "[K, " if batch_dims == 1 else "[K, T, "
+                raise SpaceError(
+                    f"{source}: {key} has shape {got}, but the model's {what} have shape {shape}: give "
+                    f"real {what} of the env it was fitted on, shape {rows}{', '.join(map(str, shape))}]"
+                )
 
     def _check_real_spaces(self, env: gym.Env) -> None:
         if not same_space(env.action_space, self.action_space) or (
@@ -357,8 +396,9 @@ class DreamBatch:
     # --- seeding and starting ------------------------------------------------------------------
     def seed(self, seed: int) -> None:
         """Seed every source of randomness: the model's sampling, termination and the starts."""
-        self.generator.manual_seed(int(seed))
-        self.starts.seed(int(seed))
+        seed = check_seed(seed)
+        self.generator.manual_seed(seed)
+        self.starts.seed(seed)
 
     def _observation(self, state: State, decoded: torch.Tensor | None) -> torch.Tensor:
         return decoded if self.decodes else latent_of(self.model, state)

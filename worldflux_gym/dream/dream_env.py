@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.validate import check_seed
 from worldflux_gym.dream.core import Autoreset, DreamBatch
 
 
@@ -46,6 +47,7 @@ class DreamEnv(gym.Env):
     dream's frame (pixel models: the decoded image; state models: the real simulator put in the
     predicted state), ``"human"`` shows it in a pygame window; latent models cannot be drawn.
     ``render_options``: ``width``, ``height``, ``shadows``, ``reflections``, ``antialias``, ``track``.
+    ``metadata["render_modes"]`` is empty for latent models (nothing to draw).
 
     Args: ``model`` (a fitted model or a checkpoint directory) and the options of
     :class:`~worldflux_gym.dream.core.DreamBatch` (``docs/dream-options.md``).
@@ -80,6 +82,9 @@ class DreamEnv(gym.Env):
         self.action_space = self.dream.action_space
         self.render_mode = render_mode
         self._obs_dtype = self.observation_space.dtype
+        if not self.dream.decodes:
+            # a latent dream cannot be drawn: say so in the metadata Gymnasium's checker reads
+            self.metadata = {**self.metadata, "render_modes": []}
         # rendering lives in worldflux_gym.video; render_options: width, height, shadows, ...
         from worldflux_gym.video.render import attach_renderer
 
@@ -88,6 +93,8 @@ class DreamEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is not None:
+            seed = check_seed(seed)  # before Gymnasium's own seeding, which fails on large ints
         super().reset(seed=seed)
         if seed is None and self.dream.state is None:
             # first reset without a seed: draw one from Gymnasium's np_random so runs still differ

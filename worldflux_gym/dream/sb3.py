@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.validate import check_seed
 from worldflux_gym.dream.core import Autoreset, DreamBatch
 
 
@@ -49,6 +50,8 @@ class DreamSB3VecEnv(VecEnv):
     def reset(self) -> VecEnvObs:
         # SB3 passes seeds through seed(), which stores them for the next reset: the first seeds the batch
         seed = self._seeds[0]
+        if seed is not None:
+            seed = check_seed(seed, "seed (VecEnv.seed)")
         if seed is None and self.dream.state is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         obs = self.dream.reset(seed=seed)

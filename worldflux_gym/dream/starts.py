@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from worldflux_gym.core.checkpoint import atomic_write_files
+from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import CheckpointError, ConfigError
 from worldflux_gym.data.buffer import EpisodeBuffer
 
@@ -73,7 +74,7 @@ class RealResetStarts(StartSource):
     """
 
     def __init__(self, env: str | gym.Env, device: torch.device, block: int = 64):
-        self.env = gym.make(env) if isinstance(env, str) else env
+        self.env = make_env(env, "real_env") if isinstance(env, str) else env
         self.device = device
         self.block = max(1, int(block))
         space = self.env.observation_space

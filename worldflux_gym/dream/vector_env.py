@@ -12,6 +12,7 @@ from gymnasium.vector.utils import batch_space
 
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.validate import check_seed
 from worldflux_gym.dream.core import Autoreset, DreamBatch, StepResult
 
 
@@ -37,6 +38,10 @@ class DreamVectorEnv(VectorEnv):
     flags bool), or, with ``tensor_output=True``, torch tensors left on the model's device
     (observations float32, or uint8 for images); infos follow the same choice. ``info`` holds
     ``uncertainty`` (when computed) and ``halted`` (MOReL halting), each with its ``_`` mask.
+
+    Gymnasium's ``vectorization_mode="async"`` (one dream per subprocess) works too, also after the
+    parent has dreamed: importing worldflux-gym gives forked children one torch thread
+    (:mod:`worldflux_gym.core.device`); the batched env is the fast way all the same.
 
     ``reset(seed=s)`` seeds the whole batch (model sampling, termination draws and starts) from
     ``s``; a list of seeds is combined into one. The same seed gives the same episodes.
@@ -90,10 +95,12 @@ class DreamVectorEnv(VectorEnv):
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray | torch.Tensor, dict[str, Any]]:
         if isinstance(seed, (list, tuple)):
-            given = [s for s in seed if s is not None]
+            given = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed) if s is not None]
             if len(seed) != self.num_envs:
                 raise ConfigError(f"reset() got {len(seed)} seeds for {self.num_envs} envs")
             seed = int(np.random.SeedSequence(given).generate_state(1)[0]) if given else None
+        elif seed is not None:
+            seed = check_seed(seed)
         super().reset(seed=seed)  # seeds self.np_random, Gymnasium's convention
         if seed is None and self.dream.state is None:
             seed = int(self.np_random.integers(2**31))

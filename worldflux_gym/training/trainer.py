@@ -122,8 +122,10 @@ class TrainerConfig:
         for name in ("steps", "batch_size", "validate_every", "checkpoint_every", "log_every"):
             if getattr(out, name) <= 0:
                 raise ConfigError(f"TrainerConfig.{name} must be positive, got {getattr(out, name)}")
-        if out.learning_rate <= 0 or out.grad_clip <= 0:
-            raise ConfigError("TrainerConfig.learning_rate and grad_clip must be positive")
+        for name in ("learning_rate", "grad_clip"):  # `not 0 < x < inf` also refuses NaN
+            value = getattr(out, name)
+            if not 0 < value < math.inf:
+                raise ConfigError(f"TrainerConfig.{name} must be a finite number > 0, got {value}")
         return out
 
 

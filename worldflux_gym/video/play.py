@@ -167,7 +167,7 @@ class DreamPlayer:
         view = {"width": width, "height": height}
         self.view_size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
         image_shape = model.observation_space.shape if pixels else None
-        self.real = _RealSide(source.real_env, image_shape, view)
+        self.real = _RealSide(source.real_env, image_shape, view, model=source.model)
         # the dream's own starts come from a second real env, so that they never move the real one
         start_env = _RealSide(source.real_env, image_shape, view).env if pixels else source.real_env
         self.starts = _PlayStarts(RealResetStarts(start_env, model.device, block=1))

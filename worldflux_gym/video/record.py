@@ -32,9 +32,18 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.checkpoint import is_checkpoint
-from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.envs import make_env
+from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.paths import check_output_file
 from worldflux_gym.core.spaces import is_image_space
+from worldflux_gym.core.validate import (
+    check_int,
+    check_optional_positive_int,
+    check_positive_float,
+    check_positive_int,
+    check_seed,
+)
 from worldflux_gym.dream.core import Autoreset, DreamBatch
 from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
 from worldflux_gym.video.frames import (
@@ -180,7 +189,12 @@ class _RealSide:
     """The real env a recording starts from and, with ``compare``, draws beside the dream."""
 
     def __init__(
-        self, env_id: str, image_shape: tuple[int, ...] | None, view: dict[str, Any], drawn: bool = True
+        self,
+        env_id: str,
+        image_shape: tuple[int, ...] | None,
+        view: dict[str, Any],
+        drawn: bool = True,
+        model: WorldModel | None = None,
     ):
         from worldflux_gym.video.simulator import make_render_env, render_frame
 
@@ -189,17 +203,37 @@ class _RealSide:
             from worldflux_gym.data.collect import image_wrappers
 
             # the model sees rendered frames resampled to its size: so does the comparison
-            env = gym.make(env_id, render_mode="rgb_array")
+            env = make_env(env_id, "real_env", render_mode="rgb_array")
             for wrapper in image_wrappers(image_shape[0]):
                 env = wrapper(env)
             self.env = env
         elif drawn:
             self.env = make_render_env(env_id, **view)
         else:  # only the source of starts: no renderer, no GL context to set up
-            self.env = gym.make(env_id)
+            self.env = make_env(env_id, "real_env")
         self._render = render_frame
         self.fps = int(self.env.metadata.get("render_fps", 30))
         self.obs: np.ndarray | None = None
+        if model is not None:
+            self._check_spaces(env_id, model)
+
+    def _check_spaces(self, env_id: str, model: WorldModel) -> None:
+        """The real env has the spaces the model was fitted for (``--real-env`` of another env fails
+        here, not as a tensor-size error at the first step)."""
+        from worldflux_gym.agents.evaluate import describe_space, spaces_fit
+
+        env = self.env
+        if spaces_fit(env.observation_space, model.observation_space) and spaces_fit(
+            env.action_space, model.action_space
+        ):
+            return
+        self.close()
+        raise SpaceError(
+            f"real_env {env_id!r} has observations {describe_space(env.observation_space)} and actions "
+            f"{describe_space(env.action_space)}, but the model was fitted for "
+            f"{describe_space(model.observation_space)} and {describe_space(model.action_space)}: name "
+            "the env it was fitted on (--real-env)"
+        )
 
     def reset(self, seed: int) -> np.ndarray:
         self.obs, _ = self.env.reset(seed=seed)
@@ -220,18 +254,29 @@ class _RealSide:
         close_render_env(self.env)
 
 
-def _make_policy(
-    agent: str | Path | Any | None, action_space: gym.Space, seed: int
-) -> Callable[[np.ndarray], Any]:
-    """Observation -> action: an SB3 agent (a ``.zip`` path or a loaded model), else random actions."""
+def _make_policy(agent: str | Path | Any | None, batch: DreamBatch, seed: int) -> Callable[[np.ndarray], Any]:
+    """Observation -> action: an SB3 agent (a ``.zip`` path or a loaded model), else random actions.
+
+    An agent whose spaces do not fit the dream's (an agent of another env) is refused here."""
     if agent is None:
-        action_space = copy.deepcopy(action_space)  # seeding our copy leaves the env's stream alone
+        action_space = copy.deepcopy(batch.action_space)  # seeding our copy leaves the env's stream alone
         action_space.seed(seed)
         return lambda obs: action_space.sample()
+    label = str(agent) if isinstance(agent, (str, Path)) else type(agent).__name__
     if isinstance(agent, (str, Path)):
         from worldflux_gym.agents import load_agent
 
         agent = load_agent(agent, device="cpu")
+    from worldflux_gym.agents.evaluate import check_agent_spaces
+
+    check_agent_spaces(
+        agent,
+        batch.observation_space,
+        batch.action_space,
+        agent_label=label,
+        env_label=f"the dream of {batch.real_env_id or 'this model'}",
+        hint="record it in a dream of the env it was trained for",
+    )
     return lambda obs: agent.predict(obs, deterministic=True)[0]
 
 
@@ -267,6 +312,7 @@ def record_dream(
     antialias: bool = False,
     context: int = 5,
     overlay: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Record ``steps`` dreamed steps of ``dream`` to ``out`` (``.mp4`` or ``.gif``); returns ``out``.
 
@@ -284,6 +330,7 @@ def record_dream(
             several times faster under software GL).
         context: real frames a pixel model sees before imagining in a ``compare`` recording.
         overlay: write step, reward and uncertainty on the frames.
+        overwrite: replace an existing file at ``out`` (refused otherwise, before anything is recorded).
 
     When an episode ends (in the dream, or in the real env with ``compare``), both start again from
     the next real reset, so the two sides always show the same episode.
@@ -292,8 +339,15 @@ def record_dream(
     >>> record_dream("WorldFlux/Ensemble-Pendulum-v0", "dream.gif", steps=10, compare=True).name
     'dream.gif'
     """
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
+    steps = check_positive_int(steps, "steps")
+    seed = check_seed(seed)
+    fps = None if fps is None else check_positive_float(fps, "fps")
+    width = check_optional_positive_int(width, "width")
+    height = check_optional_positive_int(height, "height")
+    context = check_int(context, "context", minimum=0)
+    check_output_file(out, "out", overwrite=overwrite, what="video")
+    if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"the video file must end in {' or '.join(VIDEO_SUFFIXES)}, got {out}")
     source = resolve_dream(dream, checkpoint, real_env)
     model = source.model
     decodes = model.capabilities.decodes_observations
@@ -308,7 +362,8 @@ def record_dream(
         "antialias": antialias,
     }
 
-    real = _RealSide(source.real_env, model.observation_space.shape if pixels else None, view, drawn=compare)
+    image_shape = model.observation_space.shape if pixels else None
+    real = _RealSide(source.real_env, image_shape, view, drawn=compare, model=model)
     starts = _OneStart()
     options = {"report_uncertainty": None, **source.options}
     batch = DreamBatch(
@@ -323,7 +378,7 @@ def record_dream(
     )
     renderer = DreamRenderer(batch, "rgb_array", real_env=source.real_env, **view) if decodes else None
     view_size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
-    policy = _make_policy(agent, batch.action_space, seed)
+    policy = _make_policy(agent, batch, seed)
     writer = VideoWriter(out, fps or (renderer.fps if renderer else real.fps))
     open_loop: list[tuple[np.ndarray, np.ndarray]] = []  # pixel compare: (real, model) frames
     use_context = pixels and compare and context > 0 and model.capabilities.recurrent

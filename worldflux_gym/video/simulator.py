@@ -29,6 +29,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
+from worldflux_gym.core.envs import make_env  # noqa: E402
 from worldflux_gym.core.errors import ConfigError  # noqa: E402
 
 MUJOCO_ENVS = ("Walker2d", "Hopper", "HalfCheetah")
@@ -67,7 +68,7 @@ def make_render_env(
     if env_family(env_id) in MUJOCO_ENVS:
         make_kwargs.setdefault("width", width or 480)
         make_kwargs.setdefault("height", height or 480)
-    env = gym.make(env_id, render_mode="rgb_array", **make_kwargs)
+    env = make_env(env_id, "real_env", render_mode="rgb_array", **make_kwargs)
     env.reset(seed=0)  # MuJoCo envs need a reset before the first render; classic ones need a state
     if env_family(env_id) in MUJOCO_ENVS:
         _setup_mujoco_view(env, shadows=shadows, reflections=reflections, antialias=antialias, track=track)

@@ -133,9 +133,24 @@ _FUSED_LINEAR = (
 )
 
 
+def _onednn_bf16() -> bool:
+    """Whether oneDNN has bfloat16 products on this CPU (AVX512-BF16 or AMX). Without them its fused
+    kernel fails on bfloat16 inputs ("could not create a primitive descriptor"): precision="bfloat16"
+    then takes the plain product below, which works everywhere."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return _FUSED_LINEAR is not None and probe is not None and bool(probe())
+    except RuntimeError:
+        return False
+
+
+_FUSED_BF16 = _onednn_bf16()
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, silu: bool) -> torch.Tensor:
     """``x @ weight.T + bias`` (``weight`` ``[out, in]``), then SiLU when ``silu``; no autograd, CPU."""
-    if _FUSED_LINEAR is not None and x.shape[-1] >= 64 and weight.shape[0] >= 16:
+    fused_dtype = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _FUSED_BF16)
+    if _FUSED_LINEAR is not None and fused_dtype and x.shape[-1] >= 64 and weight.shape[0] >= 16:
         return _FUSED_LINEAR(x, weight, bias, "swish" if silu else "none", [], "")
     # With few inputs or outputs MKL's product is as fast, and its call costs less than oneDNN's
     # (the output layer is faster through MKL: benchmarks/RESULTS.md).
