@@ -63,9 +63,9 @@ def spaces_fit(agent_space: gym.Space, env_space: gym.Space) -> bool:
     """What an SB3 policy needs of a space: the same kind and shape (and ``n`` for Discrete)."""
     if type(agent_space) is not type(env_space) or agent_space.shape != env_space.shape:
         return False
-    if isinstance(agent_space, gym.spaces.Discrete):
+    if isinstance(agent_space, gym.spaces.Discrete) and isinstance(env_space, gym.spaces.Discrete):
         return int(agent_space.n) == int(env_space.n) and int(agent_space.start) == int(env_space.start)
-    if isinstance(agent_space, gym.spaces.MultiDiscrete):
+    if isinstance(agent_space, gym.spaces.MultiDiscrete) and isinstance(env_space, gym.spaces.MultiDiscrete):
         return np.array_equal(agent_space.nvec, env_space.nvec)
     return True
 
