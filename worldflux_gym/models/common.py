@@ -1,6 +1,9 @@
-"""Pieces shared by the families: symlog scaling and two-hot regression (DreamerV3, TD-MPC2)."""
+"""Pieces shared by the families: symlog scaling and two-hot regression (DreamerV3, TD-MPC2), and the
+Plan2Explore-style heads whose disagreement is their uncertainty."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -51,3 +54,51 @@ class TwoHotSymlog(nn.Module):
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         """Expected value in real units: ``symexp(softmax(logits) @ bins)``, ``[...]``."""
         return symexp(torch.softmax(logits, dim=-1) @ self.bins)
+
+
+# --- uncertainty heads (Plan2Explore) -------------------------------------------------------------
+class DisagreementHeads(nn.Module):
+    """``heads`` small MLPs that each predict the next step's latent target, run as one batch.
+
+    Plan2Explore's one-step ensemble: the heads see the same inputs and targets and differ only in
+    their random initialisation, so they agree where the training data were and disagree away from
+    them. Their disagreement (:func:`disagreement`) is the uncertainty a family reports.
+
+    The family computes the first layer, whose ``heads * hidden`` outputs are the heads' first
+    hidden pre-activations side by side (a plain linear map of the inputs, or Dreamer's one-hot
+    ``StateLinear``: one call for all heads). Then each head: LayerNorm, SiLU, one hidden layer
+    (Linear, LayerNorm, SiLU) and a linear output, all heads in one ``baddbmm`` per layer.
+    """
+
+    def __init__(self, first: nn.Module, heads: int, hidden: int, outputs: int):
+        super().__init__()
+        self.first, self.heads, self.hidden = first, heads, hidden
+        bound = 1.0 / math.sqrt(hidden)  # nn.Linear's default initialisation
+        self.norm1_weight = nn.Parameter(torch.ones(heads, 1, hidden))
+        self.norm1_bias = nn.Parameter(torch.zeros(heads, 1, hidden))
+        self.weight2 = nn.Parameter(torch.empty(heads, hidden, hidden).uniform_(-bound, bound))
+        self.bias2 = nn.Parameter(torch.empty(heads, 1, hidden).uniform_(-bound, bound))
+        self.norm2_weight = nn.Parameter(torch.ones(heads, 1, hidden))
+        self.norm2_bias = nn.Parameter(torch.zeros(heads, 1, hidden))
+        self.weight_out = nn.Parameter(torch.empty(heads, hidden, outputs).uniform_(-bound, bound))
+        self.bias_out = nn.Parameter(torch.empty(heads, 1, outputs).uniform_(-bound, bound))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs`` (``[N, ...]`` each, as ``first`` takes them) -> predictions ``[heads, N, outputs]``."""
+        h = self.first(*inputs)  # [N, heads * hidden]
+        h = h.reshape(-1, self.heads, self.hidden).transpose(0, 1)  # [heads, N, hidden]
+        h = F.silu(F.layer_norm(h, (self.hidden,)) * self.norm1_weight + self.norm1_bias)
+        h = torch.baddbmm(self.bias2, h, self.weight2)
+        h = F.silu(F.layer_norm(h, (self.hidden,)) * self.norm2_weight + self.norm2_bias)
+        return torch.baddbmm(self.bias_out, h, self.weight_out)
+
+    def loss(self, predictions: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Squared error of ``predictions`` ``[heads, N, D]`` against ``target`` ``[N, D]``: mean over
+        features, ``weight``-ed mean over rows (``[N]``), summed over heads (each learns as if alone)."""
+        error = (predictions - target).pow(2).mean(-1)  # [heads, N]
+        return ((error * weight).sum(-1) / weight.sum().clamp_min(1e-8)).sum()
+
+
+def disagreement(predictions: torch.Tensor) -> torch.Tensor:
+    """``[heads, N, D]`` -> ``[N]``: the variance across heads, averaged over the ``D`` features."""
+    return predictions.var(dim=0, correction=0).mean(-1)
