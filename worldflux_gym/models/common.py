@@ -64,41 +64,67 @@ class DisagreementHeads(nn.Module):
     their random initialisation, so they agree where the training data were and disagree away from
     them. Their disagreement (:func:`disagreement`) is the uncertainty a family reports.
 
-    The family computes the first layer, whose ``heads * hidden`` outputs are the heads' first
-    hidden pre-activations side by side (a plain linear map of the inputs, or Dreamer's one-hot
-    ``StateLinear``: one call for all heads). Then each head: LayerNorm, SiLU, one hidden layer
-    (Linear, LayerNorm, SiLU) and a linear output, all heads in one ``baddbmm`` per layer.
+    Inputs: a dense part ``x`` ``[N, X]``, standardised with running statistics of the training
+    inputs (so that "far from the data" is measured in the data's own spread, whatever the scale of
+    a latent feature), and whatever else the first layer takes (Dreamer's one-hot ``stoch``). The
+    family gives the first layer, whose ``heads * hidden`` outputs are the heads' first hidden
+    pre-activations side by side (a plain linear map, or Dreamer's one-hot ``StateLinear``: one
+    call for all heads). Then each head: SiLU, one hidden layer (linear, SiLU) and a linear output,
+    all heads in one ``baddbmm`` per layer. No LayerNorm, unlike the world model's own layers: a
+    norm makes a layer blind to how far its input lies from the data along a direction (scaling it
+    up changes nothing after the norm), and that distance is what the disagreement is there to show.
     """
 
-    def __init__(self, first: nn.Module, heads: int, hidden: int, outputs: int):
+    STATS_RATE = 0.01  # EMA rate of the input statistics (a plain running mean for the first 100 updates)
+    MIN_STD = 1e-2  # a feature that hardly varies in the data is not blown up by its tiny spread
+
+    def __init__(self, first: nn.Module, inputs: int, heads: int, hidden: int, outputs: int):
         super().__init__()
         self.first, self.heads, self.hidden = first, heads, hidden
         bound = 1.0 / math.sqrt(hidden)  # nn.Linear's default initialisation
-        self.norm1_weight = nn.Parameter(torch.ones(heads, 1, hidden))
-        self.norm1_bias = nn.Parameter(torch.zeros(heads, 1, hidden))
         self.weight2 = nn.Parameter(torch.empty(heads, hidden, hidden).uniform_(-bound, bound))
         self.bias2 = nn.Parameter(torch.empty(heads, 1, hidden).uniform_(-bound, bound))
-        self.norm2_weight = nn.Parameter(torch.ones(heads, 1, hidden))
-        self.norm2_bias = nn.Parameter(torch.zeros(heads, 1, hidden))
         self.weight_out = nn.Parameter(torch.empty(heads, hidden, outputs).uniform_(-bound, bound))
         self.bias_out = nn.Parameter(torch.empty(heads, 1, outputs).uniform_(-bound, bound))
+        # Running statistics of the dense inputs (buffers: saved with the weights, see update_input_stats).
+        self.register_buffer("input_mean", torch.zeros(inputs))
+        self.register_buffer("input_var", torch.ones(inputs))
+        self.register_buffer("input_updates", torch.zeros((), dtype=torch.long))
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """``inputs`` (``[N, ...]`` each, as ``first`` takes them) -> predictions ``[heads, N, outputs]``."""
-        h = self.first(*inputs)  # [N, heads * hidden]
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, X]`` (and ``rest``, as the first layer takes it) -> ``[heads, N, outputs]``."""
+        x = (x - self.input_mean) * self.input_var.clamp_min(self.MIN_STD**2).rsqrt()
+        h = F.silu(self.first(x, *rest))  # [N, heads * hidden]
         h = h.reshape(-1, self.heads, self.hidden).transpose(0, 1)  # [heads, N, hidden]
-        h = F.silu(F.layer_norm(h, (self.hidden,)) * self.norm1_weight + self.norm1_bias)
-        h = torch.baddbmm(self.bias2, h, self.weight2)
-        h = F.silu(F.layer_norm(h, (self.hidden,)) * self.norm2_weight + self.norm2_bias)
+        h = F.silu(torch.baddbmm(self.bias2, h, self.weight2))
         return torch.baddbmm(self.bias_out, h, self.weight_out)
 
-    def loss(self, predictions: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Squared error of ``predictions`` ``[heads, N, D]`` against ``target`` ``[N, D]``: mean over
-        features, ``weight``-ed mean over rows (``[N]``), summed over heads (each learns as if alone)."""
-        error = (predictions - target).pow(2).mean(-1)  # [heads, N]
+    @torch.no_grad()
+    def update_input_stats(self, x: torch.Tensor) -> None:
+        """Move the input statistics towards those of a training batch ``x`` ``[N, X]``."""
+        rate = max(self.STATS_RATE, 1.0 / float(self.input_updates + 1))
+        var, mean = torch.var_mean(x.float(), dim=0, correction=0)
+        self.input_mean.lerp_(mean, rate)
+        self.input_var.lerp_(var, rate)
+        self.input_updates += 1
+
+    def fit_loss(self, target: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, *rest: torch.Tensor):
+        """The training loss on inputs ``(x, *rest)`` (detached by the caller) and ``target`` ``[N, D]``;
+        updates the input statistics first when gradients are on (a training step, not validation).
+
+        Squared error: mean over features, ``weight``-ed mean over rows (``[N]``), summed over heads
+        (each learns as if alone)."""
+        if torch.is_grad_enabled():
+            self.update_input_stats(x)
+        error = (self(x, *rest) - target).pow(2).mean(-1)  # [heads, N]
         return ((error * weight).sum(-1) / weight.sum().clamp_min(1e-8)).sum()
 
 
 def disagreement(predictions: torch.Tensor) -> torch.Tensor:
-    """``[heads, N, D]`` -> ``[N]``: the variance across heads, averaged over the ``D`` features."""
-    return predictions.var(dim=0, correction=0).mean(-1)
+    """``[heads, N, D]`` -> ``[N]``: the variance across heads, averaged over the ``D`` features.
+
+    (Written out: ``Tensor.var`` over the leading dimension took ~30x longer on a CPU.)"""
+    heads, _, features = predictions.shape
+    spread = predictions - predictions.mean(0)
+    spread = spread.square() if torch.is_grad_enabled() else spread.square_()
+    return spread.sum(-1).sum(0) / (heads * features)

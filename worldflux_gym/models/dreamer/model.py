@@ -9,12 +9,15 @@ State: ``{"deter": [B, D], "stoch": [B, S, K]}`` (``stoch`` is one-hot). Verbs:
 - ``decode(state)``: observation mean (real units), expected reward, continue logits and, with
   uncertainty heads, the uncertainty of the step that led to the state.
 
-Uncertainty (Plan2Explore): ``uncertainty_heads`` small MLPs each predict the next observation's
-embedding ``e(o_{t+1})`` from ``(deter_t, stoch_t, a_t)``. They train in :meth:`loss` beside the
-world model on its own posterior states, with their inputs and targets detached, so they do not
-change what the world model learns. Where the data were they agree; a step from a state or under
-an action the data never showed makes them disagree. ``transition`` stores that disagreement (the
-variance across heads, averaged over the embedding's features) as ``state["uncertainty"]``, or NaN
+Uncertainty (Plan2Explore): ``uncertainty_heads`` small MLPs each predict the next GRU state
+``deter_{t+1}`` from ``(deter_t, stoch_t, a_t)``. They train in :meth:`loss` beside the world model
+on its own posterior states, with their inputs and targets detached, so they do not change what
+the world model learns. Where the data were they agree; a step from a state or under an action the
+data never showed makes them disagree. (A deterministic target, rather than the next observation's
+embedding or stochastic latent, leaves no noise for the heads to disagree about on the data: on
+Pendulum it told out-of-data actions from real ones about twice as sharply.) ``transition`` stores
+that disagreement (the variance across heads, averaged over the ``deter`` features, in the squared
+units of ``deter``) as ``state["uncertainty"]``, or NaN
 ("not measured") with ``report_uncertainty=False``, which skips the heads. States made from real
 observations (``encode``, ``update``, ``observe``) carry 0. A model with ``uncertainty_heads=0``
 (checkpoints saved before the heads existed) has none of this and reports no uncertainty;
@@ -71,7 +74,7 @@ class DreamerConfig:
     learning_rate: float = 1e-4  # the trainer's default (DreamerV3 uses 1e-4 for the world model)
     grad_clip: float = 100.0  # max global gradient norm for the trainer
     uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
-    uncertainty_hidden: int = 128  # width of the heads' two hidden layers
+    uncertainty_hidden: int = 64  # width of the heads' two hidden layers
 
     # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
     # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
@@ -191,9 +194,10 @@ class DreamerModel(WorldModel):
         self.uncertainty_net: DisagreementHeads | None = None  # Plan2Explore heads, see the module doc
         if c.uncertainty_heads:
             width = c.uncertainty_heads * c.uncertainty_hidden  # every head's first layer in one
-            first = StateLinear(c.deter + action_dim(action_space), c.stoch, c.classes, width, bias=False)
+            inputs = c.deter + action_dim(action_space)  # [deter, action], then the one-hot stoch
+            first = StateLinear(inputs, c.stoch, c.classes, width)
             self.uncertainty_net = DisagreementHeads(
-                first, c.uncertainty_heads, c.uncertainty_hidden, embed_dim
+                first, inputs, c.uncertainty_heads, c.uncertainty_hidden, c.deter
             )
         else:  # an instance's own capabilities: the io contract (and a checkpoint's fingerprint) follow
             self.capabilities = dataclasses.replace(type(self).capabilities, reports_uncertainty=False)
@@ -236,7 +240,7 @@ class DreamerModel(WorldModel):
     def head_predictions(
         self, deter: torch.Tensor, stoch: torch.Tensor, action_feat: torch.Tensor
     ) -> torch.Tensor:
-        """The uncertainty heads' predictions ``[heads, N, E]`` of ``e(o_{t+1})`` from ``deter_t``
+        """The uncertainty heads' predictions ``[heads, N, D]`` of ``deter_{t+1}`` from ``deter_t``
         ``[N, D]``, ``stoch_t`` ``[N, S, K]`` and action features ``[N, A]``."""
         if self.uncertainty_net is None:
             raise RuntimeError("this dreamer model has no uncertainty heads (uncertainty_heads=0)")
@@ -390,7 +394,7 @@ class DreamerModel(WorldModel):
             "rep": rep_loss.item(),
         }
         if self.uncertainty_net is not None:
-            heads_loss = self._heads_loss(embed, actions, deter, stoch, step)
+            heads_loss = self._heads_loss(deter, stoch, actions, step)
             total = total + heads_loss
             components["uncertainty_heads"] = heads_loss.item()
         return LossOutput(total, components)
@@ -400,18 +404,17 @@ class DreamerModel(WorldModel):
         the window is filtered without gradients, only the heads' weights get any."""
         batch = self._check_batch(batch)
         with torch.no_grad():
-            embed, actions, deter, _, stoch = self._filter(batch)
-        return self._heads_loss(embed, actions, deter, stoch, batch.mask.float())
+            _, actions, deter, _, stoch = self._filter(batch)
+        return self._heads_loss(deter, stoch, actions, batch.mask.float())
 
-    def _heads_loss(self, embed, actions, deter, stoch, step) -> torch.Tensor:
-        """The heads predict ``e(o_{t+1})`` from the posterior state ``(deter_t, stoch_t)`` and
+    def _heads_loss(self, deter, stoch, actions, step) -> torch.Tensor:
+        """The heads predict ``deter_{t+1}`` from the posterior state ``(deter_t, stoch_t)`` and
         ``a_t``; inputs and targets detached: the heads learn from the world model, never teach it."""
-        predictions = self.head_predictions(
-            deter[:, :-1].detach().flatten(0, 1),
-            stoch[:, :-1].detach().flatten(0, 1),
-            actions.detach().flatten(0, 1),
+        deter, stoch, actions = deter.detach(), stoch.detach(), actions.detach()
+        x = torch.cat([deter[:, :-1], actions], dim=-1).flatten(0, 1)
+        return self.uncertainty_net.fit_loss(
+            deter[:, 1:].flatten(0, 1), step.flatten(), x, stoch[:, :-1].flatten(0, 1)
         )
-        return self.uncertainty_net.loss(predictions, embed[:, 1:].detach().flatten(0, 1), step.flatten())
 
     def _check_batch(self, batch: SequenceBatch) -> SequenceBatch:
         if not isinstance(batch, SequenceBatch):

@@ -116,7 +116,7 @@ class TDMPC2Config:
     plan_max_std: float = 2.0
     # uncertainty: Plan2Explore heads whose disagreement is the model's uncertainty; 0: none
     uncertainty_heads: int = 5
-    uncertainty_hidden: int = 128  # width of the heads' two hidden layers
+    uncertainty_hidden: int = 64  # width of the heads' two hidden layers
 
     # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
     # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
@@ -235,9 +235,10 @@ class TDMPC2Model(WorldModel):
         self.register_buffer("q_scale", torch.ones(()))
         self.uncertainty_net: DisagreementHeads | None = None  # Plan2Explore heads, see the module doc
         if config.uncertainty_heads:
-            first = torch.nn.Linear(za, config.uncertainty_heads * config.uncertainty_hidden)  # all heads'
+            # every head's first layer in one
+            first = torch.nn.Linear(za, config.uncertainty_heads * config.uncertainty_hidden)
             self.uncertainty_net = DisagreementHeads(
-                first, config.uncertainty_heads, config.uncertainty_hidden, latent
+                first, za, config.uncertainty_heads, config.uncertainty_hidden, latent
             )
         else:  # an instance's own capabilities: the io contract (and a checkpoint's fingerprint) follow
             self.capabilities = dataclasses.replace(type(self).capabilities, reports_uncertainty=False)
@@ -482,8 +483,8 @@ class TDMPC2Model(WorldModel):
     def _heads_loss(self, z: torch.Tensor, action: torch.Tensor, z_next: torch.Tensor, mask: torch.Tensor):
         """The heads predict ``h(o_{t+1})`` from ``(h(o_t), a_t)`` (``[B, T, ...]`` each), every real
         step alike; inputs and targets detached: the heads learn from the model, never teach it."""
-        predictions = self.head_predictions(z.detach().flatten(0, 1), action.detach().flatten(0, 1))
-        return self.uncertainty_net.loss(predictions, z_next.detach().flatten(0, 1), mask.flatten())
+        x = torch.cat([z, action], dim=-1).detach().flatten(0, 1)
+        return self.uncertainty_net.fit_loss(z_next.detach().flatten(0, 1), mask.flatten(), x)
 
     def _policy_loss(
         self, z: torch.Tensor, mask: torch.Tensor, rho: torch.Tensor, update_scale: bool
