@@ -100,22 +100,29 @@ class DisagreementHeads(nn.Module):
         return torch.baddbmm(self.bias_out, h, self.weight_out)
 
     @torch.no_grad()
-    def update_input_stats(self, x: torch.Tensor) -> None:
-        """Move the input statistics towards those of a training batch ``x`` ``[N, X]``."""
+    def update_input_stats(self, x: torch.Tensor, weight: torch.Tensor) -> None:
+        """Move the input statistics towards those of the rows of a training batch ``x`` ``[N, X]``
+        with ``weight`` ``[N]`` (padded steps weigh 0 and count for nothing)."""
+        total = weight.float().sum()
+        if total <= 0:
+            return
+        w = (weight.float() / total).unsqueeze(-1)
+        mean = (w * x.float()).sum(0)
+        var = (w * (x.float() - mean).square()).sum(0)
         rate = max(self.STATS_RATE, 1.0 / float(self.input_updates + 1))
-        var, mean = torch.var_mean(x.float(), dim=0, correction=0)
         self.input_mean.lerp_(mean, rate)
         self.input_var.lerp_(var, rate)
         self.input_updates += 1
 
     def fit_loss(self, target: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, *rest: torch.Tensor):
-        """The training loss on inputs ``(x, *rest)`` (detached by the caller) and ``target`` ``[N, D]``;
-        updates the input statistics first when gradients are on (a training step, not validation).
+        """The training loss on inputs ``(x, *rest)`` (detached by the caller) and ``target`` ``[N, D]``,
+        rows weighted by ``weight`` ``[N]``. In a training step (training mode, gradients on; like
+        TD-MPC2's target networks) the input statistics move first; validation leaves them alone.
 
-        Squared error: mean over features, ``weight``-ed mean over rows (``[N]``), summed over heads
-        (each learns as if alone)."""
-        if torch.is_grad_enabled():
-            self.update_input_stats(x)
+        Squared error: mean over features, weighted mean over rows, summed over heads (each learns
+        as if alone)."""
+        if self.training and torch.is_grad_enabled():
+            self.update_input_stats(x, weight)
         error = (self(x, *rest) - target).pow(2).mean(-1)  # [heads, N]
         return ((error * weight).sum(-1) / weight.sum().clamp_min(1e-8)).sum()
 

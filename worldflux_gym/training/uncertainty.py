@@ -71,7 +71,8 @@ def fit_uncertainty_heads(
     returned model is then a new one), a model with heads has them refitted in place. Each update
     takes ``batch_size`` windows of the model's sequence length (one step for Markov families),
     computes the latents without gradients and takes an Adam step on the heads alone. Returns the
-    model with heads, in eval mode.
+    model with heads, in eval mode. The heads' result does not depend on the caller's torch RNG
+    (seeded by ``seed``), and that RNG is left as it was.
     """
     from worldflux_gym.data.store import EpisodeStore
 
@@ -88,7 +89,9 @@ def fit_uncertainty_heads(
         torch.manual_seed(seed)
         model = with_uncertainty_heads(model, heads, hidden)
         optimizer = torch.optim.Adam(model.uncertainty_net.parameters(), lr=learning_rate)
-        model.eval()  # no dropout, and TD-MPC2's target networks are left alone
+        # Training mode: the heads' input statistics follow the data. (The world model's own training-
+        # time updates, TD-MPC2's target networks, run in its `loss` only, which is not called here.)
+        model.train()
         for _ in range(int(updates)):
             batch = data.sample_sequences(batch_size, length, rng).to(model.device)
             loss = model.uncertainty_head_loss(batch)
