@@ -92,12 +92,16 @@ class DisagreementHeads(nn.Module):
         self.register_buffer("input_updates", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, X]`` (and ``rest``, as the first layer takes it) -> ``[heads, N, outputs]``."""
-        x = (x - self.input_mean) * self.input_var.clamp_min(self.MIN_STD**2).rsqrt()
-        h = F.silu(self.first(x, *rest))  # [N, heads * hidden]
-        h = h.reshape(-1, self.heads, self.hidden).transpose(0, 1)  # [heads, N, hidden]
-        h = F.silu(torch.baddbmm(self.bias2, h, self.weight2))
-        return torch.baddbmm(self.bias_out, h, self.weight_out)
+        """``x`` ``[N, X]`` (and ``rest``, as the first layer takes it) -> ``[heads, N, outputs]``.
+
+        Always in float32, also inside a bfloat16 dream (``torch.autocast``): the heads' spread is a
+        few percent of their predictions, about what bfloat16's 8-bit mantissa can resolve."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = (x.float() - self.input_mean) * self.input_var.clamp_min(self.MIN_STD**2).rsqrt()
+            h = F.silu(self.first(x, *(r.float() for r in rest)))  # [N, heads * hidden]
+            h = h.reshape(-1, self.heads, self.hidden).transpose(0, 1)  # [heads, N, hidden]
+            h = F.silu(torch.baddbmm(self.bias2, h, self.weight2))
+            return torch.baddbmm(self.bias_out, h, self.weight_out)
 
     @torch.no_grad()
     def update_input_stats(self, x: torch.Tensor, weight: torch.Tensor) -> None:
