@@ -15,10 +15,10 @@ on its own posterior states, with their inputs and targets detached, so they do 
 the world model learns. Where the data were they agree; a step from a state or under an action the
 data never showed makes them disagree. (A deterministic target, rather than the next observation's
 embedding or stochastic latent, leaves no noise for the heads to disagree about on the data: on
-Pendulum it told out-of-data actions from real ones about twice as sharply.) ``transition`` stores
-that disagreement (the variance across heads, averaged over the ``deter`` features, in the squared
-units of ``deter``) as ``state["uncertainty"]``, or NaN
-("not measured") with ``report_uncertainty=False``, which skips the heads. States made from real
+Pendulum, actions 4x the data's raised the disagreement 2.8x over held-out steps with this target,
+1.6x with the embedding's.) ``transition`` stores that disagreement (the variance across heads,
+averaged over the ``deter`` features, in squared ``deter`` units) as ``state["uncertainty"]``, or
+NaN ("not measured") with ``report_uncertainty=False``, which skips the heads. States made from real
 observations (``encode``, ``update``, ``observe``) carry 0. A model with ``uncertainty_heads=0``
 (checkpoints saved before the heads existed) has none of this and reports no uncertainty;
 ``training.fit_uncertainty_heads`` gives it heads without refitting the world model.
