@@ -9,16 +9,16 @@ the same preset built without heads (``uncertainty_heads=0``, what older checkpo
 
     python benchmarks/bench_uncertainty.py [--threads 1] [--batch 1024] [--presets dreamer:small,tdmpc2:small]
 
-Measured on the project machine (2 cores shared with fits and tests, load average ~6; 1 thread,
-batch 1024, best of 5 x 1.5 s), transitions/s without heads / heads, uncertainty off / on:
+Measured on the project machine (2026-12-03; 2 cores shared with fits, load average 2.4 -> 3.6;
+1 thread, batch 1024, best of 5 x 1.5 s), transitions/s without heads / heads, uncertainty off / on:
 
-    dreamer:small    10.2k / 11.0k / 8.7k   on/off 0.80
-    tdmpc2:small     22.6k / 24.3k / 19.0k  on/off 0.78
-    dreamer:default   3.8k /  3.8k / 3.4k   on/off 0.89
-    tdmpc2:default    7.2k /  7.2k / 5.9k   on/off 0.81
+    dreamer:small    10.4k / 10.2k /  8.5k   on/off 0.83
+    tdmpc2:small     22.8k / 22.7k / 18.8k   on/off 0.83
+    dreamer:default   6.1k /  6.2k /  5.2k   on/off 0.84
+    tdmpc2:default   10.8k / 10.8k /  9.1k   on/off 0.84
 
-The default path (off) costs the same as a model without heads (within the noise, +-8% here);
-asking for the uncertainty costs ~20% (5 heads of 2x64 against the world model's step).
+The default path (off) costs the same as a model without heads (0.99-1.01); asking for the
+uncertainty costs ~20% more time per step (5 heads of 2x64 beside the world model's step).
 """
 
 from __future__ import annotations
