@@ -75,8 +75,9 @@ def test_contract_presets_and_meta_device(pendulum_spaces):
     assert not caps.recurrent and model.batch_type is SequenceBatch
     contract = model.io_contract()
     assert contract["state"]["latent"] == [[model.latent_dim], "torch.float32"]
-    assert set(contract["state"]) == {"latent", "reward", "continue_logits"}
-    assert contract["predictions"] == ["reward", "continue_logits"]
+    assert set(contract["state"]) == {"latent", "reward", "continue_logits", "uncertainty"}
+    assert contract["predictions"] == ["reward", "continue_logits", "uncertainty"]
+    assert caps.reports_uncertainty  # the uncertainty heads (tests/test_uncertainty_heads.py)
 
     obs = torch.as_tensor(np.stack([pendulum_spaces[0].sample() for _ in range(5)]))
     state = model.encode(obs)

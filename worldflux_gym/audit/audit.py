@@ -6,7 +6,7 @@ Models: 2086 in the dream, 193 in reality). The audit runs the agent in the drea
 starts and reports, per scenario:
 
 - the expected return with a 95% **percentile bootstrap** interval over episodes;
-- the model's per-step uncertainty (ensemble disagreement) over time;
+- the model's per-step uncertainty (its ensemble members' or uncertainty heads' disagreement) over time;
 - the **unsure share**: the share of dreamed steps whose uncertainty exceeds the ``quantile``
   (0.99 by default) of the model's uncertainty on *real* transitions (held-out episodes of the
   checkpoint's data when it has them, else fresh random-action steps of the real env, the data the
@@ -518,7 +518,7 @@ def audit_agent(
     if calibration is None:
         calibration = calibrate(model, buffer, source, config.unsure_quantile, seed=config.seed)
     if calibration is None:
-        notes.append(f"the {model.family!r} family reports no uncertainty: no unsure share, no flag")
+        notes.append(f"this {model.family!r} model reports no uncertainty: no unsure share, no flag")
     scale = buffer.obs.reshape(len(buffer.obs), -1).std(axis=0).astype(np.float32)
     scale = np.where(scale > 1e-6, scale, 1.0)
 

@@ -90,8 +90,9 @@ def dream_rollouts(
 
     The dream is the one agents practise in (:class:`DreamBatch`): stochastic transitions and
     sampled terminations unless ``deterministic``; actions outside a Box are clipped. Uncertainty
-    is asked for when the family reports it and ``report_uncertainty`` is on (every ensemble
-    member runs: about ``elites`` times the work of a plain dream step).
+    is asked for when the model reports it and ``report_uncertainty`` is on (every ensemble
+    member runs: about ``elites`` times the work of a plain dream step; dreamer and tdmpc2 run
+    their small uncertainty heads).
     """
     n = len(starts)
     wants_uncertainty = report_uncertainty and model.capabilities.reports_uncertainty

@@ -108,7 +108,7 @@ def figures(result: AuditResult) -> dict[str, str]:
             },
             "Model uncertainty over time (nominal scenario)",
             "dream step",
-            "ensemble disagreement",
+            "disagreement (ensemble members or uncertainty heads)",
             reference=(
                 f"unsure threshold (real q{result.calibration.quantile:.0%})",
                 result.calibration.threshold,

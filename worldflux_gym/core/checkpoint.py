@@ -410,6 +410,9 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
         )
     shapes = _weights_numel(weights_path, weights)
     _check_config_values(config_path, cls, saved, sum(math.prod(s) for s in shapes.values()))
+    # A field a family added after this checkpoint was saved takes the value that rebuilds the saved
+    # model (the config class's `checkpoint_defaults`, e.g. no uncertainty heads), not the preset's.
+    saved = {**getattr(cls.config_class, "checkpoint_defaults", {}), **saved}
     try:
         model_config = cls.config_class(**{**dataclasses.asdict(build_config(family, preset)), **saved})
     except (ConfigError, TypeError, ValueError) as err:

@@ -200,7 +200,8 @@ class DreamBatch:
         max_episode_steps: the horizon; reaching it sets ``truncated``. ``None``: no horizon.
         deterministic: take the model's mean transition and threshold termination at 0.5.
         report_uncertainty: ask the model for its uncertainty (all ensemble members: up to 7x the
-            work). ``None``: on for one env when the family reports it, off for batches.
+            work; dreamer and tdmpc2: their uncertainty heads, see ``benchmarks/bench_uncertainty.py``).
+            ``None``: on for one env when the model reports it, off for batches.
         uncertainty_penalty: MOPO's lambda: reward - lambda * uncertainty.
         halt_threshold / halt_penalty: MOReL: uncertainty above the threshold terminates the
             episode with reward ``-halt_penalty``.
@@ -258,8 +259,10 @@ class DreamBatch:
         wants_uncertainty = report_uncertainty or uncertainty_penalty != 0.0 or halt_threshold is not None
         if wants_uncertainty and not caps.reports_uncertainty:
             raise ConfigError(
-                f"the {self.model.family!r} family reports no uncertainty, so report_uncertainty, "
-                "uncertainty_penalty and halt_threshold are not available; use an ensemble"
+                f"this {self.model.family!r} model reports no uncertainty, so report_uncertainty, "
+                "uncertainty_penalty and halt_threshold are not available; use an ensemble, or a dreamer "
+                "or tdmpc2 model with uncertainty heads (their presets have them; a checkpoint saved "
+                "without them gains them with worldflux_gym.training.fit_uncertainty_heads)"
             )
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps

@@ -6,7 +6,22 @@ State: ``{"deter": [B, D], "stoch": [B, S, K]}`` (``stoch`` is one-hot). Verbs:
 - ``encode(obs)``: the posterior from the initial state, with no action before it;
 - ``update(state, a, o')``: GRU step under ``a``, then the posterior given ``o'``;
 - ``transition(state, a)``: GRU step under ``a``, then a sample (or the mode) of the prior;
-- ``decode(state)``: observation mean (real units), expected reward, continue logits.
+- ``decode(state)``: observation mean (real units), expected reward, continue logits and, with
+  uncertainty heads, the uncertainty of the step that led to the state.
+
+Uncertainty (Plan2Explore): ``uncertainty_heads`` small MLPs each predict the next GRU state
+``deter_{t+1}`` from ``(deter_t, stoch_t, a_t)``. They train in :meth:`loss` beside the world model
+on its own posterior states, with their inputs and targets detached, so they do not change what
+the world model learns. Where the data were they agree; a step from a state or under an action the
+data never showed makes them disagree. (A deterministic target, rather than the next observation's
+embedding or stochastic latent, leaves no noise for the heads to disagree about on the data: on
+Pendulum, actions 4x the data's raised the disagreement 2.8x over held-out steps with this target,
+1.6x with the embedding's.) ``transition`` stores that disagreement (the variance across heads,
+averaged over the ``deter`` features, in squared ``deter`` units) as ``state["uncertainty"]``, or
+NaN ("not measured") with ``report_uncertainty=False``, which skips the heads. States made from real
+observations (``encode``, ``update``, ``observe``) carry 0. A model with ``uncertainty_heads=0``
+(checkpoints saved before the heads existed) has none of this and reports no uncertainty;
+``training.fit_uncertainty_heads`` gives it heads without refitting the world model.
 
 Alignment (``core/batch.py``): with a window ``o_0..o_T`` and ``a_0..a_{T-1}`` the posterior
 state ``s_{t+1}``, which has seen ``a_t`` and ``o_{t+1}``, is trained to predict ``reward[:, t]``
@@ -21,7 +36,9 @@ history than DreamerV3's replay-carried states would.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from gymnasium import spaces
@@ -34,8 +51,8 @@ from worldflux_gym.core.outputs import LossOutput, ModelOutput
 from worldflux_gym.core.registry import Preset, register_family
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
 from worldflux_gym.core.state import State
-from worldflux_gym.models.common import TwoHotSymlog, symexp, symlog
-from worldflux_gym.models.dreamer.networks import MLP, ConvDecoder, ConvEncoder, StateMLP
+from worldflux_gym.models.common import DisagreementHeads, TwoHotSymlog, disagreement, symexp, symlog
+from worldflux_gym.models.dreamer.networks import MLP, ConvDecoder, ConvEncoder, StateLinear, StateMLP
 from worldflux_gym.models.dreamer.rssm import RSSM
 
 
@@ -56,6 +73,12 @@ class DreamerConfig:
     batch_size: int = 16  # windows per update (DreamerV3: 16 windows of 64 steps)
     learning_rate: float = 1e-4  # the trainer's default (DreamerV3 uses 1e-4 for the world model)
     grad_clip: float = 100.0  # max global gradient norm for the trainer
+    uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
+    uncertainty_hidden: int = 64  # width of the heads' two hidden layers
+
+    # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
+    # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
+    checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0}
 
     def __post_init__(self) -> None:
         for name in (
@@ -67,6 +90,7 @@ class DreamerConfig:
             "cnn_depth",
             "sequence_length",
             "batch_size",
+            "uncertainty_hidden",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"dreamer config {name} must be positive, got {getattr(self, name)}")
@@ -74,6 +98,11 @@ class DreamerConfig:
             raise ConfigError(f"dreamer config reward_bins must be at least 2, got {self.reward_bins}")
         if not 0.0 <= self.unimix < 1.0:
             raise ConfigError(f"dreamer config unimix must be in [0, 1), got {self.unimix}")
+        if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
+            raise ConfigError(
+                "dreamer config uncertainty_heads must be 0 (none) or at least 2 (a disagreement needs "
+                f"two), got {self.uncertainty_heads}"
+            )
 
 
 PRESETS = {
@@ -89,6 +118,7 @@ PRESETS = {
             "sequence_length": 16,
             "batch_size": 32,
             "learning_rate": 3e-3,
+            "uncertainty_hidden": 32,
         },
         "test",
         "tiny RSSM (deter 64, 8x8 stoch, 64 hidden) for tests",
@@ -135,7 +165,7 @@ class DreamerModel(WorldModel):
         decodes_observations=True,
         predicts_reward=True,
         predicts_termination=True,
-        reports_uncertainty=False,
+        reports_uncertainty=True,  # with uncertainty heads (the presets); see __init__
         recurrent=True,
     )
     batch_type = SequenceBatch
@@ -161,6 +191,16 @@ class DreamerModel(WorldModel):
         self.reward_head = StateMLP(*state_sizes, c.hidden, c.layers, c.reward_bins, zero_output=True)
         self.continue_head = StateMLP(*state_sizes, c.hidden, c.layers, 1)
         self.twohot = TwoHotSymlog(c.reward_bins)
+        self.uncertainty_net: DisagreementHeads | None = None  # Plan2Explore heads, see the module doc
+        if c.uncertainty_heads:
+            width = c.uncertainty_heads * c.uncertainty_hidden  # every head's first layer in one
+            inputs = c.deter + action_dim(action_space)  # [deter, action], then the one-hot stoch
+            first = StateLinear(inputs, c.stoch, c.classes, width)
+            self.uncertainty_net = DisagreementHeads(
+                first, inputs, c.uncertainty_heads, c.uncertainty_hidden, c.deter
+            )
+        else:  # an instance's own capabilities: the io contract (and a checkpoint's fingerprint) follow
+            self.capabilities = dataclasses.replace(type(self).capabilities, reports_uncertainty=False)
 
     # --- observation and action transforms ----------------------------------------------------
     def _embed(self, obs: torch.Tensor) -> torch.Tensor:
@@ -187,12 +227,31 @@ class DreamerModel(WorldModel):
         """``[B, D + S*K]``: what every head reads."""
         return torch.cat([state["deter"], state["stoch"].flatten(-2)], dim=-1)
 
+    def _state(
+        self, deter: torch.Tensor, stoch: torch.Tensor, uncertainty: torch.Tensor | None = None
+    ) -> State:
+        """A state; with uncertainty heads it carries ``uncertainty`` ``[B]`` (0: a real observation)."""
+        if self.uncertainty_net is None:
+            return State({"deter": deter, "stoch": stoch})
+        if uncertainty is None:
+            uncertainty = deter.new_zeros(deter.shape[0])
+        return State({"deter": deter, "stoch": stoch, "uncertainty": uncertainty})
+
+    def head_predictions(
+        self, deter: torch.Tensor, stoch: torch.Tensor, action_feat: torch.Tensor
+    ) -> torch.Tensor:
+        """The uncertainty heads' predictions ``[heads, N, D]`` of ``deter_{t+1}`` from ``deter_t``
+        ``[N, D]``, ``stoch_t`` ``[N, S, K]`` and action features ``[N, A]``."""
+        if self.uncertainty_net is None:
+            raise RuntimeError("this dreamer model has no uncertainty heads (uncertainty_heads=0)")
+        return self.uncertainty_net(torch.cat([deter, action_feat], dim=-1), stoch)
+
     # --- the verbs ------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> State:
         """The learned starting GRU state with the mode of its prior, before any observation."""
         deter = self.rssm.initial_deter_state(batch_size).contiguous()
         stoch = self.rssm.sample(self.rssm.prior(deter), deterministic=True)
-        return State({"deter": deter, "stoch": stoch})
+        return self._state(deter, stoch)
 
     def encode(
         self, obs: torch.Tensor, *, deterministic: bool = True, generator: torch.Generator | None = None
@@ -203,7 +262,7 @@ class DreamerModel(WorldModel):
         """
         deter = self.rssm.initial_deter_state(obs.shape[0]).contiguous()
         post = self.rssm.posterior(deter, self._embed(obs.to(self.device)))
-        return State({"deter": deter, "stoch": self.rssm.sample(post, deterministic, generator)})
+        return self._state(deter, self.rssm.sample(post, deterministic, generator))
 
     def update(
         self,
@@ -222,7 +281,7 @@ class DreamerModel(WorldModel):
     def _posterior_step(self, state, action_feat, embed, deterministic, generator) -> State:
         deter = self.rssm.recur(state["deter"], state["stoch"], action_feat)
         post = self.rssm.posterior(deter, embed)
-        return State({"deter": deter, "stoch": self.rssm.sample(post, deterministic, generator)})
+        return self._state(deter, self.rssm.sample(post, deterministic, generator))
 
     def observe(
         self,
@@ -242,7 +301,7 @@ class DreamerModel(WorldModel):
         actions = self._action(action)
         deter = self.rssm.initial_deter_state(obs.shape[0]).contiguous()
         post = self.rssm.posterior(deter, embed[:, 0])
-        state = State({"deter": deter, "stoch": self.rssm.sample(post, deterministic, generator)})
+        state = self._state(deter, self.rssm.sample(post, deterministic, generator))
         for t in range(actions.shape[1]):
             state = self._posterior_step(state, actions[:, t], embed[:, t + 1], deterministic, generator)
         return state
@@ -256,10 +315,23 @@ class DreamerModel(WorldModel):
         generator: torch.Generator | None = None,
         report_uncertainty: bool = True,
     ) -> State:
-        """Prior step: GRU under ``action`` ``[B, *action_shape]``, then sample (or mode of) the prior."""
-        deter = self.rssm.recur(state["deter"], state["stoch"], self._action(action))
+        """Prior step: GRU under ``action`` ``[B, *action_shape]``, then sample (or mode of) the prior.
+
+        With uncertainty heads the new state's ``uncertainty`` is their disagreement on this step,
+        or NaN when ``report_uncertainty`` is off (the heads are skipped; the step is the same).
+        """
+        action_feat = self._action(action)
+        deter = self.rssm.recur(state["deter"], state["stoch"], action_feat)
         stoch = self.rssm.sample(self.rssm.prior(deter), deterministic, generator)
-        return State({"deter": deter, "stoch": stoch})
+        if self.uncertainty_net is None:
+            return State({"deter": deter, "stoch": stoch})
+        if report_uncertainty:
+            uncertainty = disagreement(
+                self.head_predictions(state["deter"], state["stoch"], action_feat).float()
+            )
+        else:
+            uncertainty = torch.full_like(deter[:, 0], float("nan"))
+        return self._state(deter, stoch, uncertainty)
 
     def decode(self, state: State) -> ModelOutput:
         """Observation mean ``[B, *obs_shape]``, expected reward ``[B]``, continue logits ``[B]``."""
@@ -268,6 +340,7 @@ class DreamerModel(WorldModel):
             obs=self._obs_mean(self.decoder(deter, stoch)),
             reward=self.twohot.mean(self.reward_head(deter, stoch)),
             continue_logits=self.continue_head(deter, stoch).squeeze(-1),
+            uncertainty=state.tensors.get("uncertainty"),
         )
 
     # --- training -------------------------------------------------------------------------------
@@ -278,31 +351,9 @@ class DreamerModel(WorldModel):
         continue BCE on terminations only) + ``dyn_scale * max(free, KL(sg(q) || p))`` +
         ``rep_scale * max(free, KL(q || sg(p)))``. Padded steps (``mask`` False) are left out.
         """
-        if not isinstance(batch, SequenceBatch):
-            raise TypeError(
-                f"the dreamer family trains on SequenceBatch windows, got {type(batch).__name__}; "
-                "sample them with EpisodeBuffer.sample_sequences(batch, model.sequence_length, rng)"
-            )
-        batch = batch.to(self.device)
+        batch = self._check_batch(batch)
         B, T = batch.reward.shape
-        embed = self._embed(batch.obs)  # [B, T+1, E]
-        actions = self._action(batch.action)  # [B, T, A]
-
-        # Filter the window with posterior samples (straight-through), keeping prior and posterior.
-        # The prior does not feed back into the filter, so it is computed once for all steps after.
-        deter = self.rssm.initial_deter_state(B)
-        post = self.rssm.posterior(deter, embed[:, 0])
-        stoch = self.rssm.sample(post)
-        deters, posts, stochs = [deter], [post], [stoch]
-        for t in range(T):
-            deter = self.rssm.recur(deter, stoch, actions[:, t])
-            post = self.rssm.posterior(deter, embed[:, t + 1])
-            stoch = self.rssm.sample(post)
-            deters.append(deter)
-            posts.append(post)
-            stochs.append(stoch)
-        deter, post = torch.stack(deters, 1), torch.stack(posts, 1)  # [B, T+1, D], [B, T+1, S, K]
-        stoch = torch.stack(stochs, 1)
+        embed, actions, deter, post, stoch = self._filter(batch)
         prior = self.rssm.prior(deter)
 
         # Step 0 (o_0) is always real; step t+1 is real where mask[:, t] is.
@@ -334,14 +385,62 @@ class DreamerModel(WorldModel):
             + self.config.dyn_scale * dyn_loss
             + self.config.rep_scale * rep_loss
         )
-        return LossOutput(
-            total,
-            {
-                "obs": obs_loss.item(),
-                "reward": reward_loss.item(),
-                "continue": continue_loss.item(),
-                "kl": _masked_mean(kl_dyn, valid).item(),
-                "dyn": dyn_loss.item(),
-                "rep": rep_loss.item(),
-            },
+        components = {
+            "obs": obs_loss.item(),
+            "reward": reward_loss.item(),
+            "continue": continue_loss.item(),
+            "kl": _masked_mean(kl_dyn, valid).item(),
+            "dyn": dyn_loss.item(),
+            "rep": rep_loss.item(),
+        }
+        if self.uncertainty_net is not None:
+            heads_loss = self._heads_loss(deter, stoch, actions, step)
+            total = total + heads_loss
+            components["uncertainty_heads"] = heads_loss.item()
+        return LossOutput(total, components)
+
+    def uncertainty_head_loss(self, batch: SequenceBatch) -> torch.Tensor:
+        """The uncertainty heads' loss alone, on a frozen world model (``fit_uncertainty_heads``):
+        the window is filtered without gradients, only the heads' weights get any."""
+        batch = self._check_batch(batch)
+        with torch.no_grad():
+            _, actions, deter, _, stoch = self._filter(batch)
+        return self._heads_loss(deter, stoch, actions, batch.mask.float())
+
+    def _heads_loss(self, deter, stoch, actions, step) -> torch.Tensor:
+        """The heads predict ``deter_{t+1}`` from the posterior state ``(deter_t, stoch_t)`` and
+        ``a_t``; inputs and targets detached: the heads learn from the world model, never teach it."""
+        deter, stoch, actions = deter.detach(), stoch.detach(), actions.detach()
+        x = torch.cat([deter[:, :-1], actions], dim=-1).flatten(0, 1)
+        return self.uncertainty_net.fit_loss(
+            deter[:, 1:].flatten(0, 1), step.flatten(), x, stoch[:, :-1].flatten(0, 1)
         )
+
+    def _check_batch(self, batch: SequenceBatch) -> SequenceBatch:
+        if not isinstance(batch, SequenceBatch):
+            raise TypeError(
+                f"the dreamer family trains on SequenceBatch windows, got {type(batch).__name__}; "
+                "sample them with EpisodeBuffer.sample_sequences(batch, model.sequence_length, rng)"
+            )
+        return batch.to(self.device)
+
+    def _filter(self, batch: SequenceBatch):
+        """Embeddings ``[B, T+1, E]``, action features ``[B, T, A]``, and the window filtered with
+        posterior samples (straight-through): ``deter`` ``[B, T+1, D]``, posterior ``[B, T+1, S, K]``
+        and its samples ``stoch`` ``[B, T+1, S, K]``."""
+        B, T = batch.reward.shape
+        embed = self._embed(batch.obs)  # [B, T+1, E]
+        actions = self._action(batch.action)  # [B, T, A]
+        # The prior does not feed back into the filter, so the caller computes it once for all steps.
+        deter = self.rssm.initial_deter_state(B)
+        post = self.rssm.posterior(deter, embed[:, 0])
+        stoch = self.rssm.sample(post)
+        deters, posts, stochs = [deter], [post], [stoch]
+        for t in range(T):
+            deter = self.rssm.recur(deter, stoch, actions[:, t])
+            post = self.rssm.posterior(deter, embed[:, t + 1])
+            stoch = self.rssm.sample(post)
+            deters.append(deter)
+            posts.append(post)
+            stochs.append(stoch)
+        return embed, actions, torch.stack(deters, 1), torch.stack(posts, 1), torch.stack(stochs, 1)

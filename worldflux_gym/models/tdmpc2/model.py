@@ -8,7 +8,9 @@ Components (every MLP is ``Linear -> LayerNorm -> Mish``, see ``networks.py``):
 - termination ``C(z_t, a_t)``: logit that the episode goes on after ``a_t`` (real terminations only);
 - ``num_q`` Q functions ``Q_i(z_t, a_t)`` (two-hot logits, dropout) with Polyak-averaged targets;
 - a policy prior ``pi(z)``: squashed Gaussian trained with a max-entropy objective, used by the
-  MPPI planner (``planner.py``) and for the TD targets.
+  MPPI planner (``planner.py``) and for the TD targets;
+- ``uncertainty_heads`` one-step predictors ``z_{t+1} ~ f_k(z_t, a_t)`` (Plan2Explore) whose
+  disagreement is the model's uncertainty, see below.
 
 It decodes no observations: the dream env's observation space is the latent ``Box(0, 1, (latent_dim,))``
 and an observation wrapper encodes the real env's observations with :meth:`TDMPC2Model.encode`.
@@ -26,11 +28,24 @@ loss only reaches the policy's weights (latents and Q weights are detached), so 
 parameters is correct. Target Q networks are Polyak-averaged at the start of every ``loss`` call made
 with gradients enabled in training mode (i.e. once per optimizer step, one step behind, which is
 equivalent to updating right after the step); validation calls (``no_grad``) leave them alone.
+
+Uncertainty: the heads regress the encoder's latent of the real next observation ``h(o_{t+1})`` from
+``(h(o_t), a_t)``, in :meth:`loss` with inputs and targets detached (they learn from the model and
+change nothing in it). Trained on the same data from different initialisations, they agree where the
+data were and disagree elsewhere: a latent the encoder never produced (an imagined rollout that
+drifted) or an action never taken there. ``transition`` stores their disagreement (the variance across
+heads, averaged over the latent's features) as ``state["uncertainty"]``, or NaN ("not measured") with
+``report_uncertainty=False``, which skips the heads; encoded states carry 0. (The Q ensemble's
+disagreement measures value uncertainty, not model error, and is not used.) A model with
+``uncertainty_heads=0`` (checkpoints saved before the heads existed) reports no uncertainty;
+``training.fit_uncertainty_heads`` gives it heads without refitting the world model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,7 +67,7 @@ from worldflux_gym.core import (
     register_family,
 )
 from worldflux_gym.core.spaces import action_dim, is_image_space, observation_dim
-from worldflux_gym.models.common import TwoHotSymlog
+from worldflux_gym.models.common import DisagreementHeads, TwoHotSymlog, disagreement
 from worldflux_gym.models.tdmpc2.networks import QEnsemble, SimNorm, mlp, squashed_gaussian
 
 # Logit of "the episode goes on" for a state that has just been encoded (no step taken yet).
@@ -99,6 +114,24 @@ class TDMPC2Config:
     plan_temperature: float = 0.5
     plan_min_std: float = 0.05
     plan_max_std: float = 2.0
+    # uncertainty: Plan2Explore heads whose disagreement is the model's uncertainty; 0: none
+    uncertainty_heads: int = 5
+    uncertainty_hidden: int = 64  # width of the heads' two hidden layers
+
+    # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
+    # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
+    checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0}
+
+    def __post_init__(self) -> None:
+        if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
+            raise ConfigError(
+                "tdmpc2 config uncertainty_heads must be 0 (none) or at least 2 (a disagreement needs "
+                f"two), got {self.uncertainty_heads}"
+            )
+        if self.uncertainty_hidden < 1:
+            raise ConfigError(
+                f"tdmpc2 config uncertainty_hidden must be positive, got {self.uncertainty_hidden}"
+            )
 
 
 _SHAPES = "Walker2d-v5 spaces (17-D observation, 6-D action)"
@@ -119,6 +152,7 @@ _SHAPES = "Walker2d-v5 spaces (17-D observation, 6-D action)"
                 "plan_elites": 8,
                 "plan_policy_samples": 8,
                 "plan_iterations": 3,
+                "uncertainty_hidden": 32,
             },
             "test",
             "tiny TD-MPC2 for tests: latent 32, MLPs 64, 5 Qs",
@@ -143,8 +177,7 @@ class TDMPC2Model(WorldModel):
         decodes_observations=False,
         predicts_reward=True,
         predicts_termination=True,
-        # Q-ensemble disagreement measures value uncertainty, not model error: not reported.
-        reports_uncertainty=False,
+        reports_uncertainty=True,  # with uncertainty heads (the presets); see __init__
         recurrent=False,
     )
     batch_type = SequenceBatch
@@ -200,6 +233,15 @@ class TDMPC2Model(WorldModel):
             self.register_buffer(self._target_names[name], param.detach().clone())
         # Running scale of Q values (5th-95th percentile range) that normalises the policy objective.
         self.register_buffer("q_scale", torch.ones(()))
+        self.uncertainty_net: DisagreementHeads | None = None  # Plan2Explore heads, see the module doc
+        if config.uncertainty_heads:
+            # every head's first layer in one
+            first = torch.nn.Linear(za, config.uncertainty_heads * config.uncertainty_hidden)
+            self.uncertainty_net = DisagreementHeads(
+                first, za, config.uncertainty_heads, config.uncertainty_hidden, latent
+            )
+        else:  # an instance's own capabilities: the io contract (and a checkpoint's fingerprint) follow
+            self.capabilities = dataclasses.replace(type(self).capabilities, reports_uncertainty=False)
 
     # --- actions --------------------------------------------------------------------------------
     def action_to_features(self, action: torch.Tensor) -> torch.Tensor:
@@ -294,11 +336,21 @@ class TDMPC2Model(WorldModel):
         x = torch.cat([z, a], dim=-1)
         return self.dynamics(x), self.two_hot.mean(self.reward_head(x)), self.continue_head(x).squeeze(-1)
 
+    def head_predictions(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The uncertainty heads' predictions ``[heads, N, L]`` of ``z_{t+1}`` from latents ``[N, L]``
+        and action features ``[N, A]``."""
+        if self.uncertainty_net is None:
+            raise RuntimeError("this tdmpc2 model has no uncertainty heads (uncertainty_heads=0)")
+        return self.uncertainty_net(torch.cat([z, a], dim=-1))
+
     # --- the contract verbs ---------------------------------------------------------------------
     def encode(self, obs: torch.Tensor) -> State:
         z = self.encode_latent(obs)
         zeros = z.new_zeros(z.shape[0])
-        return State({"latent": z, "reward": zeros, "continue_logits": zeros + _CONTINUE_LOGIT_AT_START})
+        tensors = {"latent": z, "reward": zeros, "continue_logits": zeros + _CONTINUE_LOGIT_AT_START}
+        if self.uncertainty_net is not None:
+            tensors["uncertainty"] = zeros  # a real observation
+        return State(tensors)
 
     def transition(
         self,
@@ -309,15 +361,27 @@ class TDMPC2Model(WorldModel):
         generator: torch.Generator | None = None,
         report_uncertainty: bool = True,
     ) -> State:
-        """Deterministic latent step; reward and continue logits are ``R, C(z_t, a_t)`` of ``action``."""
-        z, reward, cont = self.step_latent(state["latent"], self.action_to_features(action))
-        return State({"latent": z, "reward": reward, "continue_logits": cont})
+        """Deterministic latent step; reward and continue logits are ``R, C(z_t, a_t)`` of ``action``.
+
+        With uncertainty heads the new state's ``uncertainty`` is their disagreement on this step,
+        or NaN when ``report_uncertainty`` is off (the heads are skipped; the step is the same).
+        """
+        a = self.action_to_features(action)
+        z, reward, cont = self.step_latent(state["latent"], a)
+        tensors = {"latent": z, "reward": reward, "continue_logits": cont}
+        if self.uncertainty_net is not None:
+            if report_uncertainty:
+                tensors["uncertainty"] = disagreement(self.head_predictions(state["latent"], a).float())
+            else:
+                tensors["uncertainty"] = torch.full_like(reward, float("nan"))
+        return State(tensors)
 
     def decode(self, state: State) -> ModelOutput:
         return ModelOutput(
             obs=None,
             reward=state["reward"],
             continue_logits=state["continue_logits"],
+            uncertainty=state.tensors.get("uncertainty"),
             extras={"latent": state["latent"]},
         )
 
@@ -391,18 +455,36 @@ class TDMPC2Model(WorldModel):
         )
         policy_loss, policy_entropy = self._policy_loss(z_all.detach(), batch.mask, rho, updating)
         total = model_loss + policy_loss
-        return LossOutput(
-            total,
-            {
-                "consistency": consistency.item(),
-                "reward": reward_loss.item(),
-                "value": value_loss.item(),
-                "continue": continue_loss.item(),
-                "policy": policy_loss.item(),
-                "policy_entropy": policy_entropy,
-                "q_scale": self.q_scale.item(),
-            },
-        )
+        components = {
+            "consistency": consistency.item(),
+            "reward": reward_loss.item(),
+            "value": value_loss.item(),
+            "continue": continue_loss.item(),
+            "policy": policy_loss.item(),
+            "policy_entropy": policy_entropy,
+            "q_scale": self.q_scale.item(),
+        }
+        if self.uncertainty_net is not None:
+            heads_loss = self._heads_loss(z_encoded, action, z_target, mask)
+            total = total + heads_loss
+            components["uncertainty_heads"] = heads_loss.item()
+        return LossOutput(total, components)
+
+    def uncertainty_head_loss(self, batch: SequenceBatch | TransitionBatch) -> torch.Tensor:
+        """The uncertainty heads' loss alone, on a frozen world model (``fit_uncertainty_heads``):
+        the latents are encoded without gradients, only the heads' weights get any."""
+        if isinstance(batch, TransitionBatch):
+            batch = _as_sequence(batch)
+        with torch.no_grad():
+            z = self.encode_latent(batch.obs)  # [B, T+1, L]
+            action = self.action_to_features(batch.action)
+        return self._heads_loss(z[:, :-1], action, z[:, 1:], batch.mask.float())
+
+    def _heads_loss(self, z: torch.Tensor, action: torch.Tensor, z_next: torch.Tensor, mask: torch.Tensor):
+        """The heads predict ``h(o_{t+1})`` from ``(h(o_t), a_t)`` (``[B, T, ...]`` each), every real
+        step alike; inputs and targets detached: the heads learn from the model, never teach it."""
+        x = torch.cat([z, action], dim=-1).detach().flatten(0, 1)
+        return self.uncertainty_net.fit_loss(z_next.detach().flatten(0, 1), mask.flatten(), x)
 
     def _policy_loss(
         self, z: torch.Tensor, mask: torch.Tensor, rho: torch.Tensor, update_scale: bool
