@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from worldflux_gym import __version__
 from worldflux_gym.core.errors import ConfigError, WorldFluxError
 from worldflux_gym.core.paths import check_output_dir, check_output_file
 from worldflux_gym.core.validate import (
@@ -26,6 +25,7 @@ from worldflux_gym.core.validate import (
     check_positive_int,
     check_seed,
 )
+from worldflux_gym.version import __version__
 
 
 # --- argument types: the Python API's checks, as argparse types --------------------------------
