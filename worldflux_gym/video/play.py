@@ -33,11 +33,11 @@ import numpy as np
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.spaces import is_image_space
 from worldflux_gym.dream.core import Autoreset, DreamBatch
+from worldflux_gym.dream.frames import draw_text
+from worldflux_gym.dream.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
 from worldflux_gym.dream.starts import RealResetStarts, Start, StartSource, as_model_tensor
-from worldflux_gym.video.frames import draw_text
+from worldflux_gym.dream.window import FrameWindow
 from worldflux_gym.video.record import _RealSide, resolve_dream
-from worldflux_gym.video.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
-from worldflux_gym.video.window import FrameWindow
 
 DREAM, REAL = "dream", "real"
 

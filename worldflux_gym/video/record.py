@@ -45,8 +45,7 @@ from worldflux_gym.core.validate import (
     check_seed,
 )
 from worldflux_gym.dream.core import Autoreset, DreamBatch
-from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
-from worldflux_gym.video.frames import (
+from worldflux_gym.dream.frames import (
     draw_text,
     error_image,
     even_size,
@@ -56,7 +55,8 @@ from worldflux_gym.video.frames import (
     resample,
     vstack,
 )
-from worldflux_gym.video.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
+from worldflux_gym.dream.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
+from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 GIF_MAX_FPS = 50  # GIF delays are whole centiseconds and players clamp short ones: 50 fps at most
@@ -196,7 +196,7 @@ class _RealSide:
         drawn: bool = True,
         model: WorldModel | None = None,
     ):
-        from worldflux_gym.video.simulator import make_render_env, render_frame
+        from worldflux_gym.dream.simulator import make_render_env, render_frame
 
         self.image_shape = image_shape
         if image_shape is not None:
@@ -249,7 +249,7 @@ class _RealSide:
         return self._render(self.env)
 
     def close(self) -> None:
-        from worldflux_gym.video.simulator import close_render_env
+        from worldflux_gym.dream.simulator import close_render_env
 
         close_render_env(self.env)
 
