@@ -325,7 +325,8 @@ def walker(
     from worldflux_gym.audit.audit import estimate_errors
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.data import collect_to_store
-    from worldflux_gym.training import fine_tune_closed_loop, fit_world_model
+    from worldflux_gym.pipelines import fine_tune_closed_loop
+    from worldflux_gym.training import fit_world_model
 
     folder = work / "walker"
     policies = train_walker_ppo(folder / "ppo", ppo_seed)

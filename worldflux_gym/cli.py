@@ -184,8 +184,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
-    from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop
-    from worldflux_gym.training.closed_loop import closed_loop_record
+    from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
+    from worldflux_gym.pipelines.closed_loop import closed_loop_record
 
     _device(args)
     check_output_dir(args.out, "--out")
@@ -242,7 +242,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _dyna(args: argparse.Namespace) -> int:
-    from worldflux_gym.training.dyna import DynaConfig, run_dyna
+    from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
 
     _device(args)
     check_output_dir(args.out, "--out")

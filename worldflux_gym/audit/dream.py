@@ -185,7 +185,7 @@ def calibration_buffer(
     """
     from worldflux_gym.data import EpisodeStore, collect_episodes
     from worldflux_gym.data.store import is_store
-    from worldflux_gym.training.closed_loop import recorded_store
+    from worldflux_gym.pipelines.closed_loop import recorded_store
     from worldflux_gym.training.fit import RUN_DATA_DIR
 
     candidates = []

@@ -22,7 +22,7 @@ likelihood alone lets small biases compound over a long dream (a dreamed walker'
 of the healthy range in ~170 steps); the open-loop term trains against exactly that drift, as
 multi-step losses do in PlaNet's overshooting and TD-MPC2's latent consistency. Elites are then
 the members with the lowest open-loop error. ``closed_loop_error`` is the same rollout with a
-policy choosing the actions from the imagined observations; ``training/closed_loop.py`` fine-tunes
+policy choosing the actions from the imagined observations; ``pipelines/closed_loop.py`` fine-tunes
 a fitted model with it under the policies that logged the data.
 
 Data-dependent state, all kept as buffers so that it is saved with the weights:
