@@ -185,14 +185,14 @@ def calibration_buffer(
     """
     from worldflux_gym.data import EpisodeStore, collect_episodes
     from worldflux_gym.data.store import is_store
-    from worldflux_gym.pipelines.closed_loop import recorded_store
-    from worldflux_gym.training.fit import RUN_DATA_DIR
+    from worldflux_gym.training.run_dir import RunDirectory
 
     candidates = []
     if checkpoint is not None:
-        store_dir = recorded_store(checkpoint)  # a fit's, or a closed-loop fine-tune's
+        run = RunDirectory(checkpoint)
+        store_dir = run.recorded_store()  # a fit's, or a closed-loop fine-tune's
         candidates += [store_dir] if store_dir else []
-        candidates.append(Path(checkpoint) / RUN_DATA_DIR)
+        candidates.append(run.data_dir)
     for directory in candidates:
         if not is_store(directory):
             continue

@@ -20,9 +20,11 @@ The loops built on top of it, the Dyna loop and the closed-loop fine-tune, are i
 """
 
 from worldflux_gym.training.fit import fit_world_model
-from worldflux_gym.training.trainer import Trainer, TrainerConfig, inspect_run_dir, trainer_state
+from worldflux_gym.training.run_dir import RunDirectory, inspect_run_dir, trainer_state
+from worldflux_gym.training.trainer import Trainer, TrainerConfig
 
 __all__ = [
+    "RunDirectory",
     "Trainer",
     "TrainerConfig",
     "fit_world_model",
