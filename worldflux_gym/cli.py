@@ -207,7 +207,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
 
 def _train_agent(args: argparse.Namespace) -> int:
     from worldflux_gym.agents import train_agent
-    from worldflux_gym.agents.evaluate import read_sidecar
+    from worldflux_gym.data.policy import read_sidecar
 
     check_output_file(args.out, "--out", overwrite=args.overwrite, what="agent")
     train_agent(

@@ -20,10 +20,10 @@ from worldflux_gym.audit.audit import (
     ranking_of,
 )
 from worldflux_gym.audit.dream import Calibration, DreamRollouts, FixedStarts, calibrate, dream_rollouts
-from worldflux_gym.audit.policy import as_policy
 from worldflux_gym.audit.real import draw_real_starts, real_rollouts, set_real_state
 from worldflux_gym.audit.report import summary_text, write_ranking_report, write_report
 from worldflux_gym.audit.stats import Interval, bootstrap_ci, rankdata, spearman, split_half_spearman
+from worldflux_gym.data.policy import as_policy
 
 __all__ = [
     "AuditConfig",

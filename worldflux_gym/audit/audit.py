@@ -55,7 +55,6 @@ from worldflux_gym.audit.dream import (
     calibration_buffer,
     dream_rollouts,
 )
-from worldflux_gym.audit.policy import Agent, BatchPolicy, agent_name, as_policy
 from worldflux_gym.audit.real import can_set_state, draw_real_starts, project_starts, real_rollouts
 from worldflux_gym.audit.stats import Interval, bootstrap_ci, spearman, split_half_spearman
 from worldflux_gym.core.errors import ConfigError
@@ -67,6 +66,7 @@ from worldflux_gym.core.validate import (
     check_positive_int,
     check_seed,
 )
+from worldflux_gym.data.policy import Agent, Policy, agent_name, as_policy
 from worldflux_gym.dream.core import checkpoint_dir_of, latent_observation_space, latent_of, load_model
 
 
@@ -398,7 +398,7 @@ def perturb_starts(
 
 def adversarial_search(
     model: WorldModel,
-    policy: BatchPolicy,
+    policy: Policy,
     bases: np.ndarray,
     scale: np.ndarray,
     space: spaces.Box,
@@ -589,9 +589,9 @@ def audit_agent(
 
 def _check_real_env(env_id: str, model: WorldModel) -> None:
     """The real env named for the replay exists and has the spaces the model was fitted for."""
-    from worldflux_gym.agents.evaluate import spaces_fit
     from worldflux_gym.core.envs import make_env
     from worldflux_gym.core.errors import SpaceError
+    from worldflux_gym.core.spaces import spaces_fit
 
     env = make_env(env_id, "real")
     try:
@@ -620,7 +620,7 @@ def _what_if(
     scale: np.ndarray,
     setup: DreamSetup,
     env_for_starts: str | None,
-    policy: BatchPolicy,
+    policy: Policy,
     config: AuditConfig,
 ) -> np.ndarray:
     """Start noise, action noise and the adversarial search; returns the worst start per base."""
@@ -669,7 +669,7 @@ def _what_if(
 def _replay(
     real_id: str,
     setup: DreamSetup,
-    policy: BatchPolicy,
+    policy: Policy,
     nominal: ScenarioResult,
     starts: np.ndarray,
     seeds: list[int],

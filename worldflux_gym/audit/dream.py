@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldflux_gym.audit.policy import BatchPolicy
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.data.policy import Policy
 from worldflux_gym.dream.core import Autoreset, DreamBatch
 from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
 
@@ -76,7 +76,7 @@ def perturb_actions(
 
 def dream_rollouts(
     model: WorldModel,
-    policy: BatchPolicy,
+    policy: Policy,
     starts: np.ndarray,
     horizon: int,
     *,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from worldflux_gym.audit.policy import BatchPolicy
+from worldflux_gym.data.policy import Policy
 
 
 def set_real_state(env: gym.Env, obs: np.ndarray) -> np.ndarray | None:
@@ -110,7 +110,7 @@ class RealRollouts:
 
 def real_rollouts(
     env_id: str,
-    policy: BatchPolicy,
+    policy: Policy,
     starts: np.ndarray | None,
     seeds: list[int],
     horizon: int | None = None,

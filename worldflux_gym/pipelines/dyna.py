@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, t
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.data.collect import collect_to_store
+from worldflux_gym.data.policy import Policy, as_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.training.fit import fit_world_model
@@ -59,15 +59,17 @@ def _read_progress(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"rounds": []}
 
 
-def _agent_policy(agent, model, decodes: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """The agent acting on real observations (encoded first when it was trained on latents)."""
+def _agent_policy(agent, model, decodes: bool) -> Policy:
+    """The agent acting on real observations (encoded first when it was trained on latents), with
+    sampled actions: the data of the next round should explore."""
+    act = as_policy(agent, deterministic=False)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         if not decodes:
             with torch.inference_mode():
                 state = model.encode(torch.as_tensor(obs, dtype=torch.float32, device=model.device))
                 obs = model.decode(state).extras["latent"].cpu().numpy()
-        return agent.predict(obs, deterministic=False)[0]
+        return act(obs)
 
     return policy
 

@@ -13,7 +13,8 @@ from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, SpaceError, TrainingError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.registry import build_config, create_world_model, parse_name
-from worldflux_gym.data.collect import Policy, collect_to_store
+from worldflux_gym.data.collect import collect_to_store
+from worldflux_gym.data.policy import Policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.training.run_dir import RunDirectory
 from worldflux_gym.training.trainer import Trainer, TrainerConfig, seed_torch

@@ -36,7 +36,7 @@ from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.paths import check_output_file
-from worldflux_gym.core.spaces import is_image_space
+from worldflux_gym.core.spaces import describe_space, is_image_space, spaces_fit
 from worldflux_gym.core.validate import (
     check_int,
     check_optional_positive_int,
@@ -44,6 +44,7 @@ from worldflux_gym.core.validate import (
     check_positive_int,
     check_seed,
 )
+from worldflux_gym.data.policy import as_policy
 from worldflux_gym.dream.core import Autoreset, DreamBatch
 from worldflux_gym.dream.frames import (
     draw_text,
@@ -220,8 +221,6 @@ class _RealSide:
     def _check_spaces(self, env_id: str, model: WorldModel) -> None:
         """The real env has the spaces the model was fitted for (``--real-env`` of another env fails
         here, not as a tensor-size error at the first step)."""
-        from worldflux_gym.agents.evaluate import describe_space, spaces_fit
-
         env = self.env
         if spaces_fit(env.observation_space, model.observation_space) and spaces_fit(
             env.action_space, model.action_space
@@ -255,29 +254,21 @@ class _RealSide:
 
 
 def _make_policy(agent: str | Path | Any | None, batch: DreamBatch, seed: int) -> Callable[[np.ndarray], Any]:
-    """Observation -> action: an SB3 agent (a ``.zip`` path or a loaded model), else random actions.
+    """Observation -> action: an SB3 agent (a ``.zip`` path or a loaded model, through
+    :func:`~worldflux_gym.data.policy.as_policy`), else random actions.
 
     An agent whose spaces do not fit the dream's (an agent of another env) is refused here."""
     if agent is None:
         action_space = copy.deepcopy(batch.action_space)  # seeding our copy leaves the env's stream alone
         action_space.seed(seed)
         return lambda obs: action_space.sample()
-    label = str(agent) if isinstance(agent, (str, Path)) else type(agent).__name__
-    if isinstance(agent, (str, Path)):
-        from worldflux_gym.agents import load_agent
-
-        agent = load_agent(agent, device="cpu")
-    from worldflux_gym.agents.evaluate import check_agent_spaces
-
-    check_agent_spaces(
+    return as_policy(
         agent,
-        batch.observation_space,
-        batch.action_space,
-        agent_label=label,
-        env_label=f"the dream of {batch.real_env_id or 'this model'}",
+        observation_space=batch.observation_space,
+        action_space=batch.action_space,
+        where=f"the dream of {batch.real_env_id or 'this model'}",
         hint="record it in a dream of the env it was trained for",
     )
-    return lambda obs: agent.predict(obs, deterministic=True)[0]
 
 
 @dataclass
