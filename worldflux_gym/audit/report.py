@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from worldflux_gym.audit import svg
-from worldflux_gym.audit.audit import AuditResult, Ranking, ScenarioResult
+from worldflux_gym.audit.ranking import Ranking
+from worldflux_gym.audit.results import AuditResult, ScenarioResult
 from worldflux_gym.core.checkpoint import atomic_write_files
 from worldflux_gym.core.paths import check_not_replacing, check_output_dir
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from worldflux_gym.core.checkpoint import is_checkpoint
 from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
@@ -57,6 +56,7 @@ from worldflux_gym.dream.frames import (
     vstack,
 )
 from worldflux_gym.dream.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
+from worldflux_gym.dream.resolve import ResolvedDream, resolve_dream
 from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -119,57 +119,22 @@ class VideoWriter:
 
 
 # --- what is recorded ------------------------------------------------------------------------
-@dataclass
-class DreamSource:
-    """A model to dream with and the real env it stands for."""
-
-    model: WorldModel
-    real_env: str
-    horizon: int | None
-    options: dict[str, Any] = field(default_factory=dict)  # DreamBatch options of a given env
-
-
-def resolve_dream(
+def resolve_source(
     dream: str | Path | gym.Env,
     checkpoint: str | Path | None = None,
     real_env: str | None = None,
-) -> DreamSource:
-    """A registered ``WorldFlux/*`` id, a dream env, or a checkpoint directory (with ``real_env``)."""
-    from worldflux_gym.dream.core import load_model
-
-    if isinstance(dream, gym.Env):
-        inner = dream.unwrapped
-        if not hasattr(inner, "dream"):
-            raise ConfigError(f"{dream} is not a worldflux-gym dream env")
-        batch: DreamBatch = inner.dream
-        env_id = real_env or batch.real_env_id
-        if env_id is None:
-            raise ConfigError("this dream env does not know its real env: pass real_env='Walker2d-v5'")
-        horizon = batch.max_episode_steps or (dream.spec.max_episode_steps if dream.spec else None)
-        options = {
-            "deterministic": batch.deterministic,
-            "report_uncertainty": batch.report_uncertainty,
-            "uncertainty_penalty": batch.uncertainty_penalty,
-            "halt_threshold": batch.halt_threshold,
-            "halt_penalty": batch.halt_penalty,
-        }
-        return DreamSource(batch.model, env_id, horizon, options)
-    text = str(dream)
-    if text.startswith("WorldFlux/"):
-        from worldflux_gym.dream.registration import find_spec, resolve_checkpoint
-
-        spec = find_spec(text)
-        model = load_model(resolve_checkpoint(spec, checkpoint))
-        return DreamSource(model, real_env or spec.real_env, spec.max_episode_steps)
-    if is_checkpoint(text):
-        if real_env is None:
-            raise ConfigError(
-                f"recording the checkpoint {text} needs the real env it was fitted on: real_env=ID"
-            )
-        return DreamSource(load_model(text), real_env, None)
-    raise ConfigError(
-        f"{text!r} is neither a WorldFlux/* dream id (see `worldflux-gym list`) nor a checkpoint directory"
-    )
+) -> tuple[ResolvedDream, str]:
+    """The dream to record or play (:func:`~worldflux_gym.dream.resolve.resolve_dream`: a registered
+        ``WorldFlux/*`` id, a dream env, or a checkpoint directory with ``real_env``), which must know
+        its real env (returned beside it): recordings start from the real env's resets and draw with
+    its simulator."""
+    source = resolve_dream(dream, checkpoint, real_env=real_env)
+    if source.real_env is None:
+        raise ConfigError(
+            f"recording or playing {source.label} needs the real env it was fitted on: pass "
+            "real_env='Walker2d-v5' (--real-env ID)"
+        )
+    return source, source.real_env
 
 
 class _OneStart(StartSource):
@@ -339,7 +304,7 @@ def record_dream(
     check_output_file(out, "out", overwrite=overwrite, what="video")
     if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"the video file must end in {' or '.join(VIDEO_SUFFIXES)}, got {out}")
-    source = resolve_dream(dream, checkpoint, real_env)
+    source, real_id = resolve_source(dream, checkpoint, real_env)
     model = source.model
     decodes = model.capabilities.decodes_observations
     pixels = decodes and is_image_space(model.observation_space)
@@ -354,20 +319,20 @@ def record_dream(
     }
 
     image_shape = model.observation_space.shape if pixels else None
-    real = _RealSide(source.real_env, image_shape, view, drawn=compare, model=model)
+    real = _RealSide(real_id, image_shape, view, drawn=compare, model=model)
     starts = _OneStart()
     options = {"report_uncertainty": None, **source.options}
     batch = DreamBatch(
         model,
         1,
         starts=starts,
-        real_env=source.real_env,
+        real_env=real_id,
         max_episode_steps=source.horizon,
         autoreset=Autoreset.DISABLED,
         clip_actions=True,
         **options,
     )
-    renderer = DreamRenderer(batch, "rgb_array", real_env=source.real_env, **view) if decodes else None
+    renderer = DreamRenderer(batch, "rgb_array", real_env=real_id, **view) if decodes else None
     view_size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
     policy = _make_policy(agent, batch, seed)
     writer = VideoWriter(out, fps or (renderer.fps if renderer else real.fps))
