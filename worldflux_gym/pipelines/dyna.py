@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.training.fit import fit_world_model
 
 PROGRESS_FILE = "progress.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,12 +185,13 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
             }
         )
         atomic_write_files(out, {PROGRESS_FILE: to_json_bytes(record)})
-        if progress:
-            last = record["rounds"][-1]
-            print(
-                f"dyna round {round_index}: {last['real_steps']} real steps, "
-                f"real return {last['real_return']}"
-            )
+        last = record["rounds"][-1]
+        logger.info(
+            "dyna round %d: %d real steps, real return %s",
+            round_index,
+            last["real_steps"],
+            last["real_return"],
+        )
         if store.num_steps() >= config.real_steps:
             break
     return record

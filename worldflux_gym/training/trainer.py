@@ -47,6 +47,11 @@ from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
 from worldflux_gym.training.run_dir import STATE_JSON, STATE_TENSORS, RunDirectory
 
+# What TrainerConfig falls back to where neither it nor the model's config sets a value.
+FALLBACK_BATCH_SIZE = 256  # transitions
+FALLBACK_WINDOWS = 16  # windows of model.sequence_length steps, for families that train on sequences
+FALLBACK_LEARNING_RATE = 1e-3
+FALLBACK_GRAD_CLIP = 100.0
 _VALIDATION_STREAM = 1_000_003  # seeds the fixed validation batches, apart from the training batches
 
 
@@ -58,10 +63,10 @@ class TrainerConfig:
     """
 
     steps: int = 1000
-    batch_size: int | None = None  # model.config.batch_size, else 256 transitions / 16 windows
-    learning_rate: float | None = None  # model.config.learning_rate, else 1e-3
+    batch_size: int | None = None  # model.config.batch_size, else FALLBACK_BATCH_SIZE / _WINDOWS
+    learning_rate: float | None = None  # model.config.learning_rate, else FALLBACK_LEARNING_RATE
     weight_decay: float = 1e-4
-    grad_clip: float | None = None  # max global grad norm: model.config.grad_clip, else 100
+    grad_clip: float | None = None  # max global grad norm: model.config.grad_clip, else FALLBACK_GRAD_CLIP
     validate_every: int = 500
     validation_batches: int = 4
     checkpoint_every: int = 1000
@@ -82,9 +87,9 @@ class TrainerConfig:
         sequences = model.batch_type is SequenceBatch
         out = dataclasses.replace(
             self,
-            batch_size=int(from_model("batch_size", 16 if sequences else 256)),
-            learning_rate=float(from_model("learning_rate", 1e-3)),
-            grad_clip=float(from_model("grad_clip", 100.0)),
+            batch_size=int(from_model("batch_size", FALLBACK_WINDOWS if sequences else FALLBACK_BATCH_SIZE)),
+            learning_rate=float(from_model("learning_rate", FALLBACK_LEARNING_RATE)),
+            grad_clip=float(from_model("grad_clip", FALLBACK_GRAD_CLIP)),
             mixed_precision=(
                 model.device.type == "cuda" if self.mixed_precision is None else self.mixed_precision
             ),
