@@ -101,13 +101,15 @@ def load_sb3_agent(
     *,
     what: str = "agent",
     hint: str = _LOAD_HINT,
+    **load_options: Any,
 ) -> BaseAlgorithm:
     """Load a stable-baselines3 agent saved as ``.zip``: the one place an agent file is unpickled.
 
     ``algo`` names the SB3 algorithm class (``"PPO"``, ``"SAC"``, ...); ``None`` takes the one the
     agent's sidecar records, else detects it from the zip (:func:`detect_sb3_algorithm`). SB3's
     loader unpickles parts of the zip: load only agents you trust. ``what`` and ``hint`` word the
-    error for a missing file (``no {what} at PATH; {hint}``).
+    error for a missing file (``no {what} at PATH; {hint}``); ``load_options`` go to SB3's ``load``
+    (``env=`` to train the agent on).
     """
     path = Path(path)
     if not path.is_file():
@@ -119,7 +121,7 @@ def load_sb3_agent(
         )
     import stable_baselines3
 
-    return getattr(stable_baselines3, name).load(path, device=device)
+    return getattr(stable_baselines3, name).load(path, device=device, **load_options)
 
 
 # --- spaces -------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, t
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.data.collect import collect_to_store
-from worldflux_gym.data.policy import Policy, as_policy
+from worldflux_gym.data.policy import Policy, as_policy, load_sb3_agent
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.training.fit import fit_world_model
@@ -145,7 +145,7 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
         )
         venv.seed(config.seed + round_index)
         if agent is None and agent_path.is_file():
-            agent = recipe.algorithm_class.load(agent_path, env=venv, device=agent_device(recipe))
+            agent = load_sb3_agent(agent_path, recipe.algorithm, agent_device(recipe), env=venv)
         elif agent is None:
             agent = build_agent(recipe, venv, seed=config.seed, tensorboard_dir=out / "agent_tb")
         else:
