@@ -73,6 +73,14 @@ FRACTION = _arg_type(_fraction, float, "a number")
 AUDIT_VIDEOS = 3  # the CLI's own choice: `audit` records the 3 worst episodes (write_report: 0 by default)
 
 
+def _option(
+    parser: argparse.ArgumentParser, flag: str, kind: Any, default: Any, help: str | None = None
+) -> None:
+    """``flag`` with the library's ``default``, which its help shows."""
+    shown = f"{help} (default %(default)s)" if help else "default %(default)s"
+    parser.add_argument(flag, type=kind, default=default, help=shown)
+
+
 def _defaults(source: type | Callable[..., Any]) -> dict[str, Any]:
     """The library's defaults: a config dataclass's field defaults, or a function's keyword defaults."""
     if dataclasses.is_dataclass(source):
@@ -411,20 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", help=f"a stable-baselines3 model .zip to act with (default: random actions; {TRUSTED})"
     )
     p.add_argument("--algo", help="SB3 algorithm of --policy (PPO, SAC, ...) when it cannot be detected")
-    p.add_argument("--seed", type=SEED, default=collect["seed"])
-    p.add_argument(
-        "--num-envs",
-        type=POSITIVE,
-        default=collect["num_envs"],
-        help="envs stepped together (Gymnasium vector env)",
-    )
+    _option(p, "--seed", SEED, collect["seed"])
+    _option(p, "--num-envs", POSITIVE, collect["num_envs"], "envs stepped together (Gymnasium vector env)")
     p.add_argument("--image-size", type=POSITIVE, help="observe rendered frames resized to SIZE x SIZE")
-    p.add_argument(
-        "--validation-fraction",
-        type=FRACTION,
-        default=collect["validation_fraction"],
-        help="episodes held out (default %(default)s)",
-    )
+    _option(p, "--validation-fraction", FRACTION, collect["validation_fraction"], "episodes held out")
     p.set_defaults(handler=_collect)
 
     p = commands.add_parser(
@@ -437,20 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="episode store to fit on (default: collect into OUT/data)")
     fit, trainer = _defaults(fit_world_model), _defaults(TrainerConfig)
-    p.add_argument(
-        "--steps",
-        type=POSITIVE,
-        default=fit["steps"],
-        help="gradient updates (a rerun resumes up to this; default %(default)s)",
-    )
-    p.add_argument(
-        "--collect-steps",
-        type=POSITIVE,
-        default=fit["collect_steps"],
-        help="env steps to collect without --data (default %(default)s)",
-    )
+    _option(p, "--steps", POSITIVE, fit["steps"], "gradient updates (a rerun resumes up to this)")
+    _option(p, "--collect-steps", POSITIVE, fit["collect_steps"], "env steps to collect without --data")
     p.add_argument("--policy", help=f"SB3 .zip to collect with (default: random actions; {TRUSTED})")
-    p.add_argument("--num-envs", type=POSITIVE, default=fit["num_envs"])
+    _option(p, "--num-envs", POSITIVE, fit["num_envs"])
     p.add_argument("--image-size", type=POSITIVE, help="collect rendered frames of SIZE x SIZE")
     p.add_argument(
         "--batch-size",
@@ -462,20 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=POSITIVE_FLOAT,
         help=f"AdamW learning rate (default: the model's, else {FALLBACK_LEARNING_RATE:g})",
     )
-    p.add_argument(
-        "--validate-every",
-        type=POSITIVE,
-        default=trainer["validate_every"],
-        help="updates between validations (default %(default)s)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=POSITIVE,
-        default=trainer["checkpoint_every"],
-        help="updates between checkpoints (default %(default)s)",
-    )
+    _option(p, "--validate-every", POSITIVE, trainer["validate_every"], "updates between validations")
+    _option(p, "--checkpoint-every", POSITIVE, trainer["checkpoint_every"], "updates between checkpoints")
     p.add_argument("--device", default=fit["device"], help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=SEED, default=fit["seed"])
+    _option(p, "--seed", SEED, fit["seed"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.set_defaults(handler=_fit)
 
@@ -497,23 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the SB3 agents that logged the data ({TRUSTED})",
     )
     p.add_argument("--out", required=True, help="new directory for the fine-tuned model (RUN is kept)")
-    p.add_argument(
-        "--horizon",
-        type=POSITIVE,
-        default=closed_loop["horizon"],
-        help="steps of each closed-loop rollout (default %(default)s)",
-    )
-    p.add_argument("--updates", type=POSITIVE, default=closed_loop["updates"])
-    p.add_argument(
-        "--noise-scale",
-        type=NON_NEGATIVE_FLOAT,
-        default=closed_loop["noise_scale"],
-        help="its sampled dreams use this x its std (default %(default)s)",
-    )
+    _option(p, "--horizon", POSITIVE, closed_loop["horizon"], "steps of each closed-loop rollout")
+    _option(p, "--updates", POSITIVE, closed_loop["updates"])
+    noise = "its sampled dreams use this x its std"
+    _option(p, "--noise-scale", NON_NEGATIVE_FLOAT, closed_loop["noise_scale"], noise)
     p.add_argument(
         "--device", default=_defaults(fine_tune_closed_loop)["device"], help="auto, cpu, cuda, cuda:1 ..."
     )
-    p.add_argument("--seed", type=SEED, default=closed_loop["seed"])
+    _option(p, "--seed", SEED, closed_loop["seed"])
     p.set_defaults(handler=_fine_tune)
 
     p = commands.add_parser("train-agent", help="train a stable-baselines3 agent inside a dream env")
@@ -521,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="agent recipe name (agents/*.json) or path; default: the env's own")
     p.add_argument("--steps", type=POSITIVE, help="dreamed agent steps (default: the recipe's)")
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
-    p.add_argument("--seed", type=SEED, default=_defaults(train_agent)["seed"])
+    _option(p, "--seed", SEED, _defaults(train_agent)["seed"])
     p.add_argument("--out", required=True, help="where to save the agent (.zip)")
     p.add_argument("--overwrite", action="store_true", help="replace an agent already at --out")
     p.set_defaults(handler=_train_agent)
@@ -530,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = _defaults(evaluate_agent)
     p.add_argument("agent", metavar="AGENT.zip", help=f"a stable-baselines3 agent ({TRUSTED})")
     p.add_argument("--env", help="real env id (default: the one recorded when the agent was trained)")
-    p.add_argument("--episodes", type=POSITIVE, default=evaluate["episodes"])
-    p.add_argument("--seed", type=SEED, default=evaluate["seed"])
+    _option(p, "--episodes", POSITIVE, evaluate["episodes"])
+    _option(p, "--seed", SEED, evaluate["seed"])
     p.add_argument("--algo", help="SB3 algorithm when it cannot be detected (PPO, SAC, ...)")
     p.set_defaults(handler=_evaluate)
 
@@ -544,39 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, help="agent recipe name (agents/*.json) or path")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     dyna = _defaults(DynaConfig)
-    p.add_argument(
-        "--initial-steps",
-        type=NON_NEGATIVE,
-        default=dyna["initial_steps"],
-        help="random-action warm-up steps (default %(default)s)",
-    )
-    p.add_argument(
-        "--steps-per-round",
-        type=POSITIVE,
-        default=dyna["steps_per_round"],
-        help="real steps collected per round (default %(default)s)",
-    )
-    p.add_argument(
-        "--fit-steps",
-        type=POSITIVE,
-        default=dyna["fit_steps_per_round"],
-        help="model updates per round (default %(default)s)",
-    )
-    p.add_argument(
-        "--agent-steps",
-        type=POSITIVE,
-        default=dyna["agent_steps_per_round"],
-        help="dreamed agent steps per round (default %(default)s)",
-    )
+    _option(p, "--initial-steps", NON_NEGATIVE, dyna["initial_steps"], "random-action warm-up steps")
+    _option(p, "--steps-per-round", POSITIVE, dyna["steps_per_round"], "real steps collected per round")
+    _option(p, "--fit-steps", POSITIVE, dyna["fit_steps_per_round"], "model updates per round")
+    _option(p, "--agent-steps", POSITIVE, dyna["agent_steps_per_round"], "dreamed agent steps per round")
     p.add_argument("--starts", choices=["branched", "reset"], default=dyna["starts"])
-    p.add_argument(
-        "--dream-horizon",
-        type=POSITIVE,
-        default=dyna["dream_horizon"],
-        help="dreamed episode length (default %(default)s)",
-    )
+    _option(p, "--dream-horizon", POSITIVE, dyna["dream_horizon"], "dreamed episode length")
     p.add_argument("--device", default=dyna["device"])
-    p.add_argument("--seed", type=SEED, default=dyna["seed"])
+    _option(p, "--seed", SEED, dyna["seed"])
     p.set_defaults(handler=_dyna)
 
     p = commands.add_parser(
@@ -590,12 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"SB3 agent .zip (several: ranked by dream return; {TRUSTED})",
     )
     p.add_argument("dream_id", metavar="DREAM_ID", help="a WorldFlux/* id, see `worldflux-gym list`")
-    p.add_argument(
-        "--episodes",
-        type=POSITIVE,
-        default=audit["episodes"],
-        help="dreamed episodes from real starts (default %(default)s)",
-    )
+    _option(p, "--episodes", POSITIVE, audit["episodes"], "dreamed episodes from real starts")
     p.add_argument(
         "--real", nargs="?", const="", metavar="REAL_ID",
         help="replay the same starts in the real env (default: the dream's own real env)",
@@ -613,19 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--horizon", type=POSITIVE, help="dream steps per episode (default: the id's episode limit)"
     )
-    p.add_argument("--seed", type=SEED, default=audit["seed"])
+    _option(p, "--seed", SEED, audit["seed"])
     p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")
     p.add_argument(
         "--deterministic", action="store_true",
         help="dream the model's mean transition with terminations at p > 0.5 (steadier over long "
         "horizons; by default the audit dreams as agents practise: sampled)",
     )  # fmt: skip
-    p.add_argument(
-        "--videos",
-        type=NON_NEGATIVE,
-        default=AUDIT_VIDEOS,
-        help="videos of the worst nominal episodes (default %(default)s)",
-    )
+    _option(p, "--videos", NON_NEGATIVE, AUDIT_VIDEOS, "videos of the worst nominal episodes")
     p.add_argument("--out", required=True, help="report directory: report.md, report.json, SVG charts")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.set_defaults(handler=_audit)
@@ -640,15 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent", metavar="AGENT.zip", help=f"SB3 agent that acts (default: random actions; {TRUSTED})"
     )
-    p.add_argument(
-        "--steps", type=POSITIVE, default=video["steps"], help="frames to record (default %(default)s)"
-    )
+    _option(p, "--steps", POSITIVE, video["steps"], "frames to record")
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
     p.add_argument(
         "--compare", action="store_true", help="the real env beside the dream: same start, same actions"
     )
     p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=SEED, default=video["seed"], help="the real reset the dream starts from")
+    _option(p, "--seed", SEED, video["seed"], "the real reset the dream starts from")
     p.add_argument("--fps", type=POSITIVE_FLOAT, help="frame rate (default: the real env's)")
     p.add_argument(
         "--size",
@@ -670,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
     p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=SEED, default=_defaults(play)["seed"], help="the first real reset")
+    _option(p, "--seed", SEED, _defaults(play)["seed"], "the first real reset")
     p.add_argument(
         "--fps",
         type=NON_NEGATIVE_FLOAT,

@@ -80,42 +80,14 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # its files (see the module docstring)
+        self.config_file, self.metadata_file = self.path / CONFIG_FILE, self.path / METADATA_FILE
+        self.state_json, self.state_tensors = self.path / STATE_JSON, self.path / STATE_TENSORS
+        self.metrics_file, self.tensorboard_dir = self.path / METRICS_FILE, self.path / TENSORBOARD_DIR
+        self.data_dir, self.closed_loop_json = self.path / DATA_DIR, self.path / CLOSED_LOOP_JSON
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
-
-    # --- its files ------------------------------------------------------------------------------
-    @property
-    def config_file(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def metadata_file(self) -> Path:
-        return self.path / METADATA_FILE
-
-    @property
-    def state_json(self) -> Path:
-        return self.path / STATE_JSON
-
-    @property
-    def state_tensors(self) -> Path:
-        return self.path / STATE_TENSORS
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / METRICS_FILE
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.path / TENSORBOARD_DIR
-
-    @property
-    def data_dir(self) -> Path:
-        return self.path / DATA_DIR
-
-    @property
-    def closed_loop_json(self) -> Path:
-        return self.path / CLOSED_LOOP_JSON
 
     # --- what they say -----------------------------------------------------------------------------
     def holds_model(self) -> bool:
