@@ -159,7 +159,7 @@ class Calibration:
     quantile: float
     transitions: int
     source: str
-    reward_floor: float  # the lowest real reward in the same data (for shares of return, see audit.py)
+    reward_floor: float  # the lowest real reward in the same data (for shares of return, see scenarios.py)
     real_quantiles: dict[str, float]
     reward_ceiling: float = float("inf")  # the highest real reward in the same data
 
