@@ -1,8 +1,9 @@
 """The ``worldflux-gym`` command. Each subcommand is one ``add_parser`` block and one handler.
 
-Handlers import their area lazily. The defaults the options show and use are the library's own,
-read from its config dataclasses and function signatures (:func:`_defaults`), never restated here,
-so that the CLI and the Python API cannot drift apart. Tables are drawn by ``rich``
+The defaults the options show and use are the library's own, read from its config dataclasses and
+function signatures (:func:`_defaults`), never restated here, so that the CLI and the Python API
+cannot drift apart: building the parser imports those modules (stable-baselines3 with them, not
+moviepy or pygame); what a command runs is imported by its handler. Tables are drawn by ``rich``
 (:mod:`worldflux_gym.core.tables`); the library's progress messages are ``logging`` records, which
 a command shows on standard error (INFO and above).
 
