@@ -322,10 +322,11 @@ def walker(
     varies as much as the real one (sd ~1000 for a walker that may fall), so at 50 episodes its
     Monte-Carlo noise alone reorders walkers whose real means lie within ~100 of each other."""
     from worldflux_gym.audit import rank_agents, write_ranking_report
-    from worldflux_gym.audit.audit import estimate_errors
+    from worldflux_gym.audit.ranking import estimate_errors
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.data import collect_to_store
-    from worldflux_gym.training import fine_tune_closed_loop, fit_world_model
+    from worldflux_gym.pipelines import fine_tune_closed_loop
+    from worldflux_gym.training import fit_world_model
 
     folder = work / "walker"
     policies = train_walker_ppo(folder / "ppo", ppo_seed)
@@ -416,7 +417,7 @@ def walker(
 def _error_sources(ranking) -> dict:
     """Which factor of a return, steps alive x reward per step, the estimate gets wrong: the first
     model's estimate with each factor replaced by the real one in turn (Spearman, error / spread)."""
-    from worldflux_gym.audit.audit import estimate_errors
+    from worldflux_gym.audit.ranking import estimate_errors
 
     real_lengths = np.array([a.real.real_lengths.mean() for a in ranking.audits])
     real_returns = ranking.real_means

@@ -28,7 +28,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from worldflux_gym.agents import evaluate_agent, load_agent, load_recipe
 from worldflux_gym.agents.train import StopAfterSeconds, build_agent
-from worldflux_gym.training.dyna import DynaConfig, run_dyna
+from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
 
 TASKS = {
     "CartPole-v1": dict(

@@ -32,9 +32,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo; before mujoco is i
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
+from worldflux_gym.dream.simulator import make_render_env, render_frame  # noqa: E402
 from worldflux_gym.video import record_dream  # noqa: E402
 from worldflux_gym.video.record import VideoWriter  # noqa: E402
-from worldflux_gym.video.simulator import make_render_env, render_frame  # noqa: E402
 
 ENV = "Walker2d-v5"
 

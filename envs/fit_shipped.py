@@ -44,10 +44,10 @@ from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FI
 from worldflux_gym.data.collect import (
     collect_episodes,
     collect_to_store,
-    load_sb3_policy,
     scaled_random_policy,
 )
 from worldflux_gym.data.episode import Episode
+from worldflux_gym.data.policy import load_sb3_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.training import fit_world_model

@@ -6,10 +6,10 @@ import gymnasium as gym
 import pytest
 
 from worldflux_gym.agents import available_recipes, evaluate_agent, load_recipe, train_agent
-from worldflux_gym.agents.evaluate import read_sidecar
 from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.data.policy import read_sidecar
+from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
 from worldflux_gym.training import fit_world_model
-from worldflux_gym.training.dyna import DynaConfig, run_dyna
 
 TINY_PPO = {
     "algorithm": "PPO",

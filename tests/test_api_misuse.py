@@ -289,7 +289,7 @@ def _run_python(code: str, timeout: float, **env_vars: str) -> subprocess.Comple
 def test_mujoco_renders_after_a_human_window_on_a_machine_without_display():
     """SDL's offscreen driver shares MuJoCo's EGL display: a closed ``human`` window used to
     terminate it, and every later ``rgb_array`` MuJoCo render failed with ``EGLError``."""
-    window_py = REPO / "worldflux_gym" / "video" / "window.py"
+    window_py = REPO / "worldflux_gym" / "dream" / "window.py"
     done = _run_python(
         f"""
         import importlib.util, warnings

@@ -25,7 +25,7 @@ from worldflux_gym.audit import (
     split_half_spearman,
     write_report,
 )
-from worldflux_gym.audit.audit import summarise
+from worldflux_gym.audit.scenarios import summarise
 from worldflux_gym.cli import main
 from worldflux_gym.core.checkpoint import from_pretrained
 
@@ -292,7 +292,7 @@ def test_ranking_over_several_models_averages_their_dream_means(checkpoint):
     import torch
 
     from worldflux_gym.audit import rank_agents
-    from worldflux_gym.audit.audit import estimate_errors
+    from worldflux_gym.audit.ranking import estimate_errors
     from worldflux_gym.audit.report import ranking_text
     from worldflux_gym.core.errors import ConfigError
 

@@ -17,13 +17,14 @@ from worldflux_gym.core.checkpoint import from_pretrained
 from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.data import EpisodeStore, collect_to_store
 from worldflux_gym.data.store import is_validation_episode
-from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop, fit_world_model
-from worldflux_gym.training.closed_loop import (
+from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
+from worldflux_gym.pipelines.closed_loop import (
     CLOSED_LOOP_JSON,
     behaviour_labels,
     closed_loop_record,
     differentiable_policy,
 )
+from worldflux_gym.training import fit_world_model
 
 ENV = "Pendulum-v1"
 

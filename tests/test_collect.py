@@ -8,7 +8,7 @@ import pytest
 
 from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.data import collect_episodes, load_sb3_policy, resize_frame
-from worldflux_gym.data.collect import detect_sb3_algorithm
+from worldflux_gym.data.policy import detect_sb3_algorithm
 
 
 def test_stored_steps_follow_the_alignment_convention():

@@ -19,7 +19,8 @@ ENTRY_POINTS = {
     "worldflux_gym.agents.train": ["train_agent"],
     "worldflux_gym.agents.evaluate": ["evaluate_agent"],
     "worldflux_gym.video.record": ["record_dream"],
-    "worldflux_gym.audit.audit": ["audit_agent", "rank_agents"],
+    "worldflux_gym.audit.audit": ["audit_agent"],
+    "worldflux_gym.audit.ranking": ["rank_agents"],
 }
 CASES = [(module, name) for module, names in ENTRY_POINTS.items() for name in names]
 

@@ -421,7 +421,7 @@ def test_cached_elite_weights_follow_weight_updates(pendulum):
 
 
 def test_large_cpu_batches_in_slices_give_the_same_step(walker, monkeypatch):
-    import worldflux_gym.models.ensemble.model as ensemble_model
+    import worldflux_gym.models.ensemble.cpu_kernels as ensemble_model
 
     batch = walker.held_out_transitions()
     obs, action = batch.obs.repeat(3, 1), batch.action.repeat(3, 1)  # > 2 slices per member either way
@@ -444,7 +444,7 @@ def test_cpu_imagination_computes_what_training_computes(walker, monkeypatch):
     # Imagination on the CPU runs member by member through oneDNN's fused product + SiLU, or
     # F.linear where a build has no oneDNN; training runs one batched product per layer. All three
     # must be the same function of the weights.
-    import worldflux_gym.models.ensemble.model as ensemble_model
+    import worldflux_gym.models.ensemble.cpu_kernels as ensemble_model
 
     model, batch = walker.model, walker.held_out_transitions()
     x = model._features(batch.obs, batch.action).expand(model.config.members, -1, -1)

@@ -20,8 +20,8 @@ from worldflux_gym import create_world_model
 from worldflux_gym.core import ConfigError, families
 from worldflux_gym.data.collect import resize_frame
 from worldflux_gym.dream import DreamEnv
-from worldflux_gym.video.frames import resample
-from worldflux_gym.video.simulator import (
+from worldflux_gym.dream.frames import resample
+from worldflux_gym.dream.simulator import (
     SimulatorCanvas,
     close_render_env,
     make_render_env,

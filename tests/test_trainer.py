@@ -407,8 +407,8 @@ def _hold_writer_lock(directory: str, ready) -> None:
 
 
 def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_path, pendulum_store):
-    from worldflux_gym.training.closed_loop import fine_tune_closed_loop
-    from worldflux_gym.training.dyna import DynaConfig, run_dyna
+    from worldflux_gym.pipelines.closed_loop import fine_tune_closed_loop
+    from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
 
     fork = multiprocessing.get_context("fork")
     for name, write in {

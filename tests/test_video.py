@@ -13,8 +13,8 @@ from test_render import latent_checkpoint, mean_abs_diff, pixel_checkpoint
 from worldflux_gym.cli import main
 from worldflux_gym.core import ConfigError, families
 from worldflux_gym.dream import DreamEnv
+from worldflux_gym.dream.frames import draw_text
 from worldflux_gym.video import record_dream
-from worldflux_gym.video.frames import draw_text
 
 PENDULUM = 500  # Pendulum draws 500 x 500 frames
 GAP = 4  # black columns between panels

@@ -18,9 +18,7 @@ The main entry points: :func:`create_world_model`, :func:`from_pretrained`,
 :func:`~worldflux_gym.audit.rank_agents`. The documentation is in ``docs/``.
 """
 
-__version__ = "0.1.0"
-
-from worldflux_gym.core import (  # noqa: E402
+from worldflux_gym.core import (
     Capabilities,
     ModelOutput,
     SequenceBatch,
@@ -31,7 +29,8 @@ from worldflux_gym.core import (  # noqa: E402
     create_world_model,
     from_pretrained,
 )
-from worldflux_gym.dream.registration import register_envs  # noqa: E402
+from worldflux_gym.dream.registration import register_envs
+from worldflux_gym.version import __version__
 
 # the shipped dream envs (envs/*.json) become Gymnasium ids: gym.make("WorldFlux/Dreamer-Walker-v0")
 register_envs()

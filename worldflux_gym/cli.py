@@ -1,6 +1,11 @@
 """The ``worldflux-gym`` command. Each subcommand is one ``add_parser`` block and one handler.
 
-Handlers import their area lazily so that ``worldflux-gym --help`` stays fast.
+The defaults the options show and use are the library's own, read from its config dataclasses and
+function signatures (:func:`_defaults`), never restated here, so that the CLI and the Python API
+cannot drift apart: building the parser imports those modules (stable-baselines3 with them, not
+moviepy or pygame); what a command runs is imported by its handler. Tables are drawn by ``rich``
+(:mod:`worldflux_gym.core.tables`); the library's progress messages are ``logging`` records, which
+a command shows on standard error (INFO and above).
 
 Bad input ends in one line, never a traceback: numbers are checked as they are parsed (the argument
 types below use the same checks as the Python API, :mod:`worldflux_gym.core.validate`), devices,
@@ -12,13 +17,17 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from worldflux_gym import __version__
 from worldflux_gym.core.errors import ConfigError, WorldFluxError
 from worldflux_gym.core.paths import check_output_dir, check_output_file
+from worldflux_gym.core.tables import print_table
 from worldflux_gym.core.validate import (
     check_float,
     check_int,
@@ -26,6 +35,7 @@ from worldflux_gym.core.validate import (
     check_positive_int,
     check_seed,
 )
+from worldflux_gym.version import __version__
 
 
 # --- argument types: the Python API's checks, as argparse types --------------------------------
@@ -61,6 +71,24 @@ POSITIVE_FLOAT = _arg_type(check_positive_float, float, "a number")
 NON_NEGATIVE_FLOAT = _arg_type(lambda v, n: check_float(v, n, minimum=0.0), float, "a number")
 FRACTION = _arg_type(_fraction, float, "a number")
 
+AUDIT_VIDEOS = 3  # the CLI's own choice: `audit` records the 3 worst episodes (write_report: 0 by default)
+
+
+def _option(
+    parser: argparse.ArgumentParser, flag: str, kind: Any, default: Any, help: str | None = None
+) -> None:
+    """``flag`` with the library's ``default``, which its help shows."""
+    shown = f"{help} (default %(default)s)" if help else "default %(default)s"
+    parser.add_argument(flag, type=kind, default=default, help=shown)
+
+
+def _defaults(source: type | Callable[..., Any]) -> dict[str, Any]:
+    """The library's defaults: a config dataclass's field defaults, or a function's keyword defaults."""
+    if dataclasses.is_dataclass(source):
+        return {f.name: f.default for f in dataclasses.fields(source) if f.default is not dataclasses.MISSING}
+    parameters = inspect.signature(source).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
 
 def _device(args: argparse.Namespace) -> None:
     """``--device``, checked before any work (an unknown name or a device this machine lacks)."""
@@ -74,9 +102,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
     rows = [("model", "maturity", "parameters", "description")]
     rows += [(e.name, e.maturity, f"{e.parameters:,}", e.description) for e in catalog()]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+    print_table(rows)
     return 0
 
 
@@ -88,9 +114,7 @@ def _list(args: argparse.Namespace) -> int:
         (s.id, s.real_env, f"{s.family}:{s.preset}", "present" if s.weights_present else "missing")
         for s in load_specs()
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+    print_table(rows)
     return 0
 
 
@@ -156,11 +180,12 @@ def _fit(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     overrides = _parse_overrides(args.set)
     _check_overrides(args.model, overrides)
-    trainer = {"batch_size": args.batch_size, "learning_rate": args.lr}
-    if args.validate_every:
-        trainer["validate_every"] = args.validate_every
-    if args.checkpoint_every:
-        trainer["checkpoint_every"] = args.checkpoint_every
+    trainer = {
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "validate_every": args.validate_every,
+        "checkpoint_every": args.checkpoint_every,
+    }
     fit_world_model(
         args.env_id,
         args.model,
@@ -184,13 +209,14 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _fine_tune(args: argparse.Namespace) -> int:
-    from worldflux_gym.training import ClosedLoopConfig, fine_tune_closed_loop
-    from worldflux_gym.training.closed_loop import closed_loop_record
+    from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
+    from worldflux_gym.pipelines.closed_loop import closed_loop_record
 
     _device(args)
     check_output_dir(args.out, "--out")
-    noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
-    config = ClosedLoopConfig(horizon=args.horizon, updates=args.updates, seed=args.seed, **noise)
+    config = ClosedLoopConfig(
+        horizon=args.horizon, updates=args.updates, seed=args.seed, noise_scale=args.noise_scale
+    )
     fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device)
     error = closed_loop_record(args.out)["held_out_closed_loop_error"]
     held_out = (
@@ -207,7 +233,7 @@ def _fine_tune(args: argparse.Namespace) -> int:
 
 def _train_agent(args: argparse.Namespace) -> int:
     from worldflux_gym.agents import train_agent
-    from worldflux_gym.agents.evaluate import read_sidecar
+    from worldflux_gym.data.policy import read_sidecar
 
     check_output_file(args.out, "--out", overwrite=args.overwrite, what="agent")
     train_agent(
@@ -242,7 +268,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _dyna(args: argparse.Namespace) -> int:
-    from worldflux_gym.training.dyna import DynaConfig, run_dyna
+    from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
 
     _device(args)
     check_output_dir(args.out, "--out")
@@ -259,10 +285,11 @@ def _dyna(args: argparse.Namespace) -> int:
         device=args.device,
     )
     record = run_dyna(args.env_id, args.model, args.out, config)
-    print("round  real steps  real return")
+    rows = [("round", "real steps", "real return")]
     for r in record["rounds"]:
         ret = "n/a" if r["real_return"] is None else f"{r['real_return']:.1f}"
-        print(f"{r['round']:>5}  {r['real_steps']:>10}  {ret:>11}")
+        rows.append((str(r["round"]), str(r["real_steps"]), ret))
+    print_table(rows, right=(0, 1, 2))
     return 0
 
 
@@ -348,7 +375,22 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
+TRUSTED = "an SB3 .zip is code (SB3 unpickles it): load only agents you trust"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # the defaults below are the library's (see the module docstring)
+    from worldflux_gym.agents import evaluate_agent, train_agent
+    from worldflux_gym.audit.results import AuditConfig
+    from worldflux_gym.data.collect import collect_to_store
+    from worldflux_gym.dream.frames import MUJOCO_VIEW_SIZE
+    from worldflux_gym.dream.render import PIXEL_VIEW_SIZE
+    from worldflux_gym.pipelines import ClosedLoopConfig, DynaConfig, fine_tune_closed_loop
+    from worldflux_gym.training import TrainerConfig, fit_world_model
+    from worldflux_gym.training.trainer import FALLBACK_BATCH_SIZE, FALLBACK_LEARNING_RATE, FALLBACK_WINDOWS
+    from worldflux_gym.video.play import play
+    from worldflux_gym.video.record import record_dream
+
     parser = argparse.ArgumentParser(
         prog="worldflux-gym",
         description="Learned world models as Gymnasium dream environments: collect, fit, dream, audit.",
@@ -373,16 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy or --seed is another job with its own total",
     )  # fmt: skip
     p.add_argument("--out", required=True, help="episode store directory (created, or extended)")
-    p.add_argument("--policy", help="a stable-baselines3 model .zip to act with (default: random actions)")
+    collect = _defaults(collect_to_store)
+    p.add_argument(
+        "--policy", help=f"a stable-baselines3 model .zip to act with (default: random actions; {TRUSTED})"
+    )
     p.add_argument("--algo", help="SB3 algorithm of --policy (PPO, SAC, ...) when it cannot be detected")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument(
-        "--num-envs", type=POSITIVE, default=1, help="envs stepped together (Gymnasium vector env)"
-    )
+    _option(p, "--seed", SEED, collect["seed"])
+    _option(p, "--num-envs", POSITIVE, collect["num_envs"], "envs stepped together (Gymnasium vector env)")
     p.add_argument("--image-size", type=POSITIVE, help="observe rendered frames resized to SIZE x SIZE")
-    p.add_argument(
-        "--validation-fraction", type=FRACTION, default=0.1, help="episodes held out (default 0.1)"
-    )
+    _option(p, "--validation-fraction", FRACTION, collect["validation_fraction"], "episodes held out")
     p.set_defaults(handler=_collect)
 
     p = commands.add_parser(
@@ -394,21 +435,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="run directory: the fitted model, loadable by from_pretrained"
     )
     p.add_argument("--data", help="episode store to fit on (default: collect into OUT/data)")
-    p.add_argument(
-        "--steps", type=POSITIVE, default=2000, help="gradient updates (a rerun resumes up to this)"
-    )
-    p.add_argument(
-        "--collect-steps", type=POSITIVE, default=10_000, help="env steps to collect without --data"
-    )
-    p.add_argument("--policy", help="SB3 .zip to collect with (default: random actions)")
-    p.add_argument("--num-envs", type=POSITIVE, default=1)
+    fit, trainer = _defaults(fit_world_model), _defaults(TrainerConfig)
+    _option(p, "--steps", POSITIVE, fit["steps"], "gradient updates (a rerun resumes up to this)")
+    _option(p, "--collect-steps", POSITIVE, fit["collect_steps"], "env steps to collect without --data")
+    p.add_argument("--policy", help=f"SB3 .zip to collect with (default: random actions; {TRUSTED})")
+    _option(p, "--num-envs", POSITIVE, fit["num_envs"])
     p.add_argument("--image-size", type=POSITIVE, help="collect rendered frames of SIZE x SIZE")
-    p.add_argument("--batch-size", type=POSITIVE, help="default: the model's, else 256 (16 windows)")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, help="AdamW learning rate (default: the model's, else 1e-3)")
-    p.add_argument("--validate-every", type=POSITIVE, help="updates between validations (default 500)")
-    p.add_argument("--checkpoint-every", type=POSITIVE, help="updates between checkpoints (default 1000)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--batch-size",
+        type=POSITIVE,
+        help=f"default: the model's, else {FALLBACK_BATCH_SIZE} ({FALLBACK_WINDOWS} windows)",
+    )
+    p.add_argument(
+        "--lr",
+        type=POSITIVE_FLOAT,
+        help=f"AdamW learning rate (default: the model's, else {FALLBACK_LEARNING_RATE:g})",
+    )
+    _option(p, "--validate-every", POSITIVE, trainer["validate_every"], "updates between validations")
+    _option(p, "--checkpoint-every", POSITIVE, trainer["checkpoint_every"], "updates between checkpoints")
+    p.add_argument("--device", default=fit["device"], help="auto, cpu, cuda, cuda:1 ...")
+    _option(p, "--seed", SEED, fit["seed"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
     p.set_defaults(handler=_fit)
 
@@ -421,19 +467,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="a run directory of `worldflux-gym fit` (ensemble family), or of an earlier fine-tune",
     )
+    closed_loop = _defaults(ClosedLoopConfig)
     p.add_argument(
-        "--policy", nargs="+", required=True, metavar="AGENT.zip", help="the SB3 agents that logged the data"
+        "--policy",
+        nargs="+",
+        required=True,
+        metavar="AGENT.zip",
+        help=f"the SB3 agents that logged the data ({TRUSTED})",
     )
     p.add_argument("--out", required=True, help="new directory for the fine-tuned model (RUN is kept)")
-    p.add_argument("--horizon", type=POSITIVE, default=64, help="steps of each closed-loop rollout")
-    p.add_argument("--updates", type=POSITIVE, default=1000)
+    _option(p, "--horizon", POSITIVE, closed_loop["horizon"], "steps of each closed-loop rollout")
+    _option(p, "--updates", POSITIVE, closed_loop["updates"])
+    noise = "its sampled dreams use this x its std"
+    _option(p, "--noise-scale", NON_NEGATIVE_FLOAT, closed_loop["noise_scale"], noise)
     p.add_argument(
-        "--noise-scale",
-        type=NON_NEGATIVE_FLOAT,
-        help="its sampled dreams use this x its std (default: ClosedLoopConfig.noise_scale)",
+        "--device", default=_defaults(fine_tune_closed_loop)["device"], help="auto, cpu, cuda, cuda:1 ..."
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--seed", type=SEED, default=0)
+    _option(p, "--seed", SEED, closed_loop["seed"])
     p.set_defaults(handler=_fine_tune)
 
     p = commands.add_parser("train-agent", help="train a stable-baselines3 agent inside a dream env")
@@ -441,16 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="agent recipe name (agents/*.json) or path; default: the env's own")
     p.add_argument("--steps", type=POSITIVE, help="dreamed agent steps (default: the recipe's)")
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
-    p.add_argument("--seed", type=SEED, default=0)
+    _option(p, "--seed", SEED, _defaults(train_agent)["seed"])
     p.add_argument("--out", required=True, help="where to save the agent (.zip)")
     p.add_argument("--overwrite", action="store_true", help="replace an agent already at --out")
     p.set_defaults(handler=_train_agent)
 
     p = commands.add_parser("evaluate", help="evaluate an agent in the real env")
-    p.add_argument("agent", metavar="AGENT.zip", help="a stable-baselines3 agent")
+    evaluate = _defaults(evaluate_agent)
+    p.add_argument("agent", metavar="AGENT.zip", help=f"a stable-baselines3 agent ({TRUSTED})")
     p.add_argument("--env", help="real env id (default: the one recorded when the agent was trained)")
-    p.add_argument("--episodes", type=POSITIVE, default=10)
-    p.add_argument("--seed", type=SEED, default=0)
+    _option(p, "--episodes", POSITIVE, evaluate["episodes"])
+    _option(p, "--seed", SEED, evaluate["seed"])
     p.add_argument("--algo", help="SB3 algorithm when it cannot be detected (PPO, SAC, ...)")
     p.set_defaults(handler=_evaluate)
 
@@ -462,26 +513,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-steps", type=POSITIVE, required=True, help="the real-env step budget")
     p.add_argument("--recipe", required=True, help="agent recipe name (agents/*.json) or path")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
-    p.add_argument("--initial-steps", type=NON_NEGATIVE, default=5000, help="random-action warm-up steps")
-    p.add_argument("--steps-per-round", type=POSITIVE, default=5000, help="real steps collected per round")
-    p.add_argument("--fit-steps", type=POSITIVE, default=2000, help="model updates per round")
-    p.add_argument("--agent-steps", type=POSITIVE, default=100_000, help="dreamed agent steps per round")
-    p.add_argument("--starts", choices=["branched", "reset"], default="branched")
-    p.add_argument("--dream-horizon", type=POSITIVE, default=100, help="dreamed episode length")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=SEED, default=0)
+    dyna = _defaults(DynaConfig)
+    _option(p, "--initial-steps", NON_NEGATIVE, dyna["initial_steps"], "random-action warm-up steps")
+    _option(p, "--steps-per-round", POSITIVE, dyna["steps_per_round"], "real steps collected per round")
+    _option(p, "--fit-steps", POSITIVE, dyna["fit_steps_per_round"], "model updates per round")
+    _option(p, "--agent-steps", POSITIVE, dyna["agent_steps_per_round"], "dreamed agent steps per round")
+    p.add_argument("--starts", choices=["branched", "reset"], default=dyna["starts"])
+    _option(p, "--dream-horizon", POSITIVE, dyna["dream_horizon"], "dreamed episode length")
+    p.add_argument("--device", default=dyna["device"])
+    _option(p, "--seed", SEED, dyna["seed"])
     p.set_defaults(handler=_dyna)
 
     p = commands.add_parser(
         "audit", help="audit agents in a dream: return with CI, model uncertainty, what-ifs, real replay"
     )
+    audit = _defaults(AuditConfig)
     p.add_argument(
-        "agent", nargs="+", metavar="AGENT", help="SB3 agent .zip (several: ranked by dream return)"
+        "agent",
+        nargs="+",
+        metavar="AGENT",
+        help=f"SB3 agent .zip (several: ranked by dream return; {TRUSTED})",
     )
     p.add_argument("dream_id", metavar="DREAM_ID", help="a WorldFlux/* id, see `worldflux-gym list`")
-    p.add_argument(
-        "--episodes", type=POSITIVE, default=100, help="dreamed episodes from real starts (default 100)"
-    )
+    _option(p, "--episodes", POSITIVE, audit["episodes"], "dreamed episodes from real starts")
     p.add_argument(
         "--real", nargs="?", const="", metavar="REAL_ID",
         help="replay the same starts in the real env (default: the dream's own real env)",
@@ -499,16 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--horizon", type=POSITIVE, help="dream steps per episode (default: the id's episode limit)"
     )
-    p.add_argument("--seed", type=SEED, default=0)
+    _option(p, "--seed", SEED, audit["seed"])
     p.add_argument("--no-what-if", action="store_true", help="skip start/action noise and the CEM search")
     p.add_argument(
         "--deterministic", action="store_true",
         help="dream the model's mean transition with terminations at p > 0.5 (steadier over long "
         "horizons; by default the audit dreams as agents practise: sampled)",
     )  # fmt: skip
-    p.add_argument(
-        "--videos", type=NON_NEGATIVE, default=3, help="videos of the worst nominal episodes (default 3)"
-    )
+    _option(p, "--videos", NON_NEGATIVE, AUDIT_VIDEOS, "videos of the worst nominal episodes")
     p.add_argument("--out", required=True, help="report directory: report.md, report.json, SVG charts")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     p.set_defaults(handler=_audit)
@@ -519,17 +571,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "dream_id", metavar="DREAM_ID", help="a WorldFlux/* id (or a checkpoint dir with --real-env)"
     )
-    p.add_argument("--agent", metavar="AGENT.zip", help="SB3 agent that acts (default: random actions)")
-    p.add_argument("--steps", type=POSITIVE, default=200, help="frames to record (default 200)")
+    video = _defaults(record_dream)
+    p.add_argument(
+        "--agent", metavar="AGENT.zip", help=f"SB3 agent that acts (default: random actions; {TRUSTED})"
+    )
+    _option(p, "--steps", POSITIVE, video["steps"], "frames to record")
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
     p.add_argument(
         "--compare", action="store_true", help="the real env beside the dream: same start, same actions"
     )
     p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=SEED, default=0, help="the real reset the dream starts from")
+    _option(p, "--seed", SEED, video["seed"], "the real reset the dream starts from")
     p.add_argument("--fps", type=POSITIVE_FLOAT, help="frame rate (default: the real env's)")
     p.add_argument(
-        "--size", type=POSITIVE, help="panel size in pixels (MuJoCo and pixel models; default 480/256)"
+        "--size",
+        type=POSITIVE,
+        help=f"panel size in pixels (MuJoCo and pixel models; default {MUJOCO_VIEW_SIZE}/{PIXEL_VIEW_SIZE})",
     )
     p.add_argument("--shadows", action="store_true", help="MuJoCo shadows (slower under software GL)")
     p.add_argument("--reflections", action="store_true", help="MuJoCo floor reflections (slower)")
@@ -546,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", help="a fitted run directory instead of the shipped weights")
     p.add_argument("--real-env", help="the real env id (only for a checkpoint directory as DREAM_ID)")
-    p.add_argument("--seed", type=SEED, default=0, help="the first real reset")
+    _option(p, "--seed", SEED, _defaults(play)["seed"], "the first real reset")
     p.add_argument(
         "--fps",
         type=NON_NEGATIVE_FLOAT,
@@ -570,7 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.handler(args) or 0)
+        with _library_log():
+            return int(args.handler(args) or 0)
     except WorldFluxError as err:
         print(f"worldflux-gym {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -584,6 +642,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+class _library_log:
+    """While a command runs, the library's INFO log records (e.g. a Dyna round's figures) go to
+    standard error as plain lines, like its progress bars."""
+
+    def __enter__(self) -> None:
+        self.logger = logging.getLogger("worldflux_gym")
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
 
 
 def _one_line(err: BaseException) -> str:

@@ -15,7 +15,7 @@ from stable_baselines3.common.monitor import Monitor
 from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import AgentSpaceError, ConfigError
 from worldflux_gym.core.validate import check_positive_int, check_seed
-from worldflux_gym.data.collect import detect_sb3_algorithm
+from worldflux_gym.data.policy import check_agent_spaces, load_sb3_agent, read_sidecar
 
 
 @dataclass(frozen=True)
@@ -34,75 +34,17 @@ class Evaluation:
         )
 
 
-def sidecar_path(agent_path: str | Path) -> Path:
-    """``AGENT.json`` beside ``AGENT.zip``: what the agent was trained in (written by train_agent)."""
-    return Path(agent_path).with_suffix(".json")
-
-
-def read_sidecar(agent_path: str | Path) -> dict:
-    path = sidecar_path(agent_path)
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def load_agent(agent_path: str | Path, algo: str | None = None, device: str = "auto") -> BaseAlgorithm:
-    """Load an SB3 agent saved as ``.zip`` (SB3's loader unpickles parts of it: load only your own)."""
-    from worldflux_gym.agents.recipes import ALGORITHMS
-
-    path = Path(agent_path)
-    if not path.is_file():
-        raise ConfigError(
-            f"no agent at {path}; train one with `worldflux-gym train-agent DREAM_ID --out {path}`"
-        )
-    name = (algo or read_sidecar(path).get("algorithm") or detect_sb3_algorithm(path)).upper()
-    if name not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {name!r}; use one of {sorted(ALGORITHMS)}")
-    return ALGORITHMS[name].load(path, device=device)
-
-
-def spaces_fit(agent_space: gym.Space, env_space: gym.Space) -> bool:
-    """What an SB3 policy needs of a space: the same kind and shape (and ``n`` for Discrete)."""
-    if type(agent_space) is not type(env_space) or agent_space.shape != env_space.shape:
-        return False
-    if isinstance(agent_space, gym.spaces.Discrete) and isinstance(env_space, gym.spaces.Discrete):
-        return int(agent_space.n) == int(env_space.n) and int(agent_space.start) == int(env_space.start)
-    if isinstance(agent_space, gym.spaces.MultiDiscrete) and isinstance(env_space, gym.spaces.MultiDiscrete):
-        return np.array_equal(agent_space.nvec, env_space.nvec)
-    return True
-
-
-def check_agent_spaces(
-    agent: BaseAlgorithm,
-    observation_space: gym.Space,
-    action_space: gym.Space,
-    *,
-    agent_label: str,
-    env_label: str,
-    hint: str,
-) -> None:
-    """Refuse an agent whose observation or action space does not fit the env it is asked to act in
-    (an agent of another env): :class:`~worldflux_gym.core.errors.AgentSpaceError`, one line, instead
-    of SB3's shape error at the first step. ``hint`` says what to do instead. An object with only
-    SB3's ``predict()`` (no spaces to compare) is taken as it is."""
-    agent_obs, agent_act = getattr(agent, "observation_space", None), getattr(agent, "action_space", None)
-    if agent_obs is None or agent_act is None:
-        return
-    if spaces_fit(agent_obs, observation_space) and spaces_fit(agent_act, action_space):
-        return
-    raise AgentSpaceError(
-        f"the agent {agent_label} acts on observations {describe_space(agent_obs)} and "
-        f"actions {describe_space(agent_act)}, but {env_label} has "
-        f"{describe_space(observation_space)} and {describe_space(action_space)}: it was trained for "
-        f"another env; {hint}"
+    """Load an SB3 agent saved as ``.zip`` (:func:`~worldflux_gym.data.policy.load_sb3_agent`: the
+    algorithm from ``algo``, the sidecar or the zip). SB3's loader unpickles parts of the zip: load
+    only agents you trust."""
+    return load_sb3_agent(
+        agent_path,
+        algo,
+        device,
+        what="agent",
+        hint=f"train one with `worldflux-gym train-agent DREAM_ID --out {Path(agent_path)}`",
     )
-
-
-def describe_space(space: gym.Space) -> str:
-    """A space in a few characters for one-line messages: ``Box(17,)``, ``Discrete(2)``."""
-    if isinstance(space, gym.spaces.Box):
-        return f"Box{tuple(space.shape)}"
-    if isinstance(space, gym.spaces.Discrete):
-        return f"Discrete({int(space.n)})"
-    return str(space)
 
 
 def make_real_env_for_agent(agent_path: str | Path, env_id: str | None, **make_kwargs) -> gym.Env:

@@ -12,14 +12,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
-from worldflux_gym import __version__
-from worldflux_gym.agents.evaluate import sidecar_path
 from worldflux_gym.agents.recipes import Recipe, load_recipe
 from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.paths import check_output_file
 from worldflux_gym.core.validate import check_optional_positive_int, check_positive_float, check_seed
+from worldflux_gym.data.policy import sidecar_path
 from worldflux_gym.dream.registration import find_spec, make_sb3_vec_env
+from worldflux_gym.version import __version__
 
 
 class StopAfterSeconds(BaseCallback):

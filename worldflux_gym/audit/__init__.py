@@ -7,23 +7,22 @@ steps (and of the return) spent where the model is unsure, what-if scenarios (st
 noise, an adversarial CEM search over starts) and, with ``real``, the same starts replayed in the
 real env. ``rank_agents`` ranks several agents by dream return (Spearman against real returns).
 ``write_report`` writes ``report.json`` and ``report.md`` with SVG charts.
+
+Modules: ``audit.py`` (:func:`audit_agent`, and what is measured), ``results.py`` (the result
+types), ``dream.py`` (dreamed rollouts and the uncertainty calibration), ``scenarios.py`` (a
+scenario's summary, the what-if scenarios and the CEM search), ``real.py`` (the real env started
+where the dream started, and the dream-vs-real replay), ``ranking.py`` (:func:`rank_agents`),
+``report.py`` / ``svg.py`` (the report) and ``stats.py``.
 """
 
-from worldflux_gym.audit.audit import (
-    AuditConfig,
-    AuditResult,
-    Ranking,
-    RealComparison,
-    ScenarioResult,
-    audit_agent,
-    rank_agents,
-    ranking_of,
-)
+from worldflux_gym.audit.audit import audit_agent
 from worldflux_gym.audit.dream import Calibration, DreamRollouts, FixedStarts, calibrate, dream_rollouts
-from worldflux_gym.audit.policy import as_policy
+from worldflux_gym.audit.ranking import Ranking, rank_agents, ranking_of
 from worldflux_gym.audit.real import draw_real_starts, real_rollouts, set_real_state
 from worldflux_gym.audit.report import summary_text, write_ranking_report, write_report
+from worldflux_gym.audit.results import AuditConfig, AuditResult, RealComparison, ScenarioResult
 from worldflux_gym.audit.stats import Interval, bootstrap_ci, rankdata, spearman, split_half_spearman
+from worldflux_gym.data.policy import as_policy
 
 __all__ = [
     "AuditConfig",

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldflux_gym.audit.policy import BatchPolicy
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.data.policy import Policy
 from worldflux_gym.dream.core import Autoreset, DreamBatch
 from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
 
@@ -76,7 +76,7 @@ def perturb_actions(
 
 def dream_rollouts(
     model: WorldModel,
-    policy: BatchPolicy,
+    policy: Policy,
     starts: np.ndarray,
     horizon: int,
     *,
@@ -160,7 +160,7 @@ class Calibration:
     quantile: float
     transitions: int
     source: str
-    reward_floor: float  # the lowest real reward in the same data (for shares of return, see audit.py)
+    reward_floor: float  # the lowest real reward in the same data (for shares of return, see scenarios.py)
     real_quantiles: dict[str, float]
     reward_ceiling: float = float("inf")  # the highest real reward in the same data
 
@@ -186,14 +186,14 @@ def calibration_buffer(
     """
     from worldflux_gym.data import EpisodeStore, collect_episodes
     from worldflux_gym.data.store import is_store
-    from worldflux_gym.training.closed_loop import recorded_store
-    from worldflux_gym.training.fit import RUN_DATA_DIR
+    from worldflux_gym.training.run_dir import RunDirectory
 
     candidates = []
     if checkpoint is not None:
-        store_dir = recorded_store(checkpoint)  # a fit's, or a closed-loop fine-tune's
+        run = RunDirectory(checkpoint)
+        store_dir = run.recorded_store()  # a fit's, or a closed-loop fine-tune's
         candidates += [store_dir] if store_dir else []
-        candidates.append(Path(checkpoint) / RUN_DATA_DIR)
+        candidates.append(run.data_dir)
     for directory in candidates:
         if not is_store(directory):
             continue

@@ -17,11 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
-from worldflux_gym.audit.policy import BatchPolicy
+from worldflux_gym.audit.results import AuditConfig, RealComparison, ScenarioResult
+from worldflux_gym.audit.stats import bootstrap_ci
+from worldflux_gym.core.envs import make_env
+from worldflux_gym.core.errors import SpaceError
+from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.spaces import spaces_fit
+from worldflux_gym.data.policy import Policy
+from worldflux_gym.dream.latent import latent_of
+from worldflux_gym.dream.resolve import ResolvedDream
 
 
 def set_real_state(env: gym.Env, obs: np.ndarray) -> np.ndarray | None:
@@ -110,7 +120,7 @@ class RealRollouts:
 
 def real_rollouts(
     env_id: str,
-    policy: BatchPolicy,
+    policy: Policy,
     starts: np.ndarray | None,
     seeds: list[int],
     horizon: int | None = None,
@@ -158,3 +168,86 @@ def real_rollouts(
     else:
         method = f"state set for {int(state_set.sum())} of {n} starts, seeded resets for the rest"
     return RealRollouts(returns, lengths, start_obs, state_set, error, method)
+
+
+# --- the audit's replay: dream against real, start by start --------------------------------------
+def check_real_env(env_id: str, model: WorldModel) -> None:
+    """The real env named for the replay exists and has the spaces the model was fitted for."""
+    env = make_env(env_id, "real")
+    try:
+        if not (
+            spaces_fit(env.observation_space, model.observation_space)
+            and spaces_fit(env.action_space, model.action_space)
+        ):
+            raise SpaceError(
+                f"real={env_id!r} has spaces {env.observation_space} / {env.action_space}, but the model "
+                f"was fitted for {model.observation_space} / {model.action_space}: replay in the env "
+                "the model was fitted on (bare --real: the dream's own)"
+            )
+    finally:
+        env.close()
+
+
+def replay_in_real_env(
+    real_id: str,
+    setup: ResolvedDream,
+    policy: Policy,
+    nominal: ScenarioResult,
+    starts: np.ndarray,
+    seeds: list[int],
+    worst_start: np.ndarray | None,
+    worst_cases: list[dict[str, Any]],
+    notes: list[str],
+    config: AuditConfig,
+) -> RealComparison:
+    """The nominal starts (and the adversarial worst starts) in the real env; the dream-real comparison."""
+    model, horizon = setup.model, setup.horizon
+    assert horizon is not None  # the audit set it
+    observe = None if model.capabilities.decodes_observations else encoder(model)
+    count = config.real_episodes or len(starts)
+    replay = real_rollouts(real_id, policy, starts[:count], seeds[:count], horizon, observe)
+    for case in worst_cases:
+        if case["scenario"] == "nominal" and case["start"] < count:
+            case["real_return"] = float(replay.returns[case["start"]])
+    if worst_start is not None:
+        if can_set_state(real_id):
+            worst = real_rollouts(real_id, policy, worst_start, seeds[: len(worst_start)], horizon, observe)
+            for case in worst_cases:
+                if case["scenario"] == "adversarial":
+                    case["real_return"] = float(worst.returns[case["base_start"]])
+        else:
+            notes.append(f"{real_id}'s state cannot be set from an observation: worst starts not replayed")
+    return compare(real_id, nominal, replay, config)
+
+
+def encoder(model: WorldModel):
+    """Real observations -> the latents a latent family's agent sees (as EncodeObservation does)."""
+
+    def observe(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tensor = torch.as_tensor(obs, dtype=torch.float32, device=model.device)
+            return latent_of(model, model.encode(tensor)).float().cpu().numpy()
+
+    return observe
+
+
+def compare(env_id: str, dream: ScenarioResult, replay, config: AuditConfig) -> RealComparison:
+    """Dream against real episode by episode: the replay holds the first of the dreamed starts."""
+    count = len(replay.returns)
+    dream_returns = dream.returns[:count]
+    gaps = dream_returns - replay.returns
+    correlation = None
+    if dream_returns.std() > 0 and replay.returns.std() > 0:
+        correlation = float(np.corrcoef(dream_returns, replay.returns)[0, 1])
+    return RealComparison(
+        env_id=env_id,
+        method=replay.method,
+        dream_returns=dream_returns,
+        real_returns=replay.returns,
+        dream_lengths=dream.lengths[:count],
+        real_lengths=replay.lengths,
+        start_reproduced=replay.start_error <= 1e-4,
+        real_interval=bootstrap_ci(replay.returns, config.confidence, seed=config.seed),
+        gap_interval=bootstrap_ci(gaps, config.confidence, seed=config.seed),
+        episode_correlation=correlation,
+    )

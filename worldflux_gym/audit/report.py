@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from worldflux_gym.audit import svg
-from worldflux_gym.audit.audit import AuditResult, Ranking, ScenarioResult
+from worldflux_gym.audit.ranking import Ranking
+from worldflux_gym.audit.results import AuditResult, ScenarioResult
 from worldflux_gym.core.checkpoint import atomic_write_files
 from worldflux_gym.core.paths import check_not_replacing, check_output_dir
+from worldflux_gym.core.tables import text_table
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
@@ -69,15 +71,10 @@ def _flag(reason: str | None) -> str:
     return {"exploitation": "FLAG: exploitation", "off the data": "FLAG: off the data"}.get(reason, "")
 
 
-def format_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
 def summary_text(result: AuditResult) -> str:
     lines = [
         f"audit of {result.agent} in {result.dream_id or result.checkpoint}",
-        format_table(summary_rows(result)),
+        text_table(summary_rows(result)),
     ]
     if result.real is not None:
         g = result.real.gap_interval
@@ -309,7 +306,7 @@ def ranking_text(ranking: Ranking) -> str:
             (str(rank), ranking.names[i], dream, real, length,
              _pct(audit.nominal.unsure_share), _flag(audit.nominal.flag_reason))
         )  # fmt: skip
-    text = format_table(rows)
+    text = text_table(rows)
     if spread is not None:
         text += (
             f"\nDream return: the mean over {models} fitted models; lengths, unsure steps and flags: the "

@@ -31,6 +31,7 @@ from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import CheckpointError, ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.spaces import space_from_json, space_to_json
+from worldflux_gym.version import __version__
 
 FORMAT_VERSION = 2  # 2: metadata.json holds config_sha256 too
 READABLE_FORMAT_VERSIONS = (1, 2)
@@ -199,8 +200,6 @@ def save_pretrained(
 ) -> Path:
     """Write ``model`` to ``directory`` (created if needed), with ``extra_files`` (name -> content,
     e.g. a trainer's state) in the same all-or-nothing write; returns the directory."""
-    from worldflux_gym import __version__
-
     clashing = set(extra_files or {}) & {CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE}
     if clashing:
         raise CheckpointError(f"extra_files may not replace the model's own files {sorted(clashing)}")

@@ -105,3 +105,24 @@ def _shape(space: spaces.Space) -> tuple[int, ...]:
     if space.shape is None:
         raise SpaceError(f"the space {space!r} has no fixed shape")
     return tuple(space.shape)
+
+
+def spaces_fit(agent_space: spaces.Space, env_space: spaces.Space) -> bool:
+    """Whether what acts on ``agent_space`` can act on ``env_space``: the same kind and shape (and
+    ``n`` for Discrete, ``nvec`` for MultiDiscrete), as an SB3 policy needs of a space."""
+    if type(agent_space) is not type(env_space) or agent_space.shape != env_space.shape:
+        return False
+    if isinstance(agent_space, spaces.Discrete) and isinstance(env_space, spaces.Discrete):
+        return int(agent_space.n) == int(env_space.n) and int(agent_space.start) == int(env_space.start)
+    if isinstance(agent_space, spaces.MultiDiscrete) and isinstance(env_space, spaces.MultiDiscrete):
+        return np.array_equal(agent_space.nvec, env_space.nvec)
+    return True
+
+
+def describe_space(space: spaces.Space) -> str:
+    """A space in a few characters for one-line messages: ``Box(17,)``, ``Discrete(2)``."""
+    if isinstance(space, spaces.Box):
+        return f"Box{tuple(space.shape)}"
+    if isinstance(space, spaces.Discrete):
+        return f"Discrete({int(space.n)})"
+    return str(space)

@@ -1,7 +1,8 @@
 """Collecting real episodes from any Gymnasium env id through Gymnasium's vector API.
 
 A policy is random actions (``None``), any callable from a batch of observations to a batch of
-actions, or a stable-baselines3 model saved as ``.zip`` (:func:`load_sb3_policy`). With
+actions, or a stable-baselines3 model saved as ``.zip`` (:func:`~worldflux_gym.data.policy.
+load_sb3_policy`; an SB3 zip is code that SB3's loader unpickles: collect only with agents you trust). With
 ``image_size`` the observations are the env's own rendered frames, resampled to a square
 ``image_size x image_size`` uint8 image (the pixel setting of DreamerV3).
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import zipfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -28,13 +27,12 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import AddRenderObservation
 from tqdm.auto import tqdm
 
-from worldflux_gym.core.errors import ConfigError, DuplicateEpisodeError, SpaceError
+from worldflux_gym.core.errors import ConfigError, DuplicateEpisodeError
 from worldflux_gym.data.episode import Episode
+from worldflux_gym.data.policy import Policy, load_sb3_policy
 
 if TYPE_CHECKING:
     from worldflux_gym.data.store import EpisodeStore
-
-Policy = Callable[[np.ndarray], np.ndarray]  # batch of observations -> batch of actions
 
 
 # --- image observations ------------------------------------------------------------------------
@@ -103,82 +101,7 @@ def make_real_vector_env(
         ) from err
 
 
-# --- stable-baselines3 policies ------------------------------------------------------------------
-# SB3 keeps the policy class's module in the zip's JSON "data" entry, which tells the algorithm
-# family; PPO and A2C share one policy class, and PPO alone stores a clip range.
-_SB3_POLICY_MODULES = {
-    "stable_baselines3.sac.policies": "SAC",
-    "stable_baselines3.td3.policies": "TD3",
-    "stable_baselines3.dqn.policies": "DQN",
-}
-
-
-def detect_sb3_algorithm(path: str | Path) -> str:
-    """The SB3 algorithm name (``"PPO"``, ``"SAC"``...) a saved ``.zip`` was trained with.
-
-    Reads only the zip's JSON ``data`` entry; nothing is unpickled.
-    """
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-        raise ConfigError(
-            f"{path} is not a stable-baselines3 model (.zip saved by model.save): {err}"
-        ) from err
-    module = data.get("policy_class", {}).get("__module__", "")
-    if module in _SB3_POLICY_MODULES:
-        return _SB3_POLICY_MODULES[module]
-    if module == "stable_baselines3.common.policies":
-        return "PPO" if "clip_range" in data else "A2C"
-    raise ConfigError(
-        f"cannot tell which algorithm saved {path} (policy module {module!r}); pass it explicitly, "
-        "e.g. --algo PPO or load_sb3_policy(path, algo='PPO')"
-    )
-
-
-def load_sb3_policy(
-    path: str | Path,
-    algo: str | None = None,
-    observation_space: gym.Space | None = None,
-    action_space: gym.Space | None = None,
-    deterministic: bool = True,
-) -> Policy:
-    """A batch policy from a stable-baselines3 model saved as ``.zip``.
-
-    ``algo`` names the SB3 algorithm class (``"PPO"``, ``"SAC"``, ...); ``None`` detects it from the
-    zip. SB3's own loader unpickles parts of the zip, so only load models you trust. Given the
-    env's spaces, a model trained for other spaces is refused with a clear error.
-    """
-    import stable_baselines3
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no policy file at {path}; pass the .zip written by stable-baselines3's save()")
-    name = (algo or detect_sb3_algorithm(path)).upper()
-    algo_class = getattr(stable_baselines3, name, None)
-    if algo_class is None:
-        raise ConfigError(
-            f"unknown stable-baselines3 algorithm {name!r}; use one of A2C, DDPG, DQN, PPO, SAC, TD3"
-        )
-    model = algo_class.load(path, device="cpu")
-    for what, theirs, ours in (
-        ("observation", model.observation_space, observation_space),
-        ("action", model.action_space, action_space),
-    ):
-        if ours is not None and theirs.shape != ours.shape:
-            raise SpaceError(
-                f"the policy in {path} was trained for {what} space {theirs}, the env has {ours}; "
-                "use a policy trained on this env (with the same observation wrappers)"
-            )
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        action, _ = model.predict(obs, deterministic=deterministic)
-        return action
-
-    return policy
-
-
+# --- policies --------------------------------------------------------------------------------------
 def scaled_random_policy(action_space: gym.spaces.Box, scale: float, seed: int = 0) -> Policy:
     """Uniform random Box actions shrunk towards the middle of the box by ``scale`` (0..1).
 

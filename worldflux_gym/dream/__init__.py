@@ -4,6 +4,8 @@
 - :class:`DreamVectorEnv`: ``N`` envs stepped as one tensor batch (``gymnasium.vector.VectorEnv``);
 - :class:`DreamSB3VecEnv`: the same batch behind stable-baselines3's ``VecEnv``;
 - :class:`EncodeObservation`: the real env in a latent family's observation space;
+- :class:`DreamRenderer`: ``render()`` of every dream env (``render.py``, with the simulator that
+  draws state models, frame utilities and the pygame window it needs);
 - ``registration``: the ``WorldFlux/<Family>-<Env>-v0`` ids declared in ``envs/*.json``.
 
 All three envs share one implementation of the stepping logic, :class:`DreamBatch`.
@@ -27,6 +29,7 @@ from worldflux_gym.dream.registration import (
     make_sb3_vec_env,
     register_envs,
 )
+from worldflux_gym.dream.render import DreamRenderer
 from worldflux_gym.dream.starts import (
     BankStarts,
     BranchedStarts,
@@ -59,6 +62,7 @@ __all__ = [
     "DreamClosedError",
     "DreamEnv",
     "DreamEnvSpec",
+    "DreamRenderer",
     "DreamResetNeeded",
     "DreamSB3VecEnv",
     "DreamVectorEnv",

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from worldflux_gym.core.checkpoint import from_pretrained, read_metadata
+from worldflux_gym.core.checkpoint import read_metadata
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import ConfigError, SpaceError, WorldFluxError
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.core.spaces import is_image_space, space_to_json
+from worldflux_gym.core.spaces import is_image_space
 from worldflux_gym.core.state import State
 from worldflux_gym.core.validate import (
     check_float,
@@ -41,6 +41,8 @@ from worldflux_gym.core.validate import (
     check_seed,
 )
 from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.dream.latent import latent_observation_space, latent_of, same_space
+from worldflux_gym.dream.resolve import checkpoint_dir_of, load_model
 from worldflux_gym.dream.starts import (
     STARTS_FILE,
     BankStarts,
@@ -138,53 +140,6 @@ class StepResult:
     final_obs: torch.Tensor | None = None  # SAME_STEP: the last obs of rows that ended (all rows)
     episode_return: torch.Tensor | None = None  # the return of the episode each row is in (or ended)
     episode_length: torch.Tensor | None = None
-
-
-def load_model(model: WorldModel | str | Path, device: str | torch.device = "auto") -> WorldModel:
-    """A fitted model, or the checkpoint directory of one (loaded with ``from_pretrained``)."""
-    if isinstance(model, WorldModel):
-        return model.eval()
-    return from_pretrained(model, device=device)
-
-
-def checkpoint_dir_of(model: WorldModel | str | Path) -> Path | None:
-    """The directory a model comes from: the one given, or the one a loaded model was read from (its
-    data, start bank and metadata live there); ``None`` for a model built in memory."""
-    return model.checkpoint_dir if isinstance(model, WorldModel) else Path(model)
-
-
-def latent_observation_space(model: WorldModel) -> spaces.Box:
-    """The observation space of a family that does not decode observations: its latent ``Box``.
-
-    Such a family exposes ``latent_dim``; SimNorm latents (TD-MPC2) lie in ``[0, 1]``. A family
-    with other bounds may set ``latent_bounds = (low, high)``.
-    """
-    if not hasattr(model, "latent_dim"):
-        raise ConfigError(
-            f"the {model.family!r} family does not decode observations and exposes no `latent_dim`, so "
-            "a dream over it has no observation space"
-        )
-    low, high = getattr(model, "latent_bounds", (0.0, 1.0))
-    return spaces.Box(low, high, (int(model.latent_dim),), np.float32)
-
-
-def latent_of(model: WorldModel, state: State) -> torch.Tensor:
-    """The latent a non-decoding family shows as its observation (``state["latent"]`` by convention)."""
-    if hasattr(model, "latent_observation"):
-        return model.latent_observation(state)
-    if "latent" not in state:
-        raise ConfigError(
-            f"the {model.family!r} state has no 'latent' tensor (it has {sorted(state.tensors)}) and the "
-            "family defines no latent_observation(state)"
-        )
-    return state["latent"]
-
-
-def same_space(a: spaces.Space, b: spaces.Space) -> bool:
-    try:
-        return space_to_json(a) == space_to_json(b)
-    except SpaceError:
-        return False
 
 
 class DreamBatch:

@@ -12,6 +12,7 @@ import torch
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.validate import check_seed
 from worldflux_gym.dream.core import Autoreset, DreamBatch
+from worldflux_gym.dream.render import attach_renderer
 
 
 class DreamEnv(gym.Env):
@@ -43,7 +44,7 @@ class DreamEnv(gym.Env):
     The same seed gives the same episode for the same actions. NaN or inf from the model raises
     :class:`~worldflux_gym.dream.ModelDivergenceError` instead of leaving ``step()``.
 
-    **Rendering** (:mod:`worldflux_gym.video.render`): ``render_mode="rgb_array"`` returns the
+    **Rendering** (:mod:`worldflux_gym.dream.render`): ``render_mode="rgb_array"`` returns the
     dream's frame (pixel models: the decoded image; state models: the real simulator put in the
     predicted state), ``"human"`` shows it in a pygame window; latent models cannot be drawn.
     ``render_options``: ``width``, ``height``, ``shadows``, ``reflections``, ``antialias``, ``track``.
@@ -85,9 +86,7 @@ class DreamEnv(gym.Env):
         if not self.dream.decodes:
             # a latent dream cannot be drawn: say so in the metadata Gymnasium's checker reads
             self.metadata = {**self.metadata, "render_modes": []}
-        # rendering lives in worldflux_gym.video; render_options: width, height, shadows, ...
-        from worldflux_gym.video.render import attach_renderer
-
+        # rendering is dream.render's; render_options: width, height, shadows, ...
         self._renderer = attach_renderer(self, render_mode, render_options)
 
     def reset(
@@ -126,7 +125,7 @@ class DreamEnv(gym.Env):
         return obs.cpu().numpy().astype(self._obs_dtype, copy=False)
 
     def render(self) -> np.ndarray | None:
-        """The dream's current frame (see :mod:`worldflux_gym.video.render`); ``None`` without a mode."""
+        """The dream's current frame (see :mod:`worldflux_gym.dream.render`); ``None`` without a mode."""
         if self._renderer is None:
             gym.logger.warn("render() without a render_mode: make the env with render_mode='rgb_array'")
             return None

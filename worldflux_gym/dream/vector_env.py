@@ -14,6 +14,7 @@ from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.validate import check_seed
 from worldflux_gym.dream.core import Autoreset, DreamBatch, StepResult
+from worldflux_gym.dream.render import attach_renderer
 
 
 class DreamVectorEnv(VectorEnv):
@@ -82,9 +83,7 @@ class DreamVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.tensor_output = bool(tensor_output)
         self._obs_dtype = self.single_observation_space.dtype
-        # rendering lives in worldflux_gym.video: render() gives one frame per env
-        from worldflux_gym.video.render import attach_renderer
-
+        # rendering is dream.render's: render() gives one frame per env
         self._renderer = attach_renderer(self, render_mode, render_options)
 
     @property

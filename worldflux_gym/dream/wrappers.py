@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.dream.core import latent_observation_space, latent_of, load_model, same_space
+from worldflux_gym.dream.latent import latent_observation_space, latent_of, same_space
+from worldflux_gym.dream.resolve import load_model
 from worldflux_gym.dream.starts import as_model_tensor
 
 

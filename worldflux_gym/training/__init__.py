@@ -1,6 +1,6 @@
-"""Fitting world models: the trainer (any family, through ``loss``), the one-call pipeline, and the
-closed-loop fine-tune of an ensemble under the policies that logged its data, and uncertainty heads
-fitted onto a frozen dreamer or tdmpc2 model.
+"""Fitting world models: the trainer (any family, through ``loss``), the run directory it writes,
+the one-call fit from a real env id, and uncertainty heads fitted onto a frozen dreamer or tdmpc2
+model.
 
 :func:`fit_world_model` goes from a real env id to a fitted checkpoint in one call: it collects
 real episodes (random actions unless given a policy) into ``RUN/data``, fits ``family:preset``
@@ -16,19 +16,19 @@ any registered id of the same real env (``gym.make(id, checkpoint=RUN)``):
 >>> env = gym.make("WorldFlux/Ensemble-Pendulum-v0", checkpoint="runs/pendulum")
 >>> obs, info = env.reset(seed=0)
 
-``docs/dyna.md`` shows the Dyna loop (:mod:`worldflux_gym.training.dyna`) and the fine-tune.
+The loops built on top of it, the Dyna loop and the closed-loop fine-tune, are in
+:mod:`worldflux_gym.pipelines` (``docs/dyna.md``).
 """
 
-from worldflux_gym.training.closed_loop import ClosedLoopConfig, fine_tune_closed_loop
 from worldflux_gym.training.fit import fit_world_model
-from worldflux_gym.training.trainer import Trainer, TrainerConfig, inspect_run_dir, trainer_state
+from worldflux_gym.training.run_dir import RunDirectory, inspect_run_dir, trainer_state
+from worldflux_gym.training.trainer import Trainer, TrainerConfig
 from worldflux_gym.training.uncertainty import fit_uncertainty_heads, with_uncertainty_heads
 
 __all__ = [
-    "ClosedLoopConfig",
+    "RunDirectory",
     "Trainer",
     "TrainerConfig",
-    "fine_tune_closed_loop",
     "fit_uncertainty_heads",
     "fit_world_model",
     "inspect_run_dir",

@@ -13,42 +13,35 @@ from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, SpaceError, TrainingError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.registry import build_config, create_world_model, parse_name
-from worldflux_gym.data.collect import Policy, collect_to_store
+from worldflux_gym.data.collect import collect_to_store
+from worldflux_gym.data.policy import Policy
 from worldflux_gym.data.store import EpisodeStore, is_store
-from worldflux_gym.training.trainer import (
-    STATE_JSON,
-    Trainer,
-    TrainerConfig,
-    inspect_run_dir,
-    lock_run_dir,
-    seed_torch,
-)
-
-RUN_DATA_DIR = "data"  # where fit_world_model collects when no data directory is given
+from worldflux_gym.training.run_dir import RunDirectory
+from worldflux_gym.training.trainer import Trainer, TrainerConfig, seed_torch
 
 
-def _check_resumable(run_dir: Path, env_id: str, model_name: str, writer: bool = True) -> None:
+def _check_resumable(run: RunDirectory, env_id: str, model_name: str, writer: bool = True) -> None:
     """Refuse before collecting anything when ``run_dir`` holds a run of another model or env.
 
     ``writer=False`` only reads what is there (before taking the writer lock): the full check, which
     may finish a checkpoint write that a kill interrupted, is the writer's alone.
     """
     if writer:
-        if not inspect_run_dir(run_dir):
+        if not run.inspect():
             return
-    elif not (run_dir / "config.json").is_file() or not (run_dir / STATE_JSON).is_file():
+    elif not run.config_file.is_file() or not run.state_json.is_file():
         return
     family, preset = parse_name(model_name)
     try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        saved_env = json.loads((run_dir / STATE_JSON).read_text()).get("data", {}).get("env_id")
+        saved = run.saved_config()
+        saved_env = json.loads(run.state_json.read_text()).get("data", {}).get("env_id")
     except (OSError, ValueError, AttributeError):
         if writer:
             raise
         return  # being written now, or damaged: the writer's check will say
     if (saved.get("family"), saved.get("preset")) != (family, preset) or saved_env not in (None, env_id):
         raise TrainingError(
-            f"{run_dir} already holds the model {saved.get('family')}:{saved.get('preset')} fitted on "
+            f"{run.path} already holds the model {saved.get('family')}:{saved.get('preset')} fitted on "
             f"{saved_env}; choose a new directory for {family}:{preset} on {env_id} (nothing is overwritten)"
         )
 
@@ -90,7 +83,7 @@ def fit_world_model(
     seed on the same data gives the same weights (on CPU; CUDA kernels may differ in the last bits).
     The run holds ``run_dir``'s writer lock throughout: a second writer is refused at once.
     """
-    run_dir = Path(run_dir)
+    run = RunDirectory(run_dir)
     build_config(*parse_name(model_name), overrides)  # a typo fails now, not after collecting
     if isinstance(trainer, dict):
         valid = {f.name for f in dataclasses.fields(TrainerConfig)}
@@ -100,13 +93,13 @@ def fit_world_model(
             )
         trainer = TrainerConfig(**trainer)
     # what can be refused by looking is refused before anything is written
-    _check_resumable(run_dir, env_id, model_name, writer=False)
+    _check_resumable(run, env_id, model_name, writer=False)
     if data_dir is not None:
         _open_store(data_dir, env_id)
-    with lock_run_dir(run_dir, f"a fit of {model_name} on {env_id}"):
-        _check_resumable(run_dir, env_id, model_name)
+    with run.lock(f"a fit of {model_name} on {env_id}"):
+        _check_resumable(run, env_id, model_name)
         if data_dir is None:
-            data_dir = run_dir / RUN_DATA_DIR
+            data_dir = run.data_dir
             have = EpisodeStore(data_dir).num_steps() if is_store(data_dir) else 0
             if have < collect_steps:  # collect_steps is the total: a rerun finishes the collection
                 collect_to_store(
@@ -129,5 +122,5 @@ def fit_world_model(
             )
         base = trainer or TrainerConfig()
         config = dataclasses.replace(base, steps=steps, seed=seed, progress=base.progress and progress)
-        Trainer(model, store, config, run_dir).fit()
+        Trainer(model, store, config, run.path).fit()
     return model

@@ -3,13 +3,8 @@
 One loop for every family: sample a batch of the kind the model asks for (``model.batch_type``:
 single transitions, or windows of ``model.sequence_length`` steps), take an AdamW step on
 ``model.loss(batch).loss`` with gradient clipping, validate on held-out episodes every so often
-with ``model.validate``, and checkpoint. The run directory is a loadable model at every moment::
-
-    run_dir/
-      config.json  model.safetensors  metadata.json   the model (what from_pretrained loads)
-      trainer_state.json  trainer_state.safetensors   step, optimizer, RNG: resume exactly here
-      metrics.csv                                     step, metric, value (tidy rows)
-      tensorboard/                                    the same metrics, when tensorboard is installed
+with ``model.validate``, and checkpoint. The run directory (:class:`~worldflux_gym.training.run_dir.
+RunDirectory`: model, trainer state, metrics, TensorBoard logs) is a loadable model at every moment.
 
 Model and trainer state are committed together by one atomic multi-file write, so a killed run
 resumes from its last checkpoint with nothing mixed. Resuming is exact: batch ``k`` is drawn from a
@@ -44,39 +39,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
-from worldflux_gym.core.checkpoint import (
-    CONFIG_FILE,
-    METADATA_FILE,
-    WEIGHTS_FILE,
-    atomic_write_files,
-    from_pretrained,
-    interrupted_write,
-    read_committed,
-    recover_interrupted_write,
-    to_json_bytes,
-)
+from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, to_json_bytes
 from worldflux_gym.core.errors import ConfigError, DataError, SpaceError, TrainingError
-from worldflux_gym.core.lock import LOCK_FILES, WriterLock
+from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
+from worldflux_gym.training.run_dir import STATE_JSON, STATE_TENSORS, RunDirectory
 
-STATE_JSON = "trainer_state.json"
-STATE_TENSORS = "trainer_state.safetensors"
-METRICS_FILE = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
-# What a run directory may hold besides a checkpoint; anything else means it belongs to someone else.
-RUN_DIR_FILES = {
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    METADATA_FILE,
-    STATE_JSON,
-    STATE_TENSORS,
-    METRICS_FILE,
-    TENSORBOARD_DIR,
-    "data",
-    *LOCK_FILES,
-}
+# What TrainerConfig falls back to where neither it nor the model's config sets a value.
+FALLBACK_BATCH_SIZE = 256  # transitions
+FALLBACK_WINDOWS = 16  # windows of model.sequence_length steps, for families that train on sequences
+FALLBACK_LEARNING_RATE = 1e-3
+FALLBACK_GRAD_CLIP = 100.0
 _VALIDATION_STREAM = 1_000_003  # seeds the fixed validation batches, apart from the training batches
 
 
@@ -88,10 +63,10 @@ class TrainerConfig:
     """
 
     steps: int = 1000
-    batch_size: int | None = None  # model.config.batch_size, else 256 transitions / 16 windows
-    learning_rate: float | None = None  # model.config.learning_rate, else 1e-3
+    batch_size: int | None = None  # model.config.batch_size, else FALLBACK_BATCH_SIZE / _WINDOWS
+    learning_rate: float | None = None  # model.config.learning_rate, else FALLBACK_LEARNING_RATE
     weight_decay: float = 1e-4
-    grad_clip: float | None = None  # max global grad norm: model.config.grad_clip, else 100
+    grad_clip: float | None = None  # max global grad norm: model.config.grad_clip, else FALLBACK_GRAD_CLIP
     validate_every: int = 500
     validation_batches: int = 4
     checkpoint_every: int = 1000
@@ -112,9 +87,9 @@ class TrainerConfig:
         sequences = model.batch_type is SequenceBatch
         out = dataclasses.replace(
             self,
-            batch_size=int(from_model("batch_size", 16 if sequences else 256)),
-            learning_rate=float(from_model("learning_rate", 1e-3)),
-            grad_clip=float(from_model("grad_clip", 100.0)),
+            batch_size=int(from_model("batch_size", FALLBACK_WINDOWS if sequences else FALLBACK_BATCH_SIZE)),
+            learning_rate=float(from_model("learning_rate", FALLBACK_LEARNING_RATE)),
+            grad_clip=float(from_model("grad_clip", FALLBACK_GRAD_CLIP)),
             mixed_precision=(
                 model.device.type == "cuda" if self.mixed_precision is None else self.mixed_precision
             ),
@@ -139,85 +114,6 @@ class _LossModule(nn.Module):
     def forward(self, batch: TransitionBatch | SequenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.model.loss(batch)
         return out.loss, out.components
-
-
-def _model_identity(model: WorldModel) -> dict[str, Any]:
-    """What makes a saved model "the same model": family, preset, config and spaces, as JSON."""
-    from worldflux_gym.core.spaces import space_to_json
-
-    return json.loads(
-        json.dumps(
-            {
-                "family": model.family,
-                "preset": model.preset,
-                "config": dataclasses.asdict(model.config),
-                "observation_space": space_to_json(model.observation_space),
-                "action_space": space_to_json(model.action_space),
-            }
-        )
-    )
-
-
-def inspect_run_dir(run_dir: str | Path, model: WorldModel | None = None) -> bool:
-    """Whether ``run_dir`` holds a run of ``model`` to resume; raises if it holds anything else.
-
-    ``model=None`` only checks that the directory is empty, new, or a resumable run of any model.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        return False
-    _refuse_foreign(run_dir)
-    if (run_dir / METADATA_FILE).exists() or interrupted_write(run_dir, RUN_DIR_FILES):
-        recover_interrupted_write(run_dir, RUN_DIR_FILES)  # a write a kill interrupted: finish or discard it
-    if not (run_dir / METADATA_FILE).exists():
-        _refuse_foreign(run_dir)
-        return False
-    if not (run_dir / STATE_JSON).exists():
-        raise TrainingError(
-            f"{run_dir} holds a saved model without trainer state, so there is no run to resume; "
-            "fit into a new directory (nothing is ever overwritten)"
-        )
-    if model is None:
-        return True
-    saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    mine = _model_identity(model)
-    differences = [key for key in mine if saved.get(key) != mine[key]]
-    if differences:
-        raise TrainingError(
-            f"{run_dir} already holds another model ({saved.get('family')}:{saved.get('preset')}; "
-            f"it differs from {model.family}:{model.preset} in {', '.join(differences)}); "
-            "choose a new directory for --out, or use the same model and data to resume it"
-        )
-    return True
-
-
-def _refuse_foreign(run_dir: Path) -> None:
-    """Refuse a ``run_dir`` that is a file, or a folder that holds no run and files of someone else's
-    (only looks: nothing is written)."""
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise TrainingError(f"{run_dir} is a file; give a directory for the run")
-    if (run_dir / METADATA_FILE).exists() or interrupted_write(run_dir, RUN_DIR_FILES):
-        return  # a run, or a run's first checkpoint that a kill interrupted
-    # not a run (yet): only our own names (e.g. data/ of a collection that was interrupted)
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_DIR_FILES)
-    if foreign:
-        raise TrainingError(
-            f"{run_dir} already holds files that are not a worldflux-gym run "
-            f"({', '.join(foreign[:5])}); choose a new directory for --out (nothing is ever overwritten)"
-        )
-
-
-def lock_run_dir(run_dir: str | Path, what: str) -> WriterLock:
-    """Become the one writer of ``run_dir`` (created if missing) or raise ``ConcurrentWriterError``.
-
-    A folder that is not a run is refused first (``TrainingError``), and gets no lock file. The lock
-    is reentrant within a thread: ``fit_world_model`` holds it while the ``Trainer`` inside takes it.
-    """
-    run_dir = Path(run_dir)
-    _refuse_foreign(run_dir)
-    return WriterLock(run_dir, what, reentrant=True).acquire()
 
 
 def seed_torch(seed: int, rank: int = 0) -> None:
@@ -254,7 +150,8 @@ class Trainer:
     ):
         self.model = model
         self.config = (config or TrainerConfig()).resolved(model)
-        self.run_dir = Path(run_dir)
+        self.run = RunDirectory(run_dir)
+        self.run_dir = self.run.path
         self.rank, self.world_size = _distributed()
         self.device = model.device
         self.train_data, self.validation_data, self.data_info = self._open_data(data)
@@ -262,9 +159,9 @@ class Trainer:
         # finish an interrupted checkpoint write) or from fit() on (a new one is created there)
         self._lock: WriterLock | None = None
         if self.rank == 0 and self.run_dir.exists():
-            self._lock = lock_run_dir(self.run_dir, self._what())
+            self._lock = self.run.lock(self._what())
         try:
-            self.resuming = inspect_run_dir(self.run_dir, model)
+            self.resuming = self.run.inspect(model)
         except BaseException:
             self.close()
             raise
@@ -360,8 +257,8 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         saved = from_pretrained(self.run_dir, device=self.device)  # verifies checksum and contract
         self.model.load_state_dict(saved.state_dict())
-        info = json.loads((self.run_dir / STATE_JSON).read_text())
-        tensors = load_safetensors_bytes((self.run_dir / STATE_TENSORS).read_bytes())
+        info = json.loads(self.run.state_json.read_text())
+        tensors = load_safetensors_bytes(self.run.state_tensors.read_bytes())
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optimizer."):
@@ -395,14 +292,14 @@ class Trainer:
     def _open_logs(self):
         if self.rank != 0:
             return None, None
-        path = self.run_dir / METRICS_FILE
+        path = self.run.metrics_file
         if self.resuming and path.exists():
             # drop rows written after the checkpoint we resume from: those updates are redone
             with open(path, newline="") as f:
                 rows = [row for row in csv.DictReader(f) if int(row["step"]) <= self.step]
             buffer = [",".join(("step", "metric", "value", "time"))]
             buffer += [",".join((r["step"], r["metric"], r["value"], r["time"])) for r in rows]
-            atomic_write_files(self.run_dir, {METRICS_FILE: ("\n".join(buffer) + "\n").encode()})
+            atomic_write_files(self.run_dir, {path.name: ("\n".join(buffer) + "\n").encode()})
         new = not path.exists()
         handle = open(path, "a", newline="")  # noqa: SIM115  (closed at the end of fit)
         writer = csv.writer(handle)
@@ -414,7 +311,7 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 tensorboard = SummaryWriter(
-                    str(self.run_dir / TENSORBOARD_DIR), purge_step=self.step if self.resuming else None
+                    str(self.run.tensorboard_dir), purge_step=self.step if self.resuming else None
                 )
             except ImportError:  # tensorboard is an optional extra: CSV alone then
                 tensorboard = None
@@ -520,9 +417,9 @@ class Trainer:
         """Train up to ``config.steps`` updates (resuming from ``run_dir``); returns the final metrics."""
         if self.rank == 0 and (self._lock is None or not self._lock.held):
             # not held since __init__ (a new run_dir, or fit() once more): take it and look again
-            self._lock = lock_run_dir(self.run_dir, self._what())
+            self._lock = self.run.lock(self._what())
             try:
-                self.resuming = inspect_run_dir(self.run_dir, self.model)
+                self.resuming = self.run.inspect(self.model)
             except BaseException:
                 self.close()
                 raise
@@ -602,13 +499,4 @@ def sample_for(
     return buffer.sample_transitions(size, rng)
 
 
-def trainer_state(run_dir: str | Path) -> dict[str, Any]:
-    """The JSON trainer state of a run (step, trainer config, data), e.g. to report on it: that of
-    the last committed checkpoint, also when a kill left its write unapplied (resuming applies it)."""
-    try:
-        return json.loads(read_committed(run_dir, STATE_JSON))
-    except FileNotFoundError:
-        raise TrainingError(f"{run_dir} holds no trainer state ({STATE_JSON}); it is not a fit run") from None
-
-
-__all__: Sequence[str] = ["Trainer", "TrainerConfig", "inspect_run_dir", "trainer_state"]
+__all__: Sequence[str] = ["Trainer", "TrainerConfig"]

@@ -33,11 +33,11 @@ import numpy as np
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.spaces import is_image_space
 from worldflux_gym.dream.core import Autoreset, DreamBatch
+from worldflux_gym.dream.frames import draw_text
+from worldflux_gym.dream.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
 from worldflux_gym.dream.starts import RealResetStarts, Start, StartSource, as_model_tensor
-from worldflux_gym.video.frames import draw_text
-from worldflux_gym.video.record import _RealSide, resolve_dream
-from worldflux_gym.video.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
-from worldflux_gym.video.window import FrameWindow
+from worldflux_gym.dream.window import FrameWindow
+from worldflux_gym.video.record import _RealSide, resolve_source
 
 DREAM, REAL = "dream", "real"
 
@@ -159,7 +159,7 @@ class DreamPlayer:
         width: int | None = None,
         height: int | None = None,
     ):
-        source = resolve_dream(dream, checkpoint, real_env)
+        source, real_id = resolve_source(dream, checkpoint, real_env)
         model = source.model
         if not model.capabilities.decodes_observations:
             raise latent_render_error(model.family)
@@ -167,21 +167,21 @@ class DreamPlayer:
         view = {"width": width, "height": height}
         self.view_size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
         image_shape = model.observation_space.shape if pixels else None
-        self.real = _RealSide(source.real_env, image_shape, view, model=source.model)
+        self.real = _RealSide(real_id, image_shape, view, model=source.model)
         # the dream's own starts come from a second real env, so that they never move the real one
-        start_env = _RealSide(source.real_env, image_shape, view).env if pixels else source.real_env
+        start_env = _RealSide(real_id, image_shape, view).env if pixels else real_id
         self.starts = _PlayStarts(RealResetStarts(start_env, model.device, block=1))
         self.dream = DreamBatch(
             model,
             1,
             starts=self.starts,
-            real_env=source.real_env,
+            real_env=real_id,
             max_episode_steps=source.horizon,
             autoreset=Autoreset.DISABLED,
             clip_actions=True,
             **{"report_uncertainty": None, **source.options},
         )
-        self.renderer = DreamRenderer(self.dream, "rgb_array", real_env=source.real_env, **view)
+        self.renderer = DreamRenderer(self.dream, "rgb_array", real_env=real_id, **view)
         self.keys = KeyMap(self.dream.action_space)
         self.seed = int(seed)
         self.worlds = {DREAM: _World(DREAM), REAL: _World(REAL)}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from worldflux_gym.core.checkpoint import is_checkpoint
 from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.paths import check_output_file
-from worldflux_gym.core.spaces import is_image_space
+from worldflux_gym.core.spaces import describe_space, is_image_space, spaces_fit
 from worldflux_gym.core.validate import (
     check_int,
     check_optional_positive_int,
@@ -44,9 +43,9 @@ from worldflux_gym.core.validate import (
     check_positive_int,
     check_seed,
 )
+from worldflux_gym.data.policy import as_policy
 from worldflux_gym.dream.core import Autoreset, DreamBatch
-from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
-from worldflux_gym.video.frames import (
+from worldflux_gym.dream.frames import (
     draw_text,
     error_image,
     even_size,
@@ -56,7 +55,9 @@ from worldflux_gym.video.frames import (
     resample,
     vstack,
 )
-from worldflux_gym.video.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
+from worldflux_gym.dream.render import PIXEL_VIEW_SIZE, DreamRenderer, latent_render_error
+from worldflux_gym.dream.resolve import ResolvedDream, resolve_dream
+from worldflux_gym.dream.starts import Start, StartSource, as_model_tensor
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 GIF_MAX_FPS = 50  # GIF delays are whole centiseconds and players clamp short ones: 50 fps at most
@@ -118,57 +119,22 @@ class VideoWriter:
 
 
 # --- what is recorded ------------------------------------------------------------------------
-@dataclass
-class DreamSource:
-    """A model to dream with and the real env it stands for."""
-
-    model: WorldModel
-    real_env: str
-    horizon: int | None
-    options: dict[str, Any] = field(default_factory=dict)  # DreamBatch options of a given env
-
-
-def resolve_dream(
+def resolve_source(
     dream: str | Path | gym.Env,
     checkpoint: str | Path | None = None,
     real_env: str | None = None,
-) -> DreamSource:
-    """A registered ``WorldFlux/*`` id, a dream env, or a checkpoint directory (with ``real_env``)."""
-    from worldflux_gym.dream.core import load_model
-
-    if isinstance(dream, gym.Env):
-        inner = dream.unwrapped
-        if not hasattr(inner, "dream"):
-            raise ConfigError(f"{dream} is not a worldflux-gym dream env")
-        batch: DreamBatch = inner.dream
-        env_id = real_env or batch.real_env_id
-        if env_id is None:
-            raise ConfigError("this dream env does not know its real env: pass real_env='Walker2d-v5'")
-        horizon = batch.max_episode_steps or (dream.spec.max_episode_steps if dream.spec else None)
-        options = {
-            "deterministic": batch.deterministic,
-            "report_uncertainty": batch.report_uncertainty,
-            "uncertainty_penalty": batch.uncertainty_penalty,
-            "halt_threshold": batch.halt_threshold,
-            "halt_penalty": batch.halt_penalty,
-        }
-        return DreamSource(batch.model, env_id, horizon, options)
-    text = str(dream)
-    if text.startswith("WorldFlux/"):
-        from worldflux_gym.dream.registration import find_spec, resolve_checkpoint
-
-        spec = find_spec(text)
-        model = load_model(resolve_checkpoint(spec, checkpoint))
-        return DreamSource(model, real_env or spec.real_env, spec.max_episode_steps)
-    if is_checkpoint(text):
-        if real_env is None:
-            raise ConfigError(
-                f"recording the checkpoint {text} needs the real env it was fitted on: real_env=ID"
-            )
-        return DreamSource(load_model(text), real_env, None)
-    raise ConfigError(
-        f"{text!r} is neither a WorldFlux/* dream id (see `worldflux-gym list`) nor a checkpoint directory"
-    )
+) -> tuple[ResolvedDream, str]:
+    """The dream to record or play (:func:`~worldflux_gym.dream.resolve.resolve_dream`: a registered
+        ``WorldFlux/*`` id, a dream env, or a checkpoint directory with ``real_env``), which must know
+        its real env (returned beside it): recordings start from the real env's resets and draw with
+    its simulator."""
+    source = resolve_dream(dream, checkpoint, real_env=real_env)
+    if source.real_env is None:
+        raise ConfigError(
+            f"recording or playing {source.label} needs the real env it was fitted on: pass "
+            "real_env='Walker2d-v5' (--real-env ID)"
+        )
+    return source, source.real_env
 
 
 class _OneStart(StartSource):
@@ -196,7 +162,7 @@ class _RealSide:
         drawn: bool = True,
         model: WorldModel | None = None,
     ):
-        from worldflux_gym.video.simulator import make_render_env, render_frame
+        from worldflux_gym.dream.simulator import make_render_env, render_frame
 
         self.image_shape = image_shape
         if image_shape is not None:
@@ -220,8 +186,6 @@ class _RealSide:
     def _check_spaces(self, env_id: str, model: WorldModel) -> None:
         """The real env has the spaces the model was fitted for (``--real-env`` of another env fails
         here, not as a tensor-size error at the first step)."""
-        from worldflux_gym.agents.evaluate import describe_space, spaces_fit
-
         env = self.env
         if spaces_fit(env.observation_space, model.observation_space) and spaces_fit(
             env.action_space, model.action_space
@@ -249,35 +213,27 @@ class _RealSide:
         return self._render(self.env)
 
     def close(self) -> None:
-        from worldflux_gym.video.simulator import close_render_env
+        from worldflux_gym.dream.simulator import close_render_env
 
         close_render_env(self.env)
 
 
 def _make_policy(agent: str | Path | Any | None, batch: DreamBatch, seed: int) -> Callable[[np.ndarray], Any]:
-    """Observation -> action: an SB3 agent (a ``.zip`` path or a loaded model), else random actions.
+    """Observation -> action: an SB3 agent (a ``.zip`` path or a loaded model, through
+    :func:`~worldflux_gym.data.policy.as_policy`), else random actions.
 
     An agent whose spaces do not fit the dream's (an agent of another env) is refused here."""
     if agent is None:
         action_space = copy.deepcopy(batch.action_space)  # seeding our copy leaves the env's stream alone
         action_space.seed(seed)
         return lambda obs: action_space.sample()
-    label = str(agent) if isinstance(agent, (str, Path)) else type(agent).__name__
-    if isinstance(agent, (str, Path)):
-        from worldflux_gym.agents import load_agent
-
-        agent = load_agent(agent, device="cpu")
-    from worldflux_gym.agents.evaluate import check_agent_spaces
-
-    check_agent_spaces(
+    return as_policy(
         agent,
-        batch.observation_space,
-        batch.action_space,
-        agent_label=label,
-        env_label=f"the dream of {batch.real_env_id or 'this model'}",
+        observation_space=batch.observation_space,
+        action_space=batch.action_space,
+        where=f"the dream of {batch.real_env_id or 'this model'}",
         hint="record it in a dream of the env it was trained for",
     )
-    return lambda obs: agent.predict(obs, deterministic=True)[0]
 
 
 @dataclass
@@ -348,7 +304,7 @@ def record_dream(
     check_output_file(out, "out", overwrite=overwrite, what="video")
     if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"the video file must end in {' or '.join(VIDEO_SUFFIXES)}, got {out}")
-    source = resolve_dream(dream, checkpoint, real_env)
+    source, real_id = resolve_source(dream, checkpoint, real_env)
     model = source.model
     decodes = model.capabilities.decodes_observations
     pixels = decodes and is_image_space(model.observation_space)
@@ -363,20 +319,20 @@ def record_dream(
     }
 
     image_shape = model.observation_space.shape if pixels else None
-    real = _RealSide(source.real_env, image_shape, view, drawn=compare, model=model)
+    real = _RealSide(real_id, image_shape, view, drawn=compare, model=model)
     starts = _OneStart()
     options = {"report_uncertainty": None, **source.options}
     batch = DreamBatch(
         model,
         1,
         starts=starts,
-        real_env=source.real_env,
+        real_env=real_id,
         max_episode_steps=source.horizon,
         autoreset=Autoreset.DISABLED,
         clip_actions=True,
         **options,
     )
-    renderer = DreamRenderer(batch, "rgb_array", real_env=source.real_env, **view) if decodes else None
+    renderer = DreamRenderer(batch, "rgb_array", real_env=real_id, **view) if decodes else None
     view_size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
     policy = _make_policy(agent, batch, seed)
     writer = VideoWriter(out, fps or (renderer.fps if renderer else real.fps))

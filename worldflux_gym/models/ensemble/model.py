@@ -3,11 +3,12 @@
 Each of ``members`` MLPs maps ``(o_t, a_t)`` to a diagonal Gaussian over the *normalised* target
 ``[o_{t+1} - o_t, r_{t+1}]``. Training (and the GPU) run all members in one batched matrix product
 per layer (weights ``[members, in, out]``, ``torch.baddbmm``); CPU imagination runs them member by
-member through oneDNN's fused product + SiLU (``_forward_cpu``). Termination is a separate small
-MLP on the next observation ``o_{t+1}``: Gymnasium's envs decide termination on the state after the
-step (a walker below its healthy height, a pole past its angle), so the dream ends exactly when the
-*imagined* next state is one that ends an episode. (Sharing the members' trunk with the Gaussian likelihood
-starved this rare-event head: on CartPole it barely told terminal steps from others.)
+member through oneDNN's fused product + SiLU (``cpu_kernels.py`` says why). Termination is a
+separate small MLP on the next observation ``o_{t+1}``: Gymnasium's envs decide termination on the
+state after the step (a walker below its healthy height, a pole past its angle), so the dream ends
+exactly when the *imagined* next state is one that ends an episode. (Sharing the members' trunk
+with the Gaussian likelihood starved this rare-event head: on CartPole it barely told terminal steps
+from others.)
 
 Training (``loss``): Gaussian negative log-likelihood with soft-clamped log-variance between learned
 bounds, the small bound regulariser of PETS, and binary cross-entropy of the continue logit of the
@@ -22,7 +23,7 @@ likelihood alone lets small biases compound over a long dream (a dreamed walker'
 of the healthy range in ~170 steps); the open-loop term trains against exactly that drift, as
 multi-step losses do in PlaNet's overshooting and TD-MPC2's latent consistency. Elites are then
 the members with the lowest open-loop error. ``closed_loop_error`` is the same rollout with a
-policy choosing the actions from the imagined observations; ``training/closed_loop.py`` fine-tunes
+policy choosing the actions from the imagined observations; ``pipelines/closed_loop.py`` fine-tunes
 a fitted model with it under the policies that logged the data.
 
 Data-dependent state, all kept as buffers so that it is saved with the weights:
@@ -72,12 +73,10 @@ from worldflux_gym.core import (
     register_family,
 )
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
+from worldflux_gym.models.ensemble import cpu_kernels
 
 # Logit used for "the episode certainly goes on" in states that come from real observations.
 _CERTAIN_CONTINUE_LOGIT = 20.0
-# Size (in floats) of one layer's activations per slice when a large CPU batch is split: ~1 MB, a
-# core's L2 cache (slices beat whole batches at N=16384; benchmarks/RESULTS.md, "Ensemble step").
-_CPU_CHUNK_FLOATS = 1 << 18
 
 
 @dataclass
@@ -123,46 +122,6 @@ def _soft_clamp(logvar: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
     """Smoothly keep ``logvar`` inside ``[low, high]`` so gradients still reach the bounds (PETS)."""
     logvar = high - F.softplus(high - logvar)
     return low + F.softplus(logvar - low)
-
-
-# oneDNN's fused product + activation, the kernel torch.compile emits for Linear + SiLU on CPUs: faster
-# than torch.addmm + F.silu (MKL) for the ensemble's hidden layers (benchmarks/RESULTS.md, "Ensemble
-# step"). Absent from builds without oneDNN.
-_FUSED_LINEAR = (
-    getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-)
-
-
-def _onednn_bf16() -> bool:
-    """Whether oneDNN has bfloat16 products on this CPU (AVX512-BF16 or AMX). Without them its fused
-    kernel fails on bfloat16 inputs ("could not create a primitive descriptor"): precision="bfloat16"
-    then takes the plain product below, which works everywhere."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return _FUSED_LINEAR is not None and probe is not None and bool(probe())
-    except RuntimeError:
-        return False
-
-
-_FUSED_BF16 = _onednn_bf16()
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, silu: bool) -> torch.Tensor:
-    """``x @ weight.T + bias`` (``weight`` ``[out, in]``), then SiLU when ``silu``; no autograd, CPU."""
-    fused_dtype = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _FUSED_BF16)
-    if _FUSED_LINEAR is not None and fused_dtype and x.shape[-1] >= 64 and weight.shape[0] >= 16:
-        return _FUSED_LINEAR(x, weight, bias, "swish" if silu else "none", [], "")
-    # With few inputs or outputs MKL's product is as fast, and its call costs less than oneDNN's
-    # (the output layer is faster through MKL: benchmarks/RESULTS.md).
-    out = F.linear(x, weight, bias)
-    return F.silu(out, inplace=True) if silu else out
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype:
-    """The product dtype the caller asked for with ``torch.autocast`` (float32 when not autocasting)."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return torch.float32
 
 
 @register_family(
@@ -274,11 +233,8 @@ class EnsembleModel(WorldModel):
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's ``(weight, bias)`` for the members that run: all, or the elites in
         ``elite_index`` order. Layout ``[K, in, out]`` / ``[K, 1, out]`` for ``torch.baddbmm``, or
-        for the ``fused`` CPU path (:func:`_linear`) lists of each member's ``[out, in]`` / ``[out]``.
-
-        Gathering and converting the weights costs more than a whole step at small batches, so
-        without autograd the prepared copy is cached until a weight or the elite choice changes
-        (in-place updates bump a tensor's version; moving the model changes its storage).
+        for the ``fused`` CPU path (:func:`cpu_kernels.linear`) lists of each member's ``[out, in]`` /
+        ``[out]``. Without autograd the prepared copy is cached (:func:`cpu_kernels.cached_weights`).
         """
         elites = self.elite_index
 
@@ -287,22 +243,15 @@ class EnsembleModel(WorldModel):
 
         if torch.is_grad_enabled():
             return [(prepare(m.weight), prepare(m.bias)) for m in self._layers()]
-        tensors = [elites] + [t for m in self._layers() for t in (m.weight, m.bias)]
-        key = (elites_only, dtype, fused, *((t.device, t.data_ptr(), t._version) for t in tensors))
-        cached = self.__dict__.get("_weight_cache")
-        if cached is None or cached[0] != key:
+        layers = self._layers()
+
+        def build() -> list:
             if fused:  # lists of each member's own tensors: no tensor indexing in the member loop
-                weights = [
-                    (
-                        list(prepare(m.weight).mT.contiguous().to(dtype)),
-                        list(prepare(m.bias).squeeze(1).to(dtype)),
-                    )
-                    for m in self._layers()
-                ]
-            else:
-                weights = [(prepare(m.weight).to(dtype), prepare(m.bias).to(dtype)) for m in self._layers()]
-            cached = self.__dict__["_weight_cache"] = (key, weights)  # one prepared copy at a time
-        return cached[1]
+                return [cpu_kernels.per_member(prepare(m.weight), prepare(m.bias), dtype) for m in layers]
+            return [(prepare(m.weight).to(dtype), prepare(m.bias).to(dtype)) for m in layers]
+
+        tensors = [elites] + [t for m in layers for t in (m.weight, m.bias)]
+        return cpu_kernels.cached_weights(self, tensors, (elites_only, dtype, fused), build)
 
     def _forward(self, x: torch.Tensor, elites_only: bool = False) -> torch.Tensor:
         """Run member k on ``x[k]`` for ``x`` ``[K, N, in]``: K = all members, or the elites.
@@ -313,9 +262,10 @@ class EnsembleModel(WorldModel):
         AMX or AVX512-BF16 (benchmarks/RESULTS.md).
         """
         inference = not torch.is_grad_enabled()
-        dtype = _autocast_dtype(x.device.type) if inference else x.dtype
+        dtype = cpu_kernels.autocast_dtype(x.device.type) if inference else x.dtype
         if inference and x.device.type == "cpu":
-            return self._forward_cpu(x.to(dtype), self._weights(elites_only, dtype, fused=True)).float()
+            weights = self._weights(elites_only, dtype, fused=True)
+            return cpu_kernels.forward_members(x.to(dtype), weights, self.config.hidden).float()
         h = x.to(dtype)
         weights = self._weights(elites_only, dtype, fused=False)
         for weight, bias in weights[:-1]:
@@ -323,25 +273,6 @@ class EnsembleModel(WorldModel):
         weight, bias = weights[-1]
         out = torch.baddbmm(bias, h, weight)
         return out.float() if inference else out
-
-    def _forward_cpu(self, x: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Inference on the CPU: member by member, in slices of rows whose activations stay in cache,
-        each layer one fused product + SiLU (:func:`_linear`).
-
-        (One batched product per layer splits the members between the threads, 3 and 2 for 5 elites
-        on 2 cores, and writes activations that leave the cache.)
-        """
-        members, batch = x.shape[0], x.shape[1]
-        rows = max(256, _CPU_CHUNK_FLOATS // self.config.hidden)
-        outputs = []
-        for k in range(members):
-            for start in range(0, batch, rows):
-                h = x[k, start : start + rows]
-                for weight, bias in weights[:-1]:
-                    h = _linear(h, weight[k], bias[k], silu=True)
-                weight, bias = weights[-1]
-                outputs.append(_linear(h, weight[k], bias[k], silu=False))
-        return torch.cat(outputs).view(members, batch, -1)
 
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw output ``[..., 2D]`` -> Gaussian mean ``[..., D]`` and log-variance ``[..., D]``
@@ -358,8 +289,8 @@ class EnsembleModel(WorldModel):
         *hidden, last = [m for m in self.termination_net if isinstance(m, nn.Linear)]
         with torch.autocast("cpu", enabled=False):  # a small net: float32 whatever the dream's precision
             for layer in hidden:
-                x = _linear(x, layer.weight, layer.bias, silu=True)
-            return _linear(x, last.weight, last.bias, silu=False).squeeze(-1)
+                x = cpu_kernels.linear(x, layer.weight, layer.bias, silu=True)
+            return cpu_kernels.linear(x, last.weight, last.bias, silu=False).squeeze(-1)
 
     # --- fitting ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
+MUJOCO_VIEW_SIZE = 480  # MuJoCo frames drawn by the simulator, width and height: Gymnasium's default
 
 
 def resample(frame: np.ndarray, height: int, width: int) -> np.ndarray:

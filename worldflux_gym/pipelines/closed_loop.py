@@ -33,7 +33,6 @@ the behaviour policies and policies near them; a policy far from all of them gai
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +46,12 @@ from tqdm.auto import tqdm
 from worldflux_gym.core.checkpoint import from_pretrained, to_json_bytes
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, TrainingError
-from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
-from worldflux_gym.training.trainer import STATE_JSON, TrainerConfig, sample_for, trainer_state
+from worldflux_gym.training.run_dir import CLOSED_LOOP_JSON, STATE_JSON, RunDirectory
+from worldflux_gym.training.trainer import TrainerConfig, sample_for
 
-CLOSED_LOOP_JSON = "closed_loop.json"
 TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # observations [N, obs_dim] -> actions [N, act_dim]
 
 
@@ -159,16 +157,18 @@ def fine_tune_closed_loop(
     config = config or ClosedLoopConfig()
     config.check()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    _refuse_existing(out_dir)
-    with WriterLock(out_dir, f"a closed-loop fine-tune of {run_dir}"):  # one writer of out_dir
-        _refuse_existing(out_dir)  # written by another writer in between
+    out = RunDirectory(out_dir)
+    _refuse_existing(out)
+    # one writer of out_dir (not a fit's run: no fit's files are expected there)
+    with out.lock(f"a closed-loop fine-tune of {run_dir}", reentrant=False, refuse_foreign=False):
+        _refuse_existing(out)  # written by another writer in between
         return _fine_tune(policies, run_dir, out_dir, config, device, progress)
 
 
-def _refuse_existing(out_dir: Path) -> None:
-    if (out_dir / "config.json").exists():
+def _refuse_existing(out: RunDirectory) -> None:
+    if out.holds_model():
         raise TrainingError(
-            f"{out_dir} already holds a model; choose a new directory (nothing is overwritten)"
+            f"{out.path} already holds a model; choose a new directory (nothing is overwritten)"
         )
 
 
@@ -273,23 +273,10 @@ def _fine_tune(
     return model
 
 
-def recorded_store(checkpoint: str | Path) -> Path | None:
-    """The episode store a checkpoint's own record names: the one a closed-loop fine-tune was tuned on
-    (``closed_loop.json``) or a fit run was fitted on (its trainer state); None for any other."""
-    record = closed_loop_record(checkpoint)
-    if record is None:
-        try:
-            record = trainer_state(checkpoint)
-        except TrainingError:
-            return None
-    store = record.get("data", {}).get("store")
-    return Path(store) if store else None
-
-
 def _store_of(run_dir: Path) -> Path:
     """The store to fine-tune ``run_dir`` on: a fit's, or an earlier fine-tune's (so that a fine-tune
     can be fine-tuned further, e.g. with longer rollouts)."""
-    store = recorded_store(run_dir)
+    store = RunDirectory(run_dir).recorded_store()
     if store is None:
         raise TrainingError(
             f"{run_dir} records no episode store (neither {STATE_JSON} of a fit run nor {CLOSED_LOOP_JSON}); "
@@ -300,5 +287,4 @@ def _store_of(run_dir: Path) -> Path:
 
 def closed_loop_record(checkpoint: str | Path) -> dict | None:
     """``closed_loop.json`` of a fine-tuned checkpoint, or None for any other."""
-    path = Path(checkpoint) / CLOSED_LOOP_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    return RunDirectory(checkpoint).closed_loop_record()

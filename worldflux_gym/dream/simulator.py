@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from worldflux_gym.core.envs import make_env  # noqa: E402
 from worldflux_gym.core.errors import ConfigError  # noqa: E402
+from worldflux_gym.dream.frames import MUJOCO_VIEW_SIZE  # noqa: E402
 
 MUJOCO_ENVS = ("Walker2d", "Hopper", "HalfCheetah")
 CLASSIC_ENVS = ("CartPole", "Pendulum")
@@ -66,8 +67,8 @@ def make_render_env(
     and for drawing dreamed states, so that both look the same.
     """
     if env_family(env_id) in MUJOCO_ENVS:
-        make_kwargs.setdefault("width", width or 480)
-        make_kwargs.setdefault("height", height or 480)
+        make_kwargs.setdefault("width", width or MUJOCO_VIEW_SIZE)
+        make_kwargs.setdefault("height", height or MUJOCO_VIEW_SIZE)
     env = make_env(env_id, "real_env", render_mode="rgb_array", **make_kwargs)
     env.reset(seed=0)  # MuJoCo envs need a reset before the first render; classic ones need a state
     if env_family(env_id) in MUJOCO_ENVS:

@@ -7,13 +7,13 @@ model's observations:
 - **pixel models** (the observation is an ``(H, W, 3)`` uint8 image: Dreamer's CNN path) show their
   decoded frames, resampled to viewing size (``width`` x ``height``, default 256 x 256);
 - **state models** (vector observations) are drawn by the real simulator put in the predicted
-  state (:class:`~worldflux_gym.video.simulator.SimulatorCanvas`); MuJoCo's missing ``x`` is
+  state (:class:`~worldflux_gym.dream.simulator.SimulatorCanvas`); MuJoCo's missing ``x`` is
   integrated from the predicted x-velocity, ``x += qvel[0] * dt`` per dream step;
 - **latent models** (TD-MPC2: no decoded observation) cannot be drawn: asking for a render mode
   raises at construction and names the alternative, the ``--compare`` video of the real env.
 
 ``render_mode="rgb_array"`` returns frames; ``"human"`` shows them in a pygame window
-(:class:`~worldflux_gym.video.window.FrameWindow`) at the real env's frame rate.
+(:class:`~worldflux_gym.dream.window.FrameWindow`) at the real env's frame rate.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.spaces import is_image_space
-from worldflux_gym.video.frames import resample
+from worldflux_gym.dream.frames import resample
 
 if TYPE_CHECKING:
     from worldflux_gym.dream.core import DreamBatch
@@ -81,7 +81,7 @@ class DreamRenderer:
             self.size = (height or PIXEL_VIEW_SIZE, width or PIXEL_VIEW_SIZE)
             self.fps = real_env_fps(real_env or dream.real_env_id)
         else:
-            from worldflux_gym.video.simulator import SimulatorCanvas
+            from worldflux_gym.dream.simulator import SimulatorCanvas
 
             env_id = real_env or dream.real_env_id
             if env_id is None:
@@ -154,14 +154,14 @@ class DreamRenderer:
         """Every row's frame (``rgb_array``, as Gymnasium's vector envs return them), or a grid of the
         first ``max_shown`` rows shown in the window (``human``)."""
         if self.render_mode == "human":
-            from worldflux_gym.video.frames import grid
+            from worldflux_gym.dream.frames import grid
 
             self.show(grid(self.frames(list(range(min(max_shown, self.dream.num_envs))))))
             return None
         return tuple(self.frames())
 
     def show(self, frame: np.ndarray) -> None:
-        from worldflux_gym.video.window import FrameWindow
+        from worldflux_gym.dream.window import FrameWindow
 
         if self.window is None:
             self.window = FrameWindow("worldflux-gym dream", fps=self.fps)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,13 @@ from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, t
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.data.collect import collect_to_store
+from worldflux_gym.data.policy import Policy, as_policy, load_sb3_agent
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.training.fit import fit_world_model
 
 PROGRESS_FILE = "progress.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,15 +61,17 @@ def _read_progress(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"rounds": []}
 
 
-def _agent_policy(agent, model, decodes: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """The agent acting on real observations (encoded first when it was trained on latents)."""
+def _agent_policy(agent, model, decodes: bool) -> Policy:
+    """The agent acting on real observations (encoded first when it was trained on latents), with
+    sampled actions: the data of the next round should explore."""
+    act = as_policy(agent, deterministic=False)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         if not decodes:
             with torch.inference_mode():
                 state = model.encode(torch.as_tensor(obs, dtype=torch.float32, device=model.device))
                 obs = model.decode(state).extras["latent"].cpu().numpy()
-        return agent.predict(obs, deterministic=False)[0]
+        return act(obs)
 
     return policy
 
@@ -141,7 +145,7 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
         )
         venv.seed(config.seed + round_index)
         if agent is None and agent_path.is_file():
-            agent = recipe.algorithm_class.load(agent_path, env=venv, device=agent_device(recipe))
+            agent = load_sb3_agent(agent_path, recipe.algorithm, agent_device(recipe), env=venv)
         elif agent is None:
             agent = build_agent(recipe, venv, seed=config.seed, tensorboard_dir=out / "agent_tb")
         else:
@@ -181,12 +185,13 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
             }
         )
         atomic_write_files(out, {PROGRESS_FILE: to_json_bytes(record)})
-        if progress:
-            last = record["rounds"][-1]
-            print(
-                f"dyna round {round_index}: {last['real_steps']} real steps, "
-                f"real return {last['real_return']}"
-            )
+        last = record["rounds"][-1]
+        logger.info(
+            "dyna round %d: %d real steps, real return %s",
+            round_index,
+            last["real_steps"],
+            last["real_return"],
+        )
         if store.num_steps() >= config.real_steps:
             break
     return record
