@@ -159,19 +159,25 @@ def test_extra_files_are_written_with_the_model_or_not_at_all(model, pendulum_sp
         model.save_pretrained(tmp_path, extra_files={"config.json": b"{}"})
 
 
-def test_interrupted_save_after_commit_rolls_forward(model, pendulum_spaces, tmp_path, monkeypatch):
-    model.save_pretrained(tmp_path)
-    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
-    real_replace = os.replace
+def _die_at_replace(monkeypatch, call: int) -> None:
+    """Make the ``call``-th ``os.replace`` of the next atomic write die (1: the journal's rename,
+    the commit point; 2: the first file applied, ...)."""
+    real_replace = ckpt.os.replace
     calls = {"n": 0}
 
-    def crash_midway(src, dst):
+    def crash(src, dst):
         calls["n"] += 1
-        if calls["n"] == 3:  # journal rename, first file, then die before the second
+        if calls["n"] == call:
             raise KeyboardInterrupt("killed")
         real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "replace", crash_midway)
+    monkeypatch.setattr(ckpt.os, "replace", crash)
+
+
+def test_interrupted_save_after_commit_rolls_forward(model, pendulum_spaces, tmp_path, monkeypatch):
+    model.save_pretrained(tmp_path)
+    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
+    _die_at_replace(monkeypatch, 3)  # journal rename, first file, then die before the second
     with pytest.raises(KeyboardInterrupt):
         other.save_pretrained(tmp_path)
     monkeypatch.undo()
@@ -181,16 +187,7 @@ def test_interrupted_save_after_commit_rolls_forward(model, pendulum_spaces, tmp
 
 def test_readers_see_a_committed_write_that_a_kill_left_unapplied(tmp_path, monkeypatch):
     ckpt.atomic_write_files(tmp_path, {"a.json": b"old a", "b.json": b"old b"})
-    real_replace = ckpt.os.replace
-    calls = {"n": 0}
-
-    def crash_after_commit(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the journal rename went through; die before the first file is applied
-            raise KeyboardInterrupt("killed")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(ckpt.os, "replace", crash_after_commit)
+    _die_at_replace(monkeypatch, 2)  # the journal rename went through; die before the first file
     with pytest.raises(KeyboardInterrupt):
         ckpt.atomic_write_files(tmp_path, {"a.json": b"new a", "b.json": b"new b"})
     monkeypatch.undo()
@@ -275,16 +272,7 @@ def test_loading_changes_nothing_while_a_write_is_committed_but_unapplied(
 ):
     model.save_pretrained(tmp_path)
     other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
-    real_replace = ckpt.os.replace
-    calls = {"n": 0}
-
-    def crash_after_commit(src, dst):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(ckpt.os, "replace", crash_after_commit)
+    _die_at_replace(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         other.save_pretrained(tmp_path)
     monkeypatch.undo()
