@@ -76,26 +76,32 @@ def data_cost(spec) -> dict:
     return {"collected": provenance.get("real_steps"), "behaviour_training": behaviour}
 
 
-def transfer(dream_id: str, minutes: float, episodes: int, work: Path) -> None:
+TRANSFER_AGENTS = ("recipe", "untuned", "real")
+
+
+def transfer(dream_id: str, minutes: float, episodes: int, work: Path, agents: list[str]) -> None:
     spec = find_spec(dream_id)
     seconds = minutes * 60
     real = gym.make(spec.real_env)
     dream = gym.make(dream_id)
     rows = []
-
-    started = time.perf_counter()
-    agent = train_agent(dream_id, work / "recipe.zip", max_seconds=seconds, progress=False, tensorboard=False)
-    rows.append(("recipe in the dream", agent, time.perf_counter() - started))
-
-    started = time.perf_counter()
-    agent = PPO("MlpPolicy", make_sb3_vec_env(dream_id, num_envs=64), seed=0, device="cpu", verbose=0)
-    agent.learn(10**10, callback=StopAfterSeconds(seconds))
-    rows.append(("untuned PPO in the dream (64 envs)", agent, time.perf_counter() - started))
-
-    started = time.perf_counter()
-    agent = PPO("MlpPolicy", gym.make(spec.real_env), seed=0, device="cpu", verbose=0)
-    agent.learn(10**10, callback=StopAfterSeconds(seconds))
-    rows.append(("untuned PPO on the real env", agent, time.perf_counter() - started))
+    if "recipe" in agents:
+        started = time.perf_counter()
+        agent = train_agent(
+            dream_id, work / "recipe.zip", steps=10**10, max_seconds=seconds, progress=False,
+            tensorboard=False, overwrite=True,
+        )  # fmt: skip
+        rows.append(("recipe in the dream", agent, time.perf_counter() - started))
+    if "untuned" in agents:
+        started = time.perf_counter()
+        agent = PPO("MlpPolicy", make_sb3_vec_env(dream_id, num_envs=64), seed=0, device="cpu", verbose=0)
+        agent.learn(10**10, callback=StopAfterSeconds(seconds))
+        rows.append(("untuned PPO in the dream (64 envs)", agent, time.perf_counter() - started))
+    if "real" in agents:
+        started = time.perf_counter()
+        agent = PPO("MlpPolicy", gym.make(spec.real_env), seed=0, device="cpu", verbose=0)
+        agent.learn(10**10, callback=StopAfterSeconds(seconds))
+        rows.append(("untuned PPO on the real env", agent, time.perf_counter() - started))
 
     print(
         f"\n{dream_id}: {minutes:g} min per agent, {episodes} episodes each, "
@@ -216,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dream_id")
     parser.add_argument("--stage", choices=("transfer", "audit", "tune"), required=True)
+    parser.add_argument("--agents", default=",".join(TRANSFER_AGENTS), help="transfer: which of them")
     parser.add_argument("--vector", action="store_true", help="audit: dream as one make_vec batch")
     parser.add_argument("--noise-scales", default="0,0.35,0.5,1", help="tune: the candidates")
     parser.add_argument("--minutes", type=float, default=30.0, help="training time per agent (transfer)")
@@ -229,7 +236,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.stage == "transfer":
-        transfer(args.dream_id, args.minutes, args.real_episodes, work)
+        transfer(args.dream_id, args.minutes, args.real_episodes, work, args.agents.split(","))
     elif args.stage == "audit":
         audit(args.dream_id, args.episodes, Path(args.behaviour_work), args.vector)
     else:

@@ -6,6 +6,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from worldflux_gym.core import CheckpointError, create_world_model, from_pretrained
 from worldflux_gym.core import checkpoint as ckpt
@@ -384,3 +386,69 @@ def test_a_checkpoint_of_format_1_without_a_config_checksum_still_loads(model, t
     )
     for a, b in zip(_outputs(model), _outputs(from_pretrained(tmp_path))):
         assert torch.equal(a, b)
+
+
+# --- fuzz: any JSON in any field of config.json / metadata.json ends in a CheckpointError or a load --
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    file=st.sampled_from(["config.json", "metadata.json"]),
+    path=st.sampled_from(
+        [
+            (),
+            ("family",),
+            ("preset",),
+            ("config",),
+            ("config", "hidden"),
+            ("config", "layers"),
+            ("observation_space",),
+            ("action_space",),
+            ("format_version",),
+            ("weights_sha256",),
+            ("contract_fingerprint",),
+            ("config_sha256",),
+        ]
+    ),
+    value=_JSON,
+)
+def test_any_json_in_a_checkpoint_file_is_refused_cleanly_or_loads(
+    model, tmp_path_factory, file, path, value
+):
+    folder = tmp_path_factory.mktemp("fuzz")
+    model.save_pretrained(folder)
+
+    def edit(doc):
+        if not path:
+            return value
+        target = doc
+        for key in path[:-1]:
+            target = target.setdefault(key, {}) if isinstance(target, dict) else target
+        if isinstance(target, dict):
+            target[path[-1]] = value
+        return doc
+
+    if file == "config.json":
+        _rewrite_config(
+            folder, lambda config: _replace(config, e) if isinstance(e := edit(dict(config)), dict) else None
+        )
+        if not path:  # the whole file replaced by a JSON value that may not be an object
+            data = json.dumps(value).encode()
+            (folder / "config.json").write_bytes(data)
+            _edit_json(
+                folder / "metadata.json", lambda m: {**m, "config_sha256": hashlib.sha256(data).hexdigest()}
+            )
+    else:
+        _edit_json(folder / "metadata.json", edit)
+    try:
+        loaded = from_pretrained(folder, device="cpu")
+    except CheckpointError:
+        return
+    assert type(loaded) is type(model)  # what loads is the model that was saved
