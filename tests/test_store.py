@@ -375,7 +375,7 @@ def test_collect_killed_9_again_and_again_then_rerun_ends_with_exactly_the_steps
             while _shard_bytes(out) == before and child.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.001)
             time.sleep(rng.uniform(0.0, 0.1))
-        os.kill(child.pid, signal.SIGKILL)
+        child.kill()  # SIGKILL; nothing if the run already ended (is_alive() may have reaped it)
         child.join()
         after_kill.append(_stored(out)[1] if (out / "store.json").exists() else 0)
     # most kills landed mid-job (a fast run may finish before its kill): the reruns had work to do
