@@ -134,7 +134,7 @@ def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
     return EpisodeStore(directory)
 
 
-def provenance_of(source: dict, store: EpisodeStore, behaviour_work: Path) -> dict:
+def provenance_of(source: dict, store: EpisodeStore) -> dict:
     returns = [float(np.sum(e.reward)) for e in store.episodes("all")]
     record = {k: v for k, v in source.items() if k != "policy"}
     record.update(
@@ -164,7 +164,7 @@ def collect(spec: dict, name: str, work: Path, behaviour_work: Path) -> tuple[Ep
     for source in sources(spec, behaviour_work):
         store = collect_source(spec, source, work / name / "sources" / source["name"])
         stores.append(store)
-        provenance.append(provenance_of(source, store, behaviour_work))
+        provenance.append(provenance_of(source, store))
         done = provenance[-1]
         print(f"  {source['name']}: {done['real_steps']} steps, returns {done['episode_return']}")
     if merged_dir.exists():  # a merge that a kill interrupted: ours to redo

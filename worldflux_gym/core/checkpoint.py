@@ -294,12 +294,14 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     return _json_object(path, data)
 
 
-def _read_snapshot(directory: Path) -> tuple[dict[str, Any], bytes, bytes]:
-    """(metadata, config bytes, weights bytes) of one committed write, read without changing anything.
+def _read_snapshot(directory: Path) -> tuple[dict[str, Any], bytes, bytes, str, str]:
+    """(metadata, config bytes, weights bytes, weights sha256, config sha256) of one committed write,
+    read without changing anything.
 
     A writer may commit a new checkpoint while we read; then the three files come from different
-    writes and the checksums disagree: read again."""
-    for attempt in range(5):
+    writes and the checksums disagree: read again (a few times, while a write is in progress)."""
+    attempts = 5
+    for attempt in range(1, attempts + 1):
         metadata = read_metadata(directory)
         try:
             config = read_committed(directory, CONFIG_FILE)
@@ -309,18 +311,21 @@ def _read_snapshot(directory: Path) -> tuple[dict[str, Any], bytes, bytes]:
                 f"{directory} is missing {Path(err.filename or '').name or 'a file'}; "
                 "the checkpoint is incomplete"
             ) from None
-        expected = _field(metadata, "weights_sha256", str, directory / METADATA_FILE)
-        config_expected = metadata.get("config_sha256")
-        consistent = hashlib.sha256(weights).hexdigest() == expected and (
-            config_expected is None or hashlib.sha256(config).hexdigest() == config_expected
+        weights_digest, config_digest = (
+            hashlib.sha256(weights).hexdigest(),
+            hashlib.sha256(config).hexdigest(),
         )
-        if consistent or attempt == 4 or not interrupted_write(directory, ()):
-            return metadata, config, weights
-        time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+        consistent = weights_digest == metadata.get("weights_sha256") and metadata.get("config_sha256") in (
+            None,
+            config_digest,
+        )
+        if consistent or attempt == attempts or not interrupted_write(directory, ()):
+            break
+        time.sleep(0.05 * attempt)
+    return metadata, config, weights, weights_digest, config_digest
 
 
-def _weights_numel(path: Path, weights: bytes) -> dict[str, tuple[int, ...]]:
+def _weights_shapes(path: Path, weights: bytes) -> dict[str, tuple[int, ...]]:
     """The tensor shapes a safetensors file declares, read from its header alone."""
     try:
         size = int.from_bytes(weights[:8], "little")
@@ -367,7 +372,7 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
     from worldflux_gym.core.registry import build_config, family_class
 
     directory = Path(directory)
-    metadata, config_bytes, weights = _read_snapshot(directory)
+    metadata, config_bytes, weights, weights_digest, config_digest = _read_snapshot(directory)
     metadata_path, config_path, weights_path = (
         directory / n for n in (METADATA_FILE, CONFIG_FILE, WEIGHTS_FILE)
     )
@@ -379,14 +384,12 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
             "worldflux-gym"
         )
     fingerprint = _field(metadata, "contract_fingerprint", str, metadata_path)
-    if hashlib.sha256(weights).hexdigest() != _field(metadata, "weights_sha256", str, metadata_path):
+    if weights_digest != _field(metadata, "weights_sha256", str, metadata_path):
         raise CheckpointError(
             f"{weights_path} does not match the checksum in {METADATA_FILE}: the weights are "
             "truncated or corrupted; restore them or refit"
         )
-    if version >= 2 and hashlib.sha256(config_bytes).hexdigest() != _field(
-        metadata, "config_sha256", str, metadata_path
-    ):
+    if version >= 2 and config_digest != _field(metadata, "config_sha256", str, metadata_path):
         raise CheckpointError(
             f"{config_path} does not match the checksum in {METADATA_FILE}: the config is corrupted "
             "or was edited; restore it or refit"
@@ -407,7 +410,7 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
             f"{directory} was saved with config fields {sorted(set(saved) - known)} that this version's "
             f"{family!r} family does not have"
         )
-    shapes = _weights_numel(weights_path, weights)
+    shapes = _weights_shapes(weights_path, weights)
     _check_config_values(config_path, cls, saved, sum(math.prod(s) for s in shapes.values()))
     # A field a family added after this checkpoint was saved takes the value that rebuilds the saved
     # model (the config class's `checkpoint_defaults`, e.g. no uncertainty heads), not the preset's.
