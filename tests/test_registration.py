@@ -25,6 +25,7 @@ REQUIRED_IDS = {
     "WorldFlux/Ensemble-Walker-v0": "Walker2d-v5",
     "WorldFlux/TDMPC2-Walker-v0": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v0": "CartPole-v1",
+    "WorldFlux/Ensemble-CartPole-v0": "CartPole-v1",
     "WorldFlux/Ensemble-Pendulum-v0": "Pendulum-v1",
 }
 ALL_IDS = sorted(spec.id for spec in load_specs())
