@@ -23,8 +23,9 @@ are missing) and a random policy. Each is run for ``--episodes`` real and dreame
 (``gym.make(id)``, default options); printed: each policy's two means, the Spearman correlation of
 the two rankings, and the mean absolute error as a share of the real returns' spread.
 
-    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v1 --stage audit
-    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v1 --stage transfer --minutes 30
+    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v2 --stage audit
+    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v2 --stage transfer --minutes 30
+    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v2 --stage tune --checkpoint RUN
 """
 
 from __future__ import annotations
@@ -79,22 +80,26 @@ def data_cost(spec) -> dict:
 TRANSFER_AGENTS = ("recipe", "untuned", "real")
 
 
-def transfer(dream_id: str, minutes: float, episodes: int, work: Path, agents: list[str]) -> None:
+def transfer(
+    dream_id: str, minutes: float, episodes: int, work: Path, agents: list[str], checkpoint: Path | None
+) -> None:
     spec = find_spec(dream_id)
     seconds = minutes * 60
+    options = {} if checkpoint is None else {"checkpoint": checkpoint}
     real = gym.make(spec.real_env)
-    dream = gym.make(dream_id)
+    dream = gym.make(dream_id, **options)
     rows = []
     if "recipe" in agents:
         started = time.perf_counter()
         agent = train_agent(
             dream_id, work / "recipe.zip", steps=10**10, max_seconds=seconds, progress=False,
-            tensorboard=False, overwrite=True,
+            tensorboard=False, overwrite=True, checkpoint=checkpoint,
         )  # fmt: skip
         rows.append(("recipe in the dream", agent, time.perf_counter() - started))
     if "untuned" in agents:
         started = time.perf_counter()
-        agent = PPO("MlpPolicy", make_sb3_vec_env(dream_id, num_envs=64), seed=0, device="cpu", verbose=0)
+        venv = make_sb3_vec_env(dream_id, num_envs=64, **options)
+        agent = PPO("MlpPolicy", venv, seed=0, device="cpu", verbose=0)
         agent.learn(10**10, callback=StopAfterSeconds(seconds))
         rows.append(("untuned PPO in the dream (64 envs)", agent, time.perf_counter() - started))
     if "real" in agents:
@@ -171,7 +176,7 @@ def fidelity(dream: np.ndarray, real: np.ndarray) -> tuple[float, float]:
     return spearman(dream, real), float(np.mean(np.abs(dream - real)) / spread)
 
 
-def audit(dream_id: str, episodes: int, behaviour_work: Path, vector: bool) -> None:
+def audit(dream_id: str, episodes: int, behaviour_work: Path, vector: bool, checkpoint: Path | None) -> None:
     spec = find_spec(dream_id)
     policies = policy_set(spec, spec.fit.get("held_out_agents", []), behaviour_work)
     how = f"make_vec(num_envs={episodes})" if vector else "gym.make"
@@ -179,7 +184,7 @@ def audit(dream_id: str, episodes: int, behaviour_work: Path, vector: bool) -> N
         f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and dreamed episodes each ({how})"
     )
     real = real_means(policies, spec.real_env, episodes)
-    dream = dream_means(policies, dream_id, episodes, vector)
+    dream = dream_means(policies, dream_id, episodes, vector, checkpoint)
     print(f"{'policy':<16} {'real':>9} {'dream':>9}")
     for name, r, d in zip(policies, real, dream):
         print(f"{name:<16} {r:9.1f} {d:9.1f}")
@@ -189,7 +194,14 @@ def audit(dream_id: str, episodes: int, behaviour_work: Path, vector: bool) -> N
     )
 
 
-def tune(dream_id: str, episodes: int, behaviour_work: Path, work: Path, scales: list[float]) -> None:
+def tune(
+    dream_id: str,
+    episodes: int,
+    behaviour_work: Path,
+    work: Path,
+    scales: list[float],
+    checkpoint: Path | None,
+) -> None:
     """Choose the ensemble's ``noise_scale`` on the policies *in* the data (never the held-out ones).
 
     The rule, fixed before any figure: among the scales whose Spearman is >= 0.9, the smallest
@@ -199,14 +211,15 @@ def tune(dream_id: str, episodes: int, behaviour_work: Path, work: Path, scales:
     spec = find_spec(dream_id)
     policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work)
     real = real_means(policies, spec.real_env, episodes)
+    source = spec.checkpoint if checkpoint is None else checkpoint
     results = {}
     for scale in scales:
-        model = from_pretrained(spec.checkpoint, device="cpu")
+        model = from_pretrained(source, device="cpu")
         model.config.noise_scale = scale
         copy = work / f"noise_scale_{scale}"
         model.save_pretrained(copy)
-        for extra in ("starts.safetensors",):
-            (copy / extra).write_bytes((spec.checkpoint / extra).read_bytes())
+        starts = spec.checkpoint / "starts.safetensors"  # the shipped bank: a fitted run has none
+        (copy / starts.name).write_bytes(starts.read_bytes())
         dream = dream_means(policies, dream_id, episodes, vector=True, checkpoint=copy)
         results[scale] = fidelity(dream, real)
         print(
@@ -231,17 +244,21 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench_shipped")
     parser.add_argument("--behaviour-work", default="runs/behaviour")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--checkpoint", type=Path, help="judge these weights (a fitted run) instead of the shipped ones"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.stage == "transfer":
-        transfer(args.dream_id, args.minutes, args.real_episodes, work, args.agents.split(","))
+        agents = args.agents.split(",")
+        transfer(args.dream_id, args.minutes, args.real_episodes, work, agents, args.checkpoint)
     elif args.stage == "audit":
-        audit(args.dream_id, args.episodes, Path(args.behaviour_work), args.vector)
+        audit(args.dream_id, args.episodes, Path(args.behaviour_work), args.vector, args.checkpoint)
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
-        tune(args.dream_id, args.episodes, Path(args.behaviour_work), work, scales)
+        tune(args.dream_id, args.episodes, Path(args.behaviour_work), work, scales, args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ finishes what a kill interrupted); the sources are then merged, in a fixed order
 model is fitted on (its validation split holds every tenth episode of every source).
 
 The fit: ``family:preset`` with ``fit.overrides`` for ``fit.fit_steps`` updates (``fit.trainer``:
-trainer settings), resumed when interrupted, measured on the held-out episodes
+trainer settings), resumed when interrupted; then, where the spec has ``fit.closed_loop`` (the
+ensemble family), the closed-loop fine-tune under every checkpoint of the data's behaviour agents
+(``worldflux_gym/pipelines/closed_loop.py``; the block's fields are ``ClosedLoopConfig``'s, and its
+``noise_scale`` is the shipped model's). The result is measured on the held-out episodes
 (``training/model_quality.py``), written into ``envs/checkpoints/<name>/`` with
 ``starts.safetensors`` (real initial observations and real context windows for branched starts).
 The spec's ``data_provenance`` (real steps per source, the real returns they cover, seeds) and
@@ -50,7 +53,8 @@ from worldflux_gym.data.episode import Episode
 from worldflux_gym.data.policy import load_sb3_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
-from worldflux_gym.training import fit_world_model
+from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
+from worldflux_gym.training import RunDirectory, fit_world_model
 from worldflux_gym.training.model_quality import evaluate_model
 
 ENVS = Path(__file__).resolve().parent
@@ -260,6 +264,22 @@ def check_only(name: str) -> dict:
     return spec["validation"]["heldout_check"]
 
 
+def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
+    """The fitted run of ``folder`` fine-tuned closed-loop under the data's behaviour checkpoints
+    (kept in ``folder/closed_loop``; a finished fine-tune is loaded, not redone)."""
+    from worldflux_gym.core.checkpoint import from_pretrained
+
+    out = folder / "closed_loop"
+    config = ClosedLoopConfig(**spec["fit"]["closed_loop"])
+    if not RunDirectory(out).holds_model():
+        runs = behaviour_runs(spec, "agents")
+        policies = [path for run in runs for path in run.checkpoints(behaviour_work).values()]
+        fine_tune_closed_loop(folder / "run", policies, out, config, device="cpu")
+    model = from_pretrained(out, device="cpu")
+    model.config.noise_scale = config.noise_scale  # the spec's noise_scale_choice, made after the fine-tune
+    return model
+
+
 def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
@@ -281,6 +301,8 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
         trainer={"validate_every": 1000, "checkpoint_every": 1000, **fit.get("trainer", {})},
         **fit.get("overrides", {}),
     )
+    if "closed_loop" in fit:
+        model = closed_loop(spec, work / name, behaviour_work)
     fit_seconds = time.perf_counter() - started
     model = model.to("cpu").eval()
     quality = evaluate_model(model, store.buffer("validation"), seed=seed)

@@ -87,9 +87,10 @@ def test_shipped_weights_load_and_pass_both_checkers(env_id):
     env.close()
 
 
-def test_shipped_weights_stay_under_50_mb():
+def test_shipped_weights_stay_under_60_mb():
+    # issue 19's limit, the same as envs/fit_shipped.py's SHIPPED_LIMIT_MB
     total = sum(f.stat().st_size for f in (ENVS_DIR / "checkpoints").rglob("*") if f.is_file())
-    assert total < 50 * 2**20, f"shipped weights take {total / 2**20:.1f} MB"
+    assert total < 60 * 2**20, f"shipped weights take {total / 2**20:.1f} MB"
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)

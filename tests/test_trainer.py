@@ -107,6 +107,29 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, pendulum_store):
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 20
 
 
+def test_a_run_saved_before_its_family_gained_a_config_field_resumes(tmp_path, pendulum_store):
+    # Rewrite a run as an older version saved it: without a config field added since (its digest too).
+    import hashlib
+    import json
+
+    run = tmp_path / "run"
+    Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=10), run).fit()
+    config = json.loads((run / "config.json").read_text())
+    del config["config"]["termination_positive_weight"]
+    config_bytes = json.dumps(config).encode()
+    (run / "config.json").write_bytes(config_bytes)
+    metadata = json.loads((run / "metadata.json").read_text())
+    metadata["config_sha256"] = hashlib.sha256(config_bytes).hexdigest()
+    (run / "metadata.json").write_text(json.dumps(metadata))
+
+    trainer = Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=20), run)
+    assert trainer.resuming and trainer.fit()["step"] == 20
+    # a field that differs for real is still another model
+    other = _model(pendulum_store, "ensemble:ci", termination_positive_weight=10.0)
+    with pytest.raises(TrainingError, match="differs"):
+        Trainer(other, pendulum_store, _config(steps=30), run)
+
+
 def test_adapt_to_data_runs_once_before_the_first_update(tmp_path, pendulum_store):
     model = _model(pendulum_store)
     calls = []

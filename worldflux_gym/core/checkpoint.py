@@ -335,6 +335,19 @@ def _weights_shapes(path: Path, weights: bytes) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err!r})") from err
 
 
+def completed_config(family: str, preset: str, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved model config with the fields it lacks filled in the way that rebuilds the saved model.
+
+    A field a family added after the checkpoint was saved takes the config class's
+    ``checkpoint_defaults`` value (e.g. no uncertainty heads), else the preset's.
+    """
+    from worldflux_gym.core.registry import build_config, family_class
+
+    cls = family_class(family)
+    defaults = getattr(cls.config_class, "checkpoint_defaults", {})
+    return {**dataclasses.asdict(build_config(family, preset)), **defaults, **saved}
+
+
 def _check_config_values(path: Path, cls: type[WorldModel], saved: dict[str, Any], numel: int) -> None:
     """Each saved config value has its field's type, and no size exceeds what the weights hold.
 
@@ -369,7 +382,7 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
     Loading changes nothing on disk (a writer may be running), trusts no name or size in the files
     before checking it, and unpickles nothing.
     """
-    from worldflux_gym.core.registry import build_config, family_class
+    from worldflux_gym.core.registry import family_class
 
     directory = Path(directory)
     metadata, config_bytes, weights, weights_digest, config_digest = _read_snapshot(directory)
@@ -412,11 +425,8 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
         )
     shapes = _weights_shapes(weights_path, weights)
     _check_config_values(config_path, cls, saved, sum(math.prod(s) for s in shapes.values()))
-    # A field a family added after this checkpoint was saved takes the value that rebuilds the saved
-    # model (the config class's `checkpoint_defaults`, e.g. no uncertainty heads), not the preset's.
-    saved = {**getattr(cls.config_class, "checkpoint_defaults", {}), **saved}
     try:
-        model_config = cls.config_class(**{**dataclasses.asdict(build_config(family, preset)), **saved})
+        model_config = cls.config_class(**completed_config(family, preset, saved))
     except (ConfigError, TypeError, ValueError) as err:
         raise CheckpointError(f"{config_path}: {err}") from err
     with torch.device("meta"):  # the shapes this config implies, without allocating them

@@ -28,11 +28,12 @@ from worldflux_gym.core.checkpoint import (
     CONFIG_FILE,
     METADATA_FILE,
     WEIGHTS_FILE,
+    completed_config,
     interrupted_write,
     read_committed,
     recover_interrupted_write,
 )
-from worldflux_gym.core.errors import TrainingError
+from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.core.lock import LOCK_FILES, WriterLock
 from worldflux_gym.core.model import WorldModel
 
@@ -179,6 +180,13 @@ class RunDirectory:
         if model is None:
             return True
         saved = self.saved_config()
+        if saved.get("family") == model.family and isinstance(saved.get("config"), dict):
+            # a run saved before its family gained a config field is still the same model
+            try:
+                completed = completed_config(model.family, str(saved.get("preset")), saved["config"])
+                saved["config"] = json.loads(json.dumps(completed))
+            except ConfigError:  # a preset this version lacks: compared as saved, so it differs
+                pass
         mine = model_identity(model)
         differences = [key for key in mine if saved.get(key) != mine[key]]
         if differences:
