@@ -1,8 +1,10 @@
 """The worldflux-gym demo: practise in a dream, then face reality.
 
-1. ``gym.make("WorldFlux/Dreamer-Walker-v0")``: the shipped DreamerV3 model of Walker2d-v5 as an env;
-2. train the dream's agent recipe (PPO for the walker) inside it, as a batch of dreamed walkers, for
-   ``--minutes`` of CPU time;
+1. ``gym.make("WorldFlux/Ensemble-Walker-v2")``: the shipped ensemble model of Walker2d-v5 as an env
+   (fitted on random motion and on the checkpoints of a real-env PPO run);
+2. train the dream's agent recipe inside it for ``--minutes`` of CPU time: PPO over a batch of short
+   dreamed walks that branch from real states, with the model's uncertainty as a cost
+   (``agents/ppo_walker_branched.json``);
 3. evaluate the agent in the real Walker2d-v5 (and in the dream, to see the gap), next to a
    random policy;
 4. write ``outputs/demo/dream_vs_real.mp4``: the dream beside the real env, same start, same actions;
@@ -54,7 +56,7 @@ def dream_return(dream_id: str, agent, episodes: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dream", default="WorldFlux/Dreamer-Walker-v0", help="a shipped WorldFlux/* id")
+    parser.add_argument("--dream", default="WorldFlux/Ensemble-Walker-v2", help="a shipped WorldFlux/* id")
     parser.add_argument("--minutes", type=float, default=4.0, help="agent training time in the dream")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     parser.add_argument("--video-steps", type=int, default=300)
@@ -68,7 +70,7 @@ def main() -> None:
 
     env = gym.make(dream_id)
     print(
-        f"{dream_id}: a {spec.family}:{spec.preset} model of {real_id}, "
+        f"{dream_id}: the shipped {spec.family}:{spec.preset} model of {real_id}, "
         f"fitted on {spec.validation.get('real_steps')} real steps"
     )
     print(f"  observation space {env.observation_space}, action space {env.action_space}")
