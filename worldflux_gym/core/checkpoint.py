@@ -13,10 +13,12 @@ checkpoint, never a mix.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -92,15 +94,26 @@ def _pending(directory: Path, name: str) -> Path:
 def _journal_names(directory: Path) -> list[str] | None:
     """The names a committed write lists, validated; ``None`` when no write is committed but unapplied."""
     journal = directory / _JOURNAL
+    refused = CheckpointError(f"{journal} is not a regular file; the folder is refused")
+    # One open, then checks on what was opened: the writer may remove the journal at any moment
+    # (checking the path first, then reading it, raced with that). O_NOFOLLOW refuses a symlink,
+    # O_NONBLOCK keeps a planted FIFO from blocking the open.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        if journal.is_symlink() or (journal.exists() and not journal.is_file()):
-            raise CheckpointError(f"{journal} is not a regular file; the folder is refused")
-        text = journal.read_text()
+        fd = os.open(journal, flags)
     except FileNotFoundError:
         return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # a symlink
+            raise refused from err
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise refused
+        text = handle.read()
     try:
         files = json.loads(text)["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(
             f"{journal} is not a valid save journal ({err!r}); the folder is refused"
         ) from err
