@@ -176,9 +176,25 @@ def fidelity(dream: np.ndarray, real: np.ndarray) -> tuple[float, float]:
     return spearman(dream, real), float(np.mean(np.abs(dream - real)) / spread)
 
 
-def audit(dream_id: str, episodes: int, behaviour_work: Path, vector: bool, checkpoint: Path | None) -> None:
+def audit(
+    dream_id: str,
+    episodes: int,
+    behaviour_work: Path,
+    vector: bool,
+    checkpoint: Path | None,
+    held_out_from: str | None,
+) -> None:
     spec = find_spec(dream_id)
-    policies = policy_set(spec, spec.fit.get("held_out_agents", []), behaviour_work)
+    source = find_spec(held_out_from) if held_out_from else spec
+    if source.real_env != spec.real_env:
+        raise SystemExit(f"error: {held_out_from} is a dream of {source.real_env}, not of {spec.real_env}")
+    held_out = source.fit.get("held_out_agents", [])
+    if not held_out:
+        raise SystemExit(
+            f"error: the spec of {source.id} names no fit.held_out_agents to audit on; pass "
+            "--held-out-from ID to use another id's (e.g. WorldFlux/Ensemble-Walker-v2 for Walker2d)"
+        )
+    policies = policy_set(spec, held_out, behaviour_work)
     how = f"make_vec(num_envs={episodes})" if vector else "gym.make"
     print(
         f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and dreamed episodes each ({how})"
@@ -247,6 +263,9 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", type=Path, help="judge these weights (a fitted run) instead of the shipped ones"
     )
+    parser.add_argument(
+        "--held-out-from", metavar="ID", help="audit: the held-out agents of this id's spec (same real env)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -255,7 +274,8 @@ def main() -> None:
         agents = args.agents.split(",")
         transfer(args.dream_id, args.minutes, args.real_episodes, work, agents, args.checkpoint)
     elif args.stage == "audit":
-        audit(args.dream_id, args.episodes, Path(args.behaviour_work), args.vector, args.checkpoint)
+        behaviour = Path(args.behaviour_work)
+        audit(args.dream_id, args.episodes, behaviour, args.vector, args.checkpoint, args.held_out_from)
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
         tune(args.dream_id, args.episodes, Path(args.behaviour_work), work, scales, args.checkpoint)
