@@ -227,10 +227,9 @@ def tune(
     spec = find_spec(dream_id)
     policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work)
     real = real_means(policies, spec.real_env, episodes)
-    source = spec.checkpoint if checkpoint is None else checkpoint
+    model = from_pretrained(spec.checkpoint if checkpoint is None else checkpoint, device="cpu")
     results = {}
     for scale in scales:
-        model = from_pretrained(source, device="cpu")
         model.config.noise_scale = scale
         copy = work / f"noise_scale_{scale}"
         model.save_pretrained(copy)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from behaviour import BehaviourRun, train_behaviour
 
-from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE
+from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, from_pretrained
 from worldflux_gym.data.collect import (
     collect_episodes,
     collect_to_store,
@@ -253,8 +253,6 @@ def write_check(spec: dict, model, episodes: list, destination: Path) -> dict:
 
 def check_only(name: str) -> dict:
     """Ship held-out episodes and their figures for weights already in place (no refit)."""
-    from worldflux_gym.core.checkpoint import from_pretrained
-
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
     destination = ENVS / spec["checkpoint"]
@@ -267,8 +265,6 @@ def check_only(name: str) -> dict:
 def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
     """The fitted run of ``folder`` fine-tuned closed-loop under the data's behaviour checkpoints
     (kept in ``folder/closed_loop``; a finished fine-tune is loaded, not redone)."""
-    from worldflux_gym.core.checkpoint import from_pretrained
-
     out = folder / "closed_loop"
     config = ClosedLoopConfig(**spec["fit"]["closed_loop"])
     if not RunDirectory(out).holds_model():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import signal
@@ -109,9 +111,6 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, pendulum_store):
 
 def test_a_run_saved_before_its_family_gained_a_config_field_resumes(tmp_path, pendulum_store):
     # Rewrite a run as an older version saved it: without a config field added since (its digest too).
-    import hashlib
-    import json
-
     run = tmp_path / "run"
     Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=10), run).fit()
     config = json.loads((run / "config.json").read_text())
@@ -283,6 +282,19 @@ Trainer(model, store, config, sys.argv[3]).fit()
 """
 
 
+def _wait_for_step(run: Path, proc: subprocess.Popen, step: int, seconds: float = 60.0) -> bool:
+    """Poll ``run``'s trainer state until it reaches ``step`` (True), or ``proc`` ends or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if trainer_state(run)["step"] >= step:
+                return True
+        except (TrainingError, ValueError):  # not written yet
+            pass
+        time.sleep(0.02)
+    return False
+
+
 def test_kill_9_during_fitting_keeps_a_loadable_checkpoint_to_resume(tmp_path, pendulum_store):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -290,15 +302,7 @@ def test_kill_9_during_fitting_keeps_a_loadable_checkpoint_to_resume(tmp_path, p
         [sys.executable, "-c", _FIT_FOREVER, str(pendulum_store.directory), str(TESTS), str(run)], env=env
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if trainer_state(run)["step"] >= 20:
-                    break
-            except (TrainingError, ValueError):  # not written yet
-                pass
-            time.sleep(0.05)
-        else:
+        if not _wait_for_step(run, proc, 20):
             pytest.fail("the fit wrote no checkpoint in 60 s")
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -386,14 +390,7 @@ def test_a_second_fit_into_the_same_run_is_refused_at_once_and_the_first_complet
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-c", _FIT_CLI, str(TESTS), *args], env=env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and first.poll() is None:
-            try:
-                if trainer_state(run)["step"] >= 20:
-                    break
-            except (TrainingError, ValueError):  # not written yet
-                pass
-            time.sleep(0.02)
+        _wait_for_step(run, first, 20)
         assert first.poll() is None, "the first fit ended before the second could try"
         started = time.monotonic()
         assert main(args) == 2
