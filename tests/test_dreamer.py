@@ -19,7 +19,7 @@ import torch
 from gymnasium import spaces
 from PIL import Image
 
-from worldflux_gym.core import SequenceBatch, create_world_model, from_pretrained
+from worldflux_gym.core import ConfigError, SequenceBatch, create_world_model, from_pretrained
 from worldflux_gym.data import Episode, EpisodeBuffer, collect_episodes
 from worldflux_gym.training import Trainer, TrainerConfig
 
@@ -152,17 +152,10 @@ def synthetic_episodes(n: int, seed: int = 0) -> list[Episode]:
 WALK_SPACES = (spaces.Box(-np.inf, np.inf, (1,), np.float32), spaces.Box(-1.0, 1.0, (1,), np.float32))
 
 
-@pytest.fixture(scope="module")
-def walk_dreams():
-    """A model fitted on synthetic walks, and its one-step dreams along 100 held-out walks.
-
-    For every step ``t`` of every held-out walk the real history up to ``o_t`` is filtered and
+def dream_one_step(model, held: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
+    """For every step ``t`` of every held-out walk the real history up to ``o_t`` is filtered and
     ``a_t`` is dreamed (prior mode): the rewards and termination probabilities of the states after
-    ``a_t`` come back ``[N, T_max]`` (padded past each walk's end), with the walks themselves.
-    """
-    model = new_model(*WALK_SPACES, sequence_length=8)
-    fit(model, EpisodeBuffer(synthetic_episodes(400)), 250)
-    held = synthetic_episodes(100, seed=1)
+    ``a_t``, ``[N, T_max]`` (padded past each walk's end)."""
     steps = max(len(e) for e in held)
     obs = torch.zeros(len(held), steps + 1, 1)
     action = torch.zeros(len(held), steps, 1)
@@ -175,7 +168,16 @@ def walk_dreams():
             out = model.decode(model.transition(state, action[:, t], deterministic=True))
             rewards[:, t], ends[:, t] = out.reward, out.termination_prob
             state = model.update(state, action[:, t], obs[:, t + 1])
-    return model, held, rewards.numpy(), ends.numpy()
+    return rewards.numpy(), ends.numpy()
+
+
+@pytest.fixture(scope="module")
+def walk_dreams():
+    """A model fitted on synthetic walks, 100 held-out walks, and its one-step dreams along them."""
+    model = new_model(*WALK_SPACES, sequence_length=8)
+    fit(model, EpisodeBuffer(synthetic_episodes(400)), 250)
+    held = synthetic_episodes(100, seed=1)
+    return (model, held, *dream_one_step(model, held))
 
 
 def test_reward_belongs_to_the_state_after_the_action(walk_dreams):
@@ -214,7 +216,29 @@ def test_continue_learns_terminations_not_truncations(walk_dreams):
     assert mean["truncated at the wall"] < 0.1 and mean["running"] < 0.1, mean
 
 
+def test_weighting_terminal_steps_sharpens_a_rare_termination_rule():
+    # About 5% of the walks' steps are terminal. Same data, seed and 60 updates; only the weight of
+    # the terminal steps in the continue BCE differs.
+    train, held = EpisodeBuffer(synthetic_episodes(400)), synthetic_episodes(100, seed=1)
+    accuracy = {}
+    for weight in (1.0, 10.0):
+        model = new_model(*WALK_SPACES, sequence_length=8, termination_positive_weight=weight)
+        fit(model, train, 60)
+        _, ends = dream_one_step(model, held)
+        at_end = np.array([ends[i, len(e) - 1] for i, e in enumerate(held) if e.terminated[-1]])
+        running = np.concatenate([ends[i, : len(e) - 1] for i, e in enumerate(held)])
+        accuracy[weight] = ((at_end > 0.5).mean() + (running < 0.5).mean()) / 2
+    assert accuracy[10.0] > accuracy[1.0] + 0.05 and accuracy[10.0] > 0.85, accuracy
+
+
 # --- contract details ------------------------------------------------------------------------------
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="termination_positive_weight must be > 0"):
+        new_model(*WALK_SPACES, termination_positive_weight=0.0)
+    with pytest.raises(ConfigError, match="uncertainty_heads must be 0"):
+        new_model(*WALK_SPACES, uncertainty_heads=1)
+
+
 def test_masked_steps_do_not_change_the_loss(pendulum_spaces):
     model = new_model(*pendulum_spaces)
     B, T = 3, 6

@@ -73,6 +73,10 @@ class DreamerConfig:
     batch_size: int = 16  # windows per update (DreamerV3: 16 windows of 64 steps)
     learning_rate: float = 1e-4  # the trainer's default (DreamerV3 uses 1e-4 for the world model)
     grad_clip: float = 100.0  # max global gradient norm for the trainer
+    # Weight of a terminal step against a non-terminal one in the continue BCE (as the ensemble's):
+    # terminations are rare (about 1% of Walker2d steps under good walkers), and at 1 the continue
+    # head can learn "never ends" and stay there.
+    termination_positive_weight: float = 1.0
     uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
     uncertainty_hidden: int = 64  # width of the heads' two hidden layers
 
@@ -98,6 +102,11 @@ class DreamerConfig:
             raise ConfigError(f"dreamer config reward_bins must be at least 2, got {self.reward_bins}")
         if not 0.0 <= self.unimix < 1.0:
             raise ConfigError(f"dreamer config unimix must be in [0, 1), got {self.unimix}")
+        if not self.termination_positive_weight > 0:
+            raise ConfigError(
+                "dreamer config termination_positive_weight must be > 0 (1: terminal and other steps "
+                f"count the same), got {self.termination_positive_weight}"
+            )
         if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
             raise ConfigError(
                 "dreamer config uncertainty_heads must be 0 (none) or at least 2 (a disagreement needs "
@@ -365,9 +374,11 @@ class DreamerModel(WorldModel):
         # s_{t+1} (index 1:) has seen a_t and o_{t+1}: it owns reward[:, t] and continue[:, t].
         after = deter[:, 1:], stoch[:, 1:]
         reward_loss = _masked_mean(self.twohot.loss(self.reward_head(*after), batch.reward.float()), step)
+        goes_on = batch.continue_target()
+        terminal_weight = torch.where(goes_on > 0.5, 1.0, self.config.termination_positive_weight)
         continue_loss = _masked_mean(
             F.binary_cross_entropy_with_logits(
-                self.continue_head(*after).squeeze(-1), batch.continue_target(), reduction="none"
+                self.continue_head(*after).squeeze(-1), goes_on, weight=terminal_weight, reduction="none"
             ),
             step,
         )
