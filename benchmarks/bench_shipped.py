@@ -23,9 +23,9 @@ are missing) and a random policy. Each is run for ``--episodes`` real and dreame
 (``gym.make(id)``, default options); printed: each policy's two means, the Spearman correlation of
 the two rankings, and the mean absolute error as a share of the real returns' spread.
 
-    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v2 --stage audit
-    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v2 --stage transfer --minutes 30
-    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v2 --stage tune --checkpoint RUN
+    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage audit
+    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage transfer --minutes 30
+    python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage tune --checkpoint RUN
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def audit(
     if not held_out:
         raise SystemExit(
             f"error: the spec of {source.id} names no fit.held_out_agents to audit on; pass "
-            "--held-out-from ID to use another id's (e.g. WorldFlux/Ensemble-Walker-v2 for Walker2d)"
+            "--held-out-from ID to use another id's (e.g. WorldFlux/Ensemble-Walker-v3 for Walker2d)"
         )
     policies = policy_set(spec, held_out, behaviour_work)
     how = f"make_vec(num_envs={episodes})" if vector else "gym.make"

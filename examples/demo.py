@@ -1,6 +1,6 @@
 """The worldflux-gym demo: practise in a dream, then face reality.
 
-1. ``gym.make("WorldFlux/Ensemble-Walker-v2")``: the shipped ensemble model of Walker2d-v5 as an env
+1. ``gym.make("WorldFlux/Ensemble-Walker-v3")``: the shipped ensemble model of Walker2d-v5 as an env
    (fitted on random motion and on the checkpoints of a real-env PPO run);
 2. train the dream's agent recipe inside it for ``--minutes`` of CPU time: PPO over a batch of short
    dreamed walks that branch from real states, with the model's uncertainty as a cost
@@ -56,7 +56,7 @@ def dream_return(dream_id: str, agent, episodes: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dream", default="WorldFlux/Ensemble-Walker-v2", help="a shipped WorldFlux/* id")
+    parser.add_argument("--dream", default="WorldFlux/Ensemble-Walker-v3", help="a shipped WorldFlux/* id")
     parser.add_argument("--minutes", type=float, default=4.0, help="agent training time in the dream")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     parser.add_argument("--video-steps", type=int, default=300)

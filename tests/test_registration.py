@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 REQUIRED_IDS = {
     "WorldFlux/Dreamer-Walker-v0": "Walker2d-v5",
     "WorldFlux/Ensemble-Walker-v0": "Walker2d-v5",
+    "WorldFlux/Ensemble-Walker-v3": "Walker2d-v5",
     "WorldFlux/TDMPC2-Walker-v0": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v0": "CartPole-v1",
     "WorldFlux/Ensemble-CartPole-v0": "CartPole-v1",
