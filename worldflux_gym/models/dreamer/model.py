@@ -74,8 +74,8 @@ class DreamerConfig:
     learning_rate: float = 1e-4  # the trainer's default (DreamerV3 uses 1e-4 for the world model)
     grad_clip: float = 100.0  # max global gradient norm for the trainer
     # Weight of a terminal step against a non-terminal one in the continue BCE (as the ensemble's):
-    # terminations are rare (about 1% of Walker2d steps under good walkers), and at 1 the continue
-    # head can learn "never ends" and stay there.
+    # terminations are rare in data from agents that stay up, and at 1 the continue head can learn
+    # "never ends" and stay there.
     termination_positive_weight: float = 1.0
     uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
     uncertainty_hidden: int = 64  # width of the heads' two hidden layers
