@@ -1,5 +1,6 @@
-"""Pieces shared by the families: symlog scaling and two-hot regression (DreamerV3, TD-MPC2), and the
-Plan2Explore-style heads whose disagreement is their uncertainty."""
+"""Pieces shared by the families: symlog scaling and two-hot regression (DreamerV3, TD-MPC2), the
+weighting of rare terminal steps in a continue loss, and the Plan2Explore-style heads whose
+disagreement is their uncertainty."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
 def symexp(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`symlog`."""
     return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def continue_loss_weights(continue_target: torch.Tensor, terminal_weight: float) -> torch.Tensor:
+    """Per-step weights of a continue BCE: ``terminal_weight`` where the episode ends (target 0),
+    1 elsewhere."""
+    return torch.where(continue_target > 0.5, 1.0, terminal_weight)
 
 
 class TwoHotSymlog(nn.Module):

@@ -51,7 +51,14 @@ from worldflux_gym.core.outputs import LossOutput, ModelOutput
 from worldflux_gym.core.registry import Preset, register_family
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
 from worldflux_gym.core.state import State
-from worldflux_gym.models.common import DisagreementHeads, TwoHotSymlog, disagreement, symexp, symlog
+from worldflux_gym.models.common import (
+    DisagreementHeads,
+    TwoHotSymlog,
+    continue_loss_weights,
+    disagreement,
+    symexp,
+    symlog,
+)
 from worldflux_gym.models.dreamer.networks import MLP, ConvDecoder, ConvEncoder, StateLinear, StateMLP
 from worldflux_gym.models.dreamer.rssm import RSSM
 
@@ -375,10 +382,10 @@ class DreamerModel(WorldModel):
         after = deter[:, 1:], stoch[:, 1:]
         reward_loss = _masked_mean(self.twohot.loss(self.reward_head(*after), batch.reward.float()), step)
         goes_on = batch.continue_target()
-        terminal_weight = torch.where(goes_on > 0.5, 1.0, self.config.termination_positive_weight)
+        weight = continue_loss_weights(goes_on, self.config.termination_positive_weight)
         continue_loss = _masked_mean(
             F.binary_cross_entropy_with_logits(
-                self.continue_head(*after).squeeze(-1), goes_on, weight=terminal_weight, reduction="none"
+                self.continue_head(*after).squeeze(-1), goes_on, weight=weight, reduction="none"
             ),
             step,
         )

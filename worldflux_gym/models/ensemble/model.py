@@ -73,6 +73,7 @@ from worldflux_gym.core import (
     register_family,
 )
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
+from worldflux_gym.models.common import continue_loss_weights
 from worldflux_gym.models.ensemble import cpu_kernels
 
 # Logit used for "the episode certainly goes on" in states that come from real observations.
@@ -340,7 +341,7 @@ class EnsembleModel(WorldModel):
         nll = (sq_err * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
         logits = self._continue_logits(steps.next_obs)
         goes_on = steps.continue_target()
-        weight = torch.where(goes_on > 0.5, 1.0, self.config.termination_positive_weight)
+        weight = continue_loss_weights(goes_on, self.config.termination_positive_weight)
         bce = F.binary_cross_entropy_with_logits(logits, goes_on, weight=weight)
         bound = self.max_logvar.sum() - self.min_logvar.sum()
         total = nll + self.config.termination_weight * bce + self.config.logvar_bound_weight * bound
