@@ -21,7 +21,7 @@ from safetensors.numpy import save as save_safetensors_bytes
 
 from worldflux_gym.cli import main
 from worldflux_gym.core.errors import ConcurrentWriterError, DataError, DuplicateEpisodeError, SpaceError
-from worldflux_gym.data import EpisodeStore, collect_episodes, collect_to_store
+from worldflux_gym.data import EpisodeBuffer, EpisodeStore, collect_episodes, collect_to_store
 from worldflux_gym.data.store import (
     _HEADER,
     SHARD_DIR,
@@ -85,6 +85,20 @@ def test_buffers_sample_transitions_windows_and_real_starts(tmp_path, cartpole_e
     obs, action = buffer.sample_contexts(5, 3, rng)
     assert obs.shape == (5, 4, 4) and action.shape == (5, 3)
     assert len(buffer.initial_observations()) == len(buffer.episodes)
+
+
+def test_windows_that_run_past_the_end_put_terminations_at_every_position(cartpole_episodes):
+    buffer = EpisodeBuffer(cartpole_episodes)
+    assert buffer.lengths.min() > 4  # random CartPole episodes: every one ends in a termination
+    positions = {}
+    for run_past_end in (False, True):
+        windows = buffer.sample_sequences(2000, 4, np.random.default_rng(0), run_past_end=run_past_end)
+        where = np.nonzero(windows.terminated.numpy())[1]
+        assert windows.mask.numpy()[windows.terminated.numpy()].all()  # a termination is a real step
+        positions[run_past_end] = set(where.tolist())
+    # shifted back, the window ends at the termination; run past the end, it can sit anywhere
+    assert positions[False] == {3}
+    assert positions[True] == set(range(4))
 
 
 def test_bad_input_is_refused_and_nothing_is_touched(tmp_path, cartpole_episodes):

@@ -63,19 +63,26 @@ class EpisodeBuffer:
     def all_transitions(self) -> TransitionBatch:
         return self.transitions(np.arange(self.num_steps))
 
-    def sample_sequences(self, batch_size: int, length: int, rng: np.random.Generator) -> SequenceBatch:
+    def sample_sequences(
+        self, batch_size: int, length: int, rng: np.random.Generator, *, run_past_end: bool = False
+    ) -> SequenceBatch:
         """Windows of ``length`` steps inside single episodes, uniformly over steps.
 
-        A window starts at a uniformly drawn step; windows that would run past the episode's end are
-        shifted back, and episodes shorter than ``length`` are padded (``mask`` False, last obs repeated).
+        A window starts at a uniformly drawn step. Windows that would run past the episode's end are
+        shifted back, so they hold ``length`` real steps where the episode has them; with
+        ``run_past_end`` they stay where they start and are padded instead, which puts an episode's
+        last step at every position of a window. Episodes shorter than ``length`` are padded either way
+        (``mask`` False, last obs repeated).
         """
-        return self.sequences(rng.integers(0, self.num_steps, size=batch_size), length)
+        return self.sequences(rng.integers(0, self.num_steps, size=batch_size), length, run_past_end)
 
-    def sequences(self, first: np.ndarray, length: int) -> SequenceBatch:
-        """The windows of ``length`` steps that start at the global steps ``first`` (shifted back and
-        padded as in :meth:`sample_sequences`)."""
+    def sequences(self, first: np.ndarray, length: int, run_past_end: bool = False) -> SequenceBatch:
+        """The windows of ``length`` steps that start at the global steps ``first`` (shifted back
+        unless ``run_past_end``, and padded, as in :meth:`sample_sequences`)."""
         episode = self.step_episode[first]
-        start = np.minimum(self.step_time[first], np.maximum(self.lengths[episode] - length, 0))
+        start = self.step_time[first]
+        if not run_past_end:
+            start = np.minimum(start, np.maximum(self.lengths[episode] - length, 0))
         offsets = np.arange(length)
         t = start[:, None] + offsets[None, :]  # [B, L] time steps
         mask = t < self.lengths[episode][:, None]

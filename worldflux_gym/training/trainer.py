@@ -495,7 +495,9 @@ def sample_for(
 ) -> TransitionBatch | SequenceBatch:
     """A batch of ``size`` of what ``model`` trains on: transitions, or windows of its sequence length."""
     if model.batch_type is SequenceBatch:
-        return buffer.sample_sequences(size, model.sequence_length, rng)
+        # Shifted-back windows would put every termination at a window's last position, and a
+        # recurrent model learns that position instead of the state that ends the episode.
+        return buffer.sample_sequences(size, model.sequence_length, rng, run_past_end=True)
     return buffer.sample_transitions(size, rng)
 
 
