@@ -108,7 +108,7 @@ def test_agent_trained_only_in_the_dream_improves_in_the_real_env(tmp_path):
     fit_world_model("CartPole-v1", "ensemble:ci", run, steps=1500, collect_steps=5000, progress=False)
     out = tmp_path / "cartpole.zip"
     train_agent(
-        "WorldFlux/Dreamer-CartPole-v0",
+        "WorldFlux/Dreamer-CartPole-v1",
         out,
         recipe="ppo_cartpole",
         steps=40_000,
@@ -138,3 +138,4 @@ def test_dyna_runs_rounds_and_resumes(tmp_path, tiny_recipe):
     assert again["rounds"] == record["rounds"]  # budget spent: nothing more is collected
     with pytest.raises(ConfigError, match="other settings"):
         run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", DynaConfig(real_steps=900), progress=False)
+

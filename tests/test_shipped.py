@@ -17,23 +17,9 @@ from worldflux_gym.dream.registration import load_specs
 from worldflux_gym.training.model_quality import evaluate_model
 
 SPECS = {spec.id: spec for spec in load_specs()}
-# Known defects, each with its reason; strict, so a refit that mends one fails here until the entry goes.
-KNOWN_DEFECTS = {
-    "WorldFlux/Dreamer-CartPole-v0": "fitted on 10k random steps: its termination head is at chance (0.50) "
-    "and its 1-step prediction is worse than persistence (1.9); a refit on data across the skill range "
-    "is issue 19's open work",
-}
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(i, marks=pytest.mark.xfail(reason=KNOWN_DEFECTS[i], strict=True))
-        if i in KNOWN_DEFECTS
-        else i
-        for i in sorted(SPECS)
-    ],
-)
+@pytest.fixture(scope="module", params=sorted(SPECS))
 def measured(request):
     spec = SPECS[request.param]
     recorded = spec.validation.get("heldout_check")
