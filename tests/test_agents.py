@@ -139,3 +139,32 @@ def test_dyna_runs_rounds_and_resumes(tmp_path, tiny_recipe):
     with pytest.raises(ConfigError, match="other settings"):
         run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", DynaConfig(real_steps=900), progress=False)
 
+
+def test_a_normalize_recipe_leaves_its_statistics_inside_the_saved_policy(tmp_path):
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO
+
+    from worldflux_gym.agents.normalization import NormalizedObservation
+
+    recipe = dataclasses.replace(load_recipe("ppo_pendulum"), normalize=True, num_envs=8)
+    out = tmp_path / "normalized.zip"
+    trained = train_agent(
+        "WorldFlux/Ensemble-Pendulum-v0", out, recipe=recipe, steps=2048, progress=False, tensorboard=False
+    )
+    statistics = trained.get_env().obs_rms
+    assert not np.allclose(statistics.mean, 0.0)  # the statistics followed the dreamed observations
+
+    loaded = PPO.load(out, device="cpu")  # plain SB3, nothing beside the zip
+    extractor = loaded.policy.features_extractor
+    assert isinstance(extractor, NormalizedObservation)
+    env = gym.make("Pendulum-v1")
+    obs = np.stack([env.reset(seed=s)[0] for s in range(16)])
+    expected = np.clip((obs - statistics.mean) / np.sqrt(statistics.var + 1e-8), -10, 10)
+    with torch.no_grad():
+        got = extractor(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # evaluation in the real env feeds raw observations to the same zip
+    assert np.isfinite(evaluate_agent(out, episodes=1).mean_return)

@@ -3,7 +3,9 @@
 A recipe is one JSON file in the repository's ``agents/`` folder (shipped inside the package as
 ``worldflux_gym/agents/shipped``, a link in the source tree), or any path. It names the
 algorithm, the policy, how many dreamed envs run side by side, a default training length and the
-algorithm's keyword arguments, passed to SB3 unchanged.
+algorithm's keyword arguments, passed to SB3 unchanged. ``normalize`` trains behind SB3's
+``VecNormalize`` and leaves the observation statistics inside the saved policy
+(``agents/normalization.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Recipe:
     default_steps: int = 100_000
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     env_options: dict[str, Any] = field(default_factory=dict)  # DreamBatch options (starts, horizon...)
+    normalize: bool = False  # VecNormalize observations and rewards while training
     description: str = ""
 
     @property

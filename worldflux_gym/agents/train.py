@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
+from worldflux_gym.agents.normalization import NormalizedObservation, freeze_normalization
 from worldflux_gym.agents.recipes import Recipe, load_recipe
 from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
@@ -72,6 +75,17 @@ def build_agent(
     """The recipe's SB3 algorithm over ``venv`` (TensorBoard logs only when tensorboard is installed)."""
     if tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
         tensorboard_dir = None
+    hyperparameters = dict(recipe.hyperparameters)
+    if recipe.normalize:
+        if not isinstance(venv.observation_space, spaces.Box) or len(venv.observation_space.shape) != 1:
+            raise ConfigError(
+                f"recipe {recipe.name}: normalize needs flat Box observations, the dream has "
+                f"{venv.observation_space}; drop normalize from the recipe"
+            )
+        policy_kwargs = dict(hyperparameters.get("policy_kwargs", {}))
+        policy_kwargs["features_extractor_class"] = NormalizedObservation
+        hyperparameters["policy_kwargs"] = policy_kwargs
+        venv = VecNormalize(venv, gamma=float(hyperparameters.get("gamma", 0.99)))
     return recipe.algorithm_class(
         recipe.policy,
         venv,
@@ -79,7 +93,7 @@ def build_agent(
         device=agent_device(recipe),
         tensorboard_log=None if tensorboard_dir is None else str(tensorboard_dir),
         verbose=0,
-        **recipe.hyperparameters,
+        **hyperparameters,
     )
 
 
@@ -137,6 +151,9 @@ def train_agent(
     callback = StopAfterSeconds(max_seconds, progress) if max_seconds else None
     agent.learn(total_timesteps=steps, progress_bar=progress and callback is None, callback=callback)
     seconds = time.perf_counter() - started
+    trained_in = agent.get_env()
+    if isinstance(trained_in, VecNormalize):
+        freeze_normalization(agent, trained_in)
     out.parent.mkdir(parents=True, exist_ok=True)
     agent.save(out)
     episodes = list(agent.ep_info_buffer or [])

@@ -107,6 +107,11 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
             f"real_steps ({config.real_steps}) must cover the random warm-up ({config.initial_steps})"
         )
     recipe: Recipe = load_recipe(config.recipe)
+    if recipe.normalize:
+        # the agent carries on across rounds, each in a new dream: one VecNormalize cannot follow it
+        raise ConfigError(
+            f"Dyna trains one agent across rounds; recipe {recipe.name} has normalize, use one without"
+        )
     record["config"] = {**dataclasses.asdict(config), "env_id": env_id, "model": model_name}
     data_dir, model_dir, agent_path = out / "data", out / "model", out / "agent.zip"
 
