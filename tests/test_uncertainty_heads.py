@@ -27,12 +27,12 @@ from worldflux_gym.core import ConfigError, create_world_model, from_pretrained
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
 from worldflux_gym.dream import DreamEnv, DreamVectorEnv
+from worldflux_gym.dream.registration import load_specs
 from worldflux_gym.training import Trainer, TrainerConfig, fit_uncertainty_heads
 
 FAMILIES = ["dreamer", "tdmpc2"]
 # Short windows keep the Dreamer fit a few seconds; TD-MPC2's ci preset already uses 3 steps.
 FIT = {"dreamer": ({"sequence_length": 8}, 250), "tdmpc2": ({}, 150)}
-SHIPPED = Path(__file__).resolve().parents[1] / "envs" / "checkpoints"
 
 
 def small_torques(seed: int):
@@ -261,9 +261,12 @@ def test_a_checkpoint_without_heads_loads_runs_and_gains_them(family, tmp_path):
     assert np.isfinite(info["uncertainty"]) and not info["halted"]
 
 
-@pytest.mark.parametrize("name", ["dreamer_cartpole", "dreamer_walker", "tdmpc2_walker"])
-def test_shipped_latent_checkpoints_load_and_dream(name):
-    directory = SHIPPED / name
+@pytest.mark.parametrize(
+    "directory",
+    sorted(spec.checkpoint for spec in load_specs() if spec.family in ("dreamer", "tdmpc2")),
+    ids=lambda path: path.name,
+)
+def test_shipped_latent_checkpoints_load_and_dream(directory):
     saved = json.loads((directory / CONFIG_FILE).read_text())["config"]
     model = from_pretrained(directory)
     heads = saved.get("uncertainty_heads", 0)  # saved before the heads existed: none
