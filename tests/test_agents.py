@@ -1,11 +1,16 @@
 """Agent recipes, training in the dream, real evaluation, and the Dyna loop."""
 
+import dataclasses
 import json
 
 import gymnasium as gym
+import numpy as np
 import pytest
+import torch
+from stable_baselines3 import PPO
 
 from worldflux_gym.agents import available_recipes, evaluate_agent, load_recipe, train_agent
+from worldflux_gym.agents.normalization import NormalizedObservation
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.data.policy import read_sidecar
 from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
@@ -141,14 +146,6 @@ def test_dyna_runs_rounds_and_resumes(tmp_path, tiny_recipe):
 
 
 def test_a_normalize_recipe_leaves_its_statistics_inside_the_saved_policy(tmp_path):
-    import dataclasses
-
-    import numpy as np
-    import torch
-    from stable_baselines3 import PPO
-
-    from worldflux_gym.agents.normalization import NormalizedObservation
-
     recipe = dataclasses.replace(load_recipe("ppo_pendulum"), normalize=True, num_envs=8)
     out = tmp_path / "normalized.zip"
     trained = train_agent(

@@ -263,7 +263,7 @@ def test_a_checkpoint_without_heads_loads_runs_and_gains_them(family, tmp_path):
 
 @pytest.mark.parametrize(
     "directory",
-    sorted(spec.checkpoint for spec in load_specs() if spec.family in ("dreamer", "tdmpc2")),
+    sorted(spec.checkpoint for spec in load_specs() if spec.family in FAMILIES),
     ids=lambda path: path.name,
 )
 def test_shipped_latent_checkpoints_load_and_dream(directory):

@@ -429,9 +429,8 @@ class TDMPC2Model(WorldModel):
 
         x = torch.cat([z_taken, action], dim=-1)  # [B, T, L+A]
         reward_loss = _weighted_mean(self.two_hot.loss(self.reward_head(x), batch.reward), weight)
-        # The termination head learns on encoded latents h(o_t), not rolled-out ones: chosen when the
-        # trainer's windows were shifted back to end at a termination, where a head fed rolled-out
-        # latents would learn "t = T-1" instead of the task. (Training windows now run past the end.)
+        # The termination head learns on encoded latents h(o_t), not rolled-out ones, so that it judges
+        # states rather than where a step sits in its window.
         continue_logits = self.continue_head(torch.cat([z_encoded, action], -1)).squeeze(-1)
         # Only real terminations end an episode: continue_target() counts truncation as going on.
         continue_loss = _weighted_mean(
