@@ -29,6 +29,7 @@ from worldflux_gym.core.errors import (
     SpaceError,
     UnknownEnvError,
 )
+from worldflux_gym.dream.registration import make_sb3_vec_env
 
 PENDULUM_DREAM = "WorldFlux/Ensemble-Pendulum-v0"
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +102,16 @@ def test_dream_options_are_checked_where_they_are_given(option, value, message):
     # make_vec: gym.make would check max_episode_steps itself (its TimeLimit) before the dream sees it
     with pytest.raises(ConfigError, match=re.escape(message)):
         gym.make_vec(PENDULUM_DREAM, num_envs=1, **{option: value})
+
+
+def test_an_unknown_option_is_named_with_the_options_there_are():
+    # the ensemble's noise_scale is a model setting that users try to pass as an option
+    for make in (gym.make, lambda env_id, **kw: make_sb3_vec_env(env_id, num_envs=2, **kw)):
+        with pytest.raises(
+            ConfigError,
+            match=r"unknown dream option\(s\) \['noise_scale'\]; the options are \[.*'uncertainty_penalty'",
+        ):
+            make(PENDULUM_DREAM, noise_scale=0.5)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -15,6 +15,7 @@ ended are reset from real start points (``starts.py``) according to the autorese
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -187,7 +188,14 @@ class DreamBatch:
         autoreset: Autoreset | str = Autoreset.NEXT_STEP,
         precision: str = "float32",
         device: str | torch.device = "auto",
+        **unknown: Any,
     ):
+        if unknown:  # gym.make passes any keyword through: name the typo, not Python's TypeError
+            raise ConfigError(
+                f"unknown dream option(s) {sorted(unknown)}; the options are {sorted(DREAM_OPTIONS)} "
+                "(docs/dream-options.md). A model setting such as the ensemble's noise_scale is not an "
+                "option: set model.config.noise_scale and save_pretrained() a copy"
+            )
         # every option is checked here, where it is given, not by the numpy or torch error it would
         # cause later (a float num_envs silently rounded, a NaN threshold that never halts ...)
         num_envs = check_positive_int(num_envs, "num_envs")
@@ -606,3 +614,11 @@ def _examples(actions: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tenso
     values = actions[mask]
     values = values.tolist() if hasattr(values, "tolist") else list(values)
     return values[:4]
+
+
+# the keyword options a dream takes (gym.make / make_vec / make_sb3_vec_env pass theirs through)
+DREAM_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(DreamBatch.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
