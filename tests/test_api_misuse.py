@@ -105,13 +105,12 @@ def test_dream_options_are_checked_where_they_are_given(option, value, message):
 
 
 def test_an_unknown_option_is_named_with_the_options_there_are():
-    # the ensemble's noise_scale is a model setting that users try to pass as an option
     for make in (gym.make, lambda env_id, **kw: make_sb3_vec_env(env_id, num_envs=2, **kw)):
         with pytest.raises(
             ConfigError,
-            match=r"unknown dream option\(s\) \['noise_scale'\]; the options are \[.*'uncertainty_penalty'",
+            match=r"unknown dream option\(s\) \['uncertainty_penality'\]; the options are \[.*'uncertainty_penalty'",
         ):
-            make(PENDULUM_DREAM, noise_scale=0.5)
+            make(PENDULUM_DREAM, uncertainty_penality=0.5)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -300,6 +300,32 @@ def test_noise_scale_scales_the_sampled_deviation_from_each_rows_member(pendulum
     torch.testing.assert_close(half.reward - member_mean.reward, 0.5 * (full.reward - member_mean.reward))
 
 
+def test_the_noise_scale_dream_option_samples_with_a_view_that_leaves_the_model_alone(pendulum):
+    from worldflux_gym.dream.core import DreamBatch
+
+    model = pendulum.model
+    assert model.config.noise_scale == 1.0
+    quiet = model.with_noise_scale(0.25)
+    assert quiet.config.noise_scale == 0.25 and model.config.noise_scale == 1.0
+    assert quiet.elite_index is model.elite_index  # the same weights, not a copy
+
+    def first_steps(**options):
+        dream = DreamBatch(model, 64, starts="bank", start_bank=np.zeros((1, 3), np.float32), **options)
+        dream.reset(seed=3)
+        return dream.step(torch.zeros(64, 1)).obs
+
+    copied = copy.deepcopy(model)
+    copied.config.noise_scale = 0.25
+    by_option, default = first_steps(noise_scale=0.25), first_steps()
+    dream = DreamBatch(copied, 64, starts="bank", start_bank=np.zeros((1, 3), np.float32))
+    dream.reset(seed=3)
+    torch.testing.assert_close(by_option, dream.step(torch.zeros(64, 1)).obs)
+    assert not torch.allclose(by_option, default)
+    assert model.config.noise_scale == 1.0
+    with pytest.raises(ConfigError, match="noise_scale must be a finite number >= 0"):
+        first_steps(noise_scale=-0.5)
+
+
 def test_tsinf_keeps_each_row_on_one_elite_member(pendulum, pendulum_spaces):
     batch = pendulum.held_out_transitions()
     model = copy.deepcopy(pendulum.model)

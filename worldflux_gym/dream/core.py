@@ -54,6 +54,7 @@ from worldflux_gym.dream.starts import (
     as_model_tensor,
     load_starts,
 )
+from worldflux_gym.models.ensemble.model import EnsembleModel
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -155,6 +156,8 @@ class DreamBatch:
         real_env: the real env id (or env) the model was fitted on; its spaces must match the model's.
         max_episode_steps: the horizon; reaching it sets ``truncated``. ``None``: no horizon.
         deterministic: take the model's mean transition and threshold termination at 0.5.
+        noise_scale: ensembles only: dream with this scale of the members' sampled noise instead of
+            the checkpoint's own (the model is shared, not changed).
         report_uncertainty: ask the model for its uncertainty (all ensemble members: up to 7x the
             work; dreamer and tdmpc2: their uncertainty heads, see ``benchmarks/bench_uncertainty.py``).
             ``None``: on for one env when the model reports it, off for batches.
@@ -180,6 +183,7 @@ class DreamBatch:
         context: int = 8,
         max_episode_steps: int | None = None,
         deterministic: bool = False,
+        noise_scale: float | None = None,
         report_uncertainty: bool | None = None,
         uncertainty_penalty: float = 0.0,
         halt_threshold: float | None = None,
@@ -193,8 +197,7 @@ class DreamBatch:
         if unknown:  # gym.make passes any keyword through: name the typo, not Python's TypeError
             raise ConfigError(
                 f"unknown dream option(s) {sorted(unknown)}; the options are {sorted(DREAM_OPTIONS)} "
-                "(docs/dream-options.md). A model setting such as the ensemble's noise_scale is not an "
-                "option: set model.config.noise_scale and save_pretrained() a copy"
+                "(docs/dream-options.md)"
             )
         # every option is checked here, where it is given, not by the numpy or torch error it would
         # cause later (a float num_envs silently rounded, a NaN threshold that never halts ...)
@@ -211,6 +214,13 @@ class DreamBatch:
         self.checkpoint = checkpoint_dir_of(model)  # its start bank and real env id come from there
         self.model = load_model(model, device)
         self.device = self.model.device
+        if noise_scale is not None:
+            if not isinstance(self.model, EnsembleModel):
+                raise ConfigError(
+                    f"noise_scale scales the sampled noise of ensemble models; this {self.model.family!r} "
+                    "model has none: drop the option"
+                )
+            self.model = self.model.with_noise_scale(check_float(noise_scale, "noise_scale", minimum=0.0))
         check_batch_fits(self.model, int(num_envs))
         caps = self.model.capabilities
         if not caps.predicts_reward:

@@ -50,6 +50,8 @@ misleading zero.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,6 +224,15 @@ class EnsembleModel(WorldModel):
         self.register_buffer("elite_index", torch.arange(config.elites))
 
     # --- the network ------------------------------------------------------------------------------
+    def with_noise_scale(self, noise_scale: float) -> EnsembleModel:
+        """This model sampling with another ``noise_scale``, sharing every weight; ``self`` is left as
+        it is (the dream option ``noise_scale`` uses this)."""
+        if not noise_scale >= 0 or not math.isfinite(noise_scale):
+            raise ConfigError(f"noise_scale must be a finite number >= 0 (0: no noise), got {noise_scale}")
+        view = copy.copy(self)
+        view.config = dataclasses.replace(self.config, noise_scale=float(noise_scale))
+        return view
+
     def _features(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Normalised network input ``[..., N, obs_dim + action_dim]`` (``obs`` may carry a leading
         members dimension that ``action`` ``[N, ...]`` lacks)."""
