@@ -14,10 +14,11 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import worldflux_gym  # noqa: F401  (registers the ids)
+from worldflux_gym.agents import load_recipe
 from worldflux_gym.cli import main as cli_main
 from worldflux_gym.core import CheckpointError, ConfigError, SpaceError, families
 from worldflux_gym.dream import DreamEnv, DreamVectorEnv, load_specs
-from worldflux_gym.dream.registration import ENVS_DIR, read_spec, register_envs
+from worldflux_gym.dream.registration import ENVS_DIR, make_sb3_vec_env, read_spec, register_envs
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_IDS = {
@@ -159,6 +160,18 @@ def test_shipped_weights_are_found_through_the_spec(tmp_path, monkeypatch):
     assert spec.weights_present
     env = gym.make("WorldFlux/Ensemble-Pendulum-v0", spec_path=str(spec.path))
     assert env.unwrapped.dream.checkpoint == spec.checkpoint
+
+
+def test_every_ids_recipe_builds_its_training_dream():
+    # a recipe's env_options are checked only when training starts: an option the id's family
+    # lacks (noise_scale on a Dreamer) would fail a user's `train-agent ID` minutes into a run
+    for spec in load_specs():
+        if spec.recipe is None or not spec.weights_present:
+            continue
+        recipe = load_recipe(spec.recipe)
+        venv = make_sb3_vec_env(spec.id, num_envs=2, **recipe.env_options)
+        assert venv.reset().shape[0] == 2
+        venv.close()
 
 
 def test_cli_list_shows_ids_real_envs_families_and_weights(capsys):
