@@ -223,7 +223,6 @@ class EnsembleModel(WorldModel):
         self.register_buffer("target_std", torch.ones(self.target_dim))
         self.register_buffer("elite_index", torch.arange(config.elites))
 
-    # --- the network ------------------------------------------------------------------------------
     def with_noise_scale(self, noise_scale: float) -> EnsembleModel:
         """This model sampling with another ``noise_scale``, sharing every weight; ``self`` is left as
         it is (the dream option ``noise_scale`` uses this)."""
@@ -233,6 +232,7 @@ class EnsembleModel(WorldModel):
         view.config = dataclasses.replace(self.config, noise_scale=float(noise_scale))
         return view
 
+    # --- the network ------------------------------------------------------------------------------
     def _features(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Normalised network input ``[..., N, obs_dim + action_dim]`` (``obs`` may carry a leading
         members dimension that ``action`` ``[N, ...]`` lacks)."""
