@@ -108,7 +108,8 @@ def test_an_unknown_option_is_named_with_the_options_there_are():
     for make in (gym.make, lambda env_id, **kw: make_sb3_vec_env(env_id, num_envs=2, **kw)):
         with pytest.raises(
             ConfigError,
-            match=r"unknown dream option\(s\) \['uncertainty_penality'\]; the options are \[.*'uncertainty_penalty'",
+            match=r"unknown dream option\(s\) \['uncertainty_penality'\]; "
+            r"the options are \[.*'uncertainty_penalty'",
         ):
             make(PENDULUM_DREAM, uncertainty_penality=0.5)
 
