@@ -85,7 +85,7 @@ def transfer(
 ) -> None:
     spec = find_spec(dream_id)
     seconds = minutes * 60
-    options = {} if checkpoint is None else {"checkpoint": checkpoint}
+    options = checkpoint_option(checkpoint)
     real = gym.make(spec.real_env)
     dream = gym.make(dream_id, **options)
     rows = []
@@ -150,10 +150,9 @@ def first_episode_returns(policy, envs: gym.vector.VectorEnv, seed: int) -> np.n
     return totals
 
 
-def dream_means(policies: dict, dream_id: str, episodes: int, vector: bool, checkpoint=None) -> np.ndarray:
+def dream_means(policies: dict, dream_id: str, episodes: int, vector: bool, **options) -> np.ndarray:
     """Mean dreamed return of each policy: ``episodes`` episodes through ``gym.make(dream_id)``
-    (default options), or as one ``gym.make_vec(dream_id, num_envs=episodes)`` batch."""
-    options = {} if checkpoint is None else {"checkpoint": checkpoint}
+    (default options, or ``options``), or as one ``gym.make_vec(dream_id, num_envs=episodes)`` batch."""
     if vector:
         envs = gym.make_vec(dream_id, num_envs=episodes, **options)
         return np.asarray([first_episode_returns(p, envs, seed=20_000).mean() for p in policies.values()])
@@ -161,6 +160,10 @@ def dream_means(policies: dict, dream_id: str, episodes: int, vector: bool, chec
     return np.asarray(
         [returns_of(lambda o, p=p: p(o[None])[0], env, episodes, 20_000).mean() for p in policies.values()]
     )
+
+
+def checkpoint_option(checkpoint: Path | None) -> dict:
+    return {} if checkpoint is None else {"checkpoint": checkpoint}
 
 
 def real_means(policies: dict, real_env: str, episodes: int) -> np.ndarray:
@@ -200,7 +203,7 @@ def audit(
         f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and dreamed episodes each ({how})"
     )
     real = real_means(policies, spec.real_env, episodes)
-    dream = dream_means(policies, dream_id, episodes, vector, checkpoint)
+    dream = dream_means(policies, dream_id, episodes, vector, **checkpoint_option(checkpoint))
     print(f"{'policy':<16} {'real':>9} {'dream':>9}")
     for name, r, d in zip(policies, real, dream):
         print(f"{name:<16} {r:9.1f} {d:9.1f}")
@@ -214,7 +217,6 @@ def tune(
     dream_id: str,
     episodes: int,
     behaviour_work: Path,
-    work: Path,
     scales: list[float],
     checkpoint: Path | None,
 ) -> None:
@@ -222,20 +224,13 @@ def tune(
 
     The rule, fixed before any figure: among the scales whose Spearman is >= 0.9, the smallest
     error; without one, the largest Spearman."""
-    from worldflux_gym.core.checkpoint import from_pretrained
-
     spec = find_spec(dream_id)
     policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work)
     real = real_means(policies, spec.real_env, episodes)
-    model = from_pretrained(spec.checkpoint if checkpoint is None else checkpoint, device="cpu")
     results = {}
     for scale in scales:
-        model.config.noise_scale = scale
-        copy = work / f"noise_scale_{scale}"
-        model.save_pretrained(copy)
-        starts = spec.checkpoint / "starts.safetensors"  # the shipped bank: a fitted run has none
-        (copy / starts.name).write_bytes(starts.read_bytes())
-        dream = dream_means(policies, dream_id, episodes, vector=True, checkpoint=copy)
+        options = {**checkpoint_option(checkpoint), "noise_scale": scale}
+        dream = dream_means(policies, dream_id, episodes, vector=True, **options)
         results[scale] = fidelity(dream, real)
         print(
             f"noise_scale {scale}: Spearman {results[scale][0]:.3f}, error {100 * results[scale][1]:.1f}%",
@@ -277,7 +272,7 @@ def main() -> None:
         audit(args.dream_id, args.episodes, behaviour, args.vector, args.checkpoint, args.held_out_from)
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
-        tune(args.dream_id, args.episodes, Path(args.behaviour_work), work, scales, args.checkpoint)
+        tune(args.dream_id, args.episodes, Path(args.behaviour_work), scales, args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from worldflux_gym.core import ConfigError, SequenceBatch, SpaceError, create_world_model, from_pretrained
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
 from worldflux_gym.data.episode import Episode
+from worldflux_gym.dream.core import DreamBatch
 from worldflux_gym.training.trainer import Trainer, TrainerConfig
 
 HORIZON = 10  # open-loop rollout length of the multi-step test
@@ -301,8 +302,6 @@ def test_noise_scale_scales_the_sampled_deviation_from_each_rows_member(pendulum
 
 
 def test_the_noise_scale_dream_option_samples_with_a_view_that_leaves_the_model_alone(pendulum):
-    from worldflux_gym.dream.core import DreamBatch
-
     model = pendulum.model
     assert model.config.noise_scale == 1.0
     quiet = model.with_noise_scale(0.25)

@@ -220,7 +220,7 @@ class DreamBatch:
                     f"noise_scale scales the sampled noise of ensemble models; this {self.model.family!r} "
                     "model has none: drop the option"
                 )
-            self.model = self.model.with_noise_scale(check_float(noise_scale, "noise_scale", minimum=0.0))
+            self.model = self.model.with_noise_scale(noise_scale)
         check_batch_fits(self.model, int(num_envs))
         caps = self.model.capabilities
         if not caps.predicts_reward:

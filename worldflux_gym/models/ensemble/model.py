@@ -75,6 +75,7 @@ from worldflux_gym.core import (
     register_family,
 )
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
+from worldflux_gym.core.validate import check_float
 from worldflux_gym.models.common import continue_loss_weights
 from worldflux_gym.models.ensemble import cpu_kernels
 
@@ -226,10 +227,9 @@ class EnsembleModel(WorldModel):
     def with_noise_scale(self, noise_scale: float) -> EnsembleModel:
         """This model sampling with another ``noise_scale``, sharing every weight; ``self`` is left as
         it is (the dream option ``noise_scale`` uses this)."""
-        if not noise_scale >= 0 or not math.isfinite(noise_scale):
-            raise ConfigError(f"noise_scale must be a finite number >= 0 (0: no noise), got {noise_scale}")
+        noise_scale = check_float(noise_scale, "noise_scale", minimum=0.0)
         view = copy.copy(self)
-        view.config = dataclasses.replace(self.config, noise_scale=float(noise_scale))
+        view.config = dataclasses.replace(self.config, noise_scale=noise_scale)
         return view
 
     # --- the network ------------------------------------------------------------------------------
