@@ -11,7 +11,13 @@ A spec's ``fit.data`` says what the model sees, all of it collected here, seeded
 - ``agents``: behaviour agents across the skill range, from falling to expert: every saved
   checkpoint of SB3 runs on the *real* env (``envs/behaviour.py``: algorithm, seed, length, saving
   interval), each acting for ``steps_per_checkpoint`` steps, half deterministically and half with
-  its own action noise (so the data holds each policy's states and the states next to them).
+  its own action noise (so the data holds each policy's states and the states next to them);
+- ``dream_agents``: agents trained only in an earlier shipped dream (a Dyna round, MBPO's cure for
+  a policy that exploits its model: the real states such an agent reaches are the ones its dream got
+  wrong). Each group is ``worldflux-gym train-agent`` of ``dream_id`` with ``recipe``, ``steps``,
+  ``env_options`` and each of ``seeds``, saved as ``<behaviour-work>/<env>/dream/<name>_s<seed>.zip``
+  (trained there when missing); each agent then acts in the real env for ``steps_per_agent`` steps,
+  half deterministically and half sampling its actions.
 
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
 the data: the benchmarks check the dream on them (``benchmarks/bench_transfer.py``,
@@ -22,9 +28,9 @@ model is fitted on (its validation split holds every tenth episode of every sour
 The fit: ``family:preset`` with ``fit.overrides`` for ``fit.fit_steps`` updates (``fit.trainer``:
 trainer settings), resumed when interrupted; then, where the spec has ``fit.closed_loop`` (the
 ensemble family), the closed-loop fine-tune under every checkpoint of the data's behaviour agents
-(``worldflux_gym/pipelines/closed_loop.py``; the block's fields are ``ClosedLoopConfig``'s, and its
-``noise_scale`` is the shipped model's). The result is measured on the held-out episodes
-(``training/model_quality.py``), written into ``envs/checkpoints/<name>/`` with
+and every dream-trained agent (``worldflux_gym/pipelines/closed_loop.py``; the block's fields are
+``ClosedLoopConfig``'s, and its ``noise_scale`` is the shipped model's). The result is measured on
+the held-out episodes (``training/model_quality.py``), written into ``envs/checkpoints/<name>/`` with
 ``starts.safetensors`` (real initial observations and real context windows for branched starts).
 The spec's ``data_provenance`` (real steps per source, the real returns they cover, seeds) and
 ``validation`` blocks are rewritten with what was measured.
@@ -43,6 +49,7 @@ import numpy as np
 import torch
 from behaviour import BehaviourRun, train_behaviour
 
+from worldflux_gym.agents.train import read_training_summary, train_agent
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, from_pretrained
 from worldflux_gym.data.collect import (
     collect_episodes,
@@ -73,6 +80,32 @@ def behaviour_runs(spec: dict, key: str) -> list[BehaviourRun]:
         BehaviourRun(spec["real_env"], r["algorithm"], int(r["seed"]), int(r["steps"]), int(r["every"]))
         for r in runs
     ]
+
+
+def dream_agents(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
+    """Every agent of the spec's ``fit.data.dream_agents`` groups: where it is saved and how it is trained."""
+    out = []
+    for group in spec["fit"]["data"].get("dream_agents", []):
+        for seed in group["seeds"]:
+            path = behaviour_work / spec["real_env"] / "dream" / f"{group['name']}_s{seed}.zip"
+            out.append({**group, "seed": int(seed), "path": path})
+    return out
+
+
+def train_dream_agents(spec: dict, behaviour_work: Path) -> None:
+    for agent in dream_agents(spec, behaviour_work):
+        if not agent["path"].is_file():
+            print(f"  training {agent['path'].name} in {agent['dream_id']}")
+            train_agent(
+                agent["dream_id"],
+                agent["path"],
+                recipe=agent["recipe"],
+                steps=int(agent["steps"]),
+                seed=agent["seed"],
+                env_options=agent.get("env_options"),
+                progress=False,
+                tensorboard=False,
+            )
 
 
 def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
@@ -110,6 +143,23 @@ def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
                         "seed": seed + 100_000 + 1000 * len(out),
                     }
                 )
+    for agent in dream_agents(spec, behaviour_work):
+        for deterministic in (True, False):
+            mode = "det" if deterministic else "noisy"
+            out.append(
+                {
+                    "name": f"{agent['name']}_s{agent['seed']}_{mode}",
+                    "kind": "agent",
+                    "policy": str(agent["path"]),
+                    "algorithm": read_training_summary(agent["path"])["algorithm"],
+                    "run_seed": agent["seed"],
+                    "trained_in": agent["dream_id"],
+                    "group": agent["name"],
+                    "deterministic": deterministic,
+                    "steps": int(agent["steps_per_agent"]) // 2,
+                    "seed": seed + 100_000 + 1000 * len(out),
+                }
+            )
     return out
 
 
@@ -150,7 +200,7 @@ def provenance_of(source: dict, store: EpisodeStore) -> dict:
             "max": round(max(returns), 1),
         },
     )
-    if source["kind"] == "agent":
+    if "checkpoint_steps" in source:
         run_record = json.loads((Path(source["policy"]).parent / "run.json").read_text())
         scored = run_record["checkpoints"].get(str(source["checkpoint_steps"]), {})
         record["checkpoint_real_return"] = scored.get("real_return")
@@ -161,6 +211,7 @@ def collect(spec: dict, name: str, work: Path, behaviour_work: Path) -> tuple[Ep
     """Train the behaviour agents the data needs, collect every source, and merge them."""
     for run in behaviour_runs(spec, "agents"):
         train_behaviour(run, behaviour_work)
+    train_dream_agents(spec, behaviour_work)
     merged_dir = work / name / "data"
     if (merged_dir / MERGED_RECORD).is_file():
         return EpisodeStore(merged_dir), json.loads((merged_dir / MERGED_RECORD).read_text())
@@ -186,7 +237,12 @@ def summarise(provenance: list[dict]) -> dict:
     """Real steps per kind of source, and the real returns the data cover."""
     by_kind: dict[str, int] = {}
     for p in provenance:
-        key = "random" if p["kind"] == "random" else f"{p['algorithm']} seed {p['run_seed']}"
+        if p["kind"] == "random":
+            key = "random"
+        elif "trained_in" in p:
+            key = f"{p['algorithm']} trained in {p['trained_in']} ({p['group']})"
+        else:
+            key = f"{p['algorithm']} seed {p['run_seed']}"
         by_kind[key] = by_kind.get(key, 0) + p["real_steps"]
     checkpoint_returns = [
         p["checkpoint_real_return"] for p in provenance if p.get("checkpoint_real_return") is not None
@@ -270,6 +326,7 @@ def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
     if not RunDirectory(out).holds_model():
         runs = behaviour_runs(spec, "agents")
         policies = [path for run in runs for path in run.checkpoints(behaviour_work).values()]
+        policies += [agent["path"] for agent in dream_agents(spec, behaviour_work)]
         fine_tune_closed_loop(folder / "run", policies, out, config, device="cpu")
     model = from_pretrained(out, device="cpu")
     model.config.noise_scale = config.noise_scale  # the spec's noise_scale_choice, made after the fine-tune

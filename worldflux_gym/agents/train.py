@@ -117,11 +117,11 @@ def train_agent(
     weights, ``env_options`` adds dream options (``docs/dream-options.md``).
 
     Writes ``out`` (SB3's ``.zip``) and ``out`` with a ``.json`` suffix: what the agent was trained
-    in (dream id, real env, checkpoint, recipe, steps, seed, throughput, final dream return), which
-    ``evaluate`` and ``audit`` read. TensorBoard logs go to ``<out>_tb/`` when tensorboard is
-    installed. ``max_seconds`` stops training early when the wall-clock budget is spent. An existing
-    agent at ``out`` is replaced only with ``overwrite=True`` (checked before training starts). Returns
-    the trained SB3 model.
+    in (dream id, real env, checkpoint, recipe, dream options, steps, seed, throughput, final dream
+    return), which ``evaluate`` and ``audit`` read. TensorBoard logs go to ``<out>_tb/`` when
+    tensorboard is installed. ``max_seconds`` stops training early when the wall-clock budget is
+    spent. An existing agent at ``out`` is replaced only with ``overwrite=True`` (checked before
+    training starts). Returns the trained SB3 model.
 
     >>> from worldflux_gym.agents import evaluate_agent, train_agent
     >>> agent = train_agent(
@@ -165,6 +165,7 @@ def train_agent(
         "observation": "real" if venv.dream.decodes else "latent",
         "algorithm": recipe.algorithm,
         "recipe": recipe.name,
+        "env_options": options,
         "steps": int(agent.num_timesteps),
         "seed": seed,
         "train_seconds": round(seconds, 2),
