@@ -20,8 +20,9 @@ checkpoints and random; rule in :func:`tune`), before the held-out figure is tak
 ``audit`` -- graded policies the dream's data never saw: every checkpoint of the spec's
 ``held_out_agents`` runs (other seeds, another algorithm; ``envs/behaviour.py`` trains them if they
 are missing) and a random policy. Each is run for ``--episodes`` real and dreamed episodes
-(``gym.make(id)``, default options); printed: each policy's two means, the Spearman correlation of
-the two rankings, and the mean absolute error as a share of the real returns' spread.
+(``gym.make(id)``, default options; ``--noise-scale`` dreams at another scale); printed: each
+policy's two means, the Spearman correlation of the two rankings, and the mean absolute error as a
+share of the real returns' spread.
 
     python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage audit
     python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage transfer --minutes 30
@@ -186,6 +187,7 @@ def audit(
     vector: bool,
     checkpoint: Path | None,
     held_out_from: str | None,
+    noise_scale: float | None = None,
 ) -> None:
     spec = find_spec(dream_id)
     source = find_spec(held_out_from) if held_out_from else spec
@@ -203,7 +205,10 @@ def audit(
         f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and dreamed episodes each ({how})"
     )
     real = real_means(policies, spec.real_env, episodes)
-    dream = dream_means(policies, dream_id, episodes, vector, **checkpoint_option(checkpoint))
+    options = checkpoint_option(checkpoint)
+    if noise_scale is not None:
+        options["noise_scale"] = noise_scale
+    dream = dream_means(policies, dream_id, episodes, vector, **options)
     print(f"{'policy':<16} {'real':>9} {'dream':>9}")
     for name, r, d in zip(policies, real, dream):
         print(f"{name:<16} {r:9.1f} {d:9.1f}")
@@ -260,6 +265,9 @@ def main() -> None:
     parser.add_argument(
         "--held-out-from", metavar="ID", help="audit: the held-out agents of this id's spec (same real env)"
     )
+    parser.add_argument(
+        "--noise-scale", type=float, help="audit: dream at this noise_scale instead of the id's default"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -269,7 +277,15 @@ def main() -> None:
         transfer(args.dream_id, args.minutes, args.real_episodes, work, agents, args.checkpoint)
     elif args.stage == "audit":
         behaviour = Path(args.behaviour_work)
-        audit(args.dream_id, args.episodes, behaviour, args.vector, args.checkpoint, args.held_out_from)
+        audit(
+            args.dream_id,
+            args.episodes,
+            behaviour,
+            args.vector,
+            args.checkpoint,
+            args.held_out_from,
+            args.noise_scale,
+        )
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
         tune(args.dream_id, args.episodes, Path(args.behaviour_work), scales, args.checkpoint)
