@@ -125,41 +125,43 @@ def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
                     "seed": seed + 1000 * i,
                 }
             )
-    for r, run in zip(data.get("agents", []), behaviour_runs(spec, "agents")):
-        per = int(r["steps_per_checkpoint"])
-        for steps, path in run.checkpoints(behaviour_work).items():
-            for deterministic in (True, False):
-                mode = "det" if deterministic else "noisy"
-                out.append(
-                    {
-                        "name": f"{run.name}_{steps}_{mode}",
-                        "kind": "agent",
-                        "policy": str(path),
-                        "algorithm": run.algorithm,
-                        "run_seed": run.seed,
-                        "checkpoint_steps": steps,
-                        "deterministic": deterministic,
-                        "steps": per // 2,
-                        "seed": seed + 100_000 + 1000 * len(out),
-                    }
-                )
-    for agent in dream_agents(spec, behaviour_work):
+
+    def add_agent(name: str, path: Path, algorithm: str, steps: int, **about: Any) -> None:
+        """Two sources per agent: half its steps deterministic, half sampling its own actions."""
         for deterministic in (True, False):
-            mode = "det" if deterministic else "noisy"
             out.append(
                 {
-                    "name": f"{agent['name']}_s{agent['seed']}_{mode}",
+                    "name": f"{name}_{'det' if deterministic else 'noisy'}",
                     "kind": "agent",
-                    "policy": str(agent["path"]),
-                    "algorithm": read_training_summary(agent["path"])["algorithm"],
-                    "run_seed": agent["seed"],
-                    "trained_in": agent["dream_id"],
-                    "group": agent["name"],
+                    "policy": str(path),
+                    "algorithm": algorithm,
+                    **about,
                     "deterministic": deterministic,
-                    "steps": int(agent["steps_per_agent"]) // 2,
+                    "steps": steps // 2,
                     "seed": seed + 100_000 + 1000 * len(out),
                 }
             )
+
+    for r, run in zip(data.get("agents", []), behaviour_runs(spec, "agents")):
+        for steps, path in run.checkpoints(behaviour_work).items():
+            add_agent(
+                f"{run.name}_{steps}",
+                path,
+                run.algorithm,
+                int(r["steps_per_checkpoint"]),
+                run_seed=run.seed,
+                checkpoint_steps=steps,
+            )
+    for agent in dream_agents(spec, behaviour_work):
+        add_agent(
+            f"{agent['name']}_s{agent['seed']}",
+            agent["path"],
+            read_training_summary(agent["path"])["algorithm"],
+            int(agent["steps_per_agent"]),
+            run_seed=agent["seed"],
+            trained_in=agent["dream_id"],
+            group=agent["name"],
+        )
     return out
 
 
