@@ -19,8 +19,10 @@ checkpoints and random; rule in :func:`tune`), before the held-out figure is tak
 
 ``audit`` -- graded policies the dream's data never saw: every checkpoint of the spec's
 ``held_out_agents`` runs (other seeds, another algorithm; ``envs/behaviour.py`` trains them if they
-are missing) and a random policy. Each is run for ``--episodes`` real and dreamed episodes
-(``gym.make(id)``, default options; ``--noise-scale`` dreams at another scale); printed: each
+are missing) and a random policy. Each is run for ``--episodes`` real and ``--dreamed-episodes``
+dreamed episodes (``gym.make(id)``, or one ``gym.make_vec(id)`` batch with ``--vector``; default
+options, ``--noise-scale`` dreams at another scale). A sampled dream's mean over a few episodes is
+noisy, so many dreamed episodes (cheap in one batch) judge the dream rather than its dice. Printed: each
 policy's two means, the Spearman correlation of the two rankings, and the mean absolute error as a
 share of the real returns' spread.
 
@@ -182,13 +184,14 @@ def fidelity(dream: np.ndarray, real: np.ndarray) -> tuple[float, float]:
 
 def audit(
     dream_id: str,
-    episodes: int,
     behaviour_work: Path,
+    episodes: int,
+    dreamed_episodes: int,
     vector: bool,
-    checkpoint: Path | None,
     held_out_from: str | None,
-    noise_scale: float | None = None,
+    options: dict,
 ) -> None:
+    """``options``: dream options beside the id's defaults (``checkpoint_option``, ``noise_scale``)."""
     spec = find_spec(dream_id)
     source = find_spec(held_out_from) if held_out_from else spec
     if source.real_env != spec.real_env:
@@ -200,15 +203,13 @@ def audit(
             "--held-out-from ID to use another id's (e.g. WorldFlux/Ensemble-Walker-v3 for Walker2d)"
         )
     policies = policy_set(spec, held_out, behaviour_work)
-    how = f"make_vec(num_envs={episodes})" if vector else "gym.make"
+    how = f"make_vec(num_envs={dreamed_episodes})" if vector else "gym.make"
     print(
-        f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and dreamed episodes each ({how})"
+        f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and {dreamed_episodes} "
+        f"dreamed episodes each ({how}; options {options or 'none'})"
     )
     real = real_means(policies, spec.real_env, episodes)
-    options = checkpoint_option(checkpoint)
-    if noise_scale is not None:
-        options["noise_scale"] = noise_scale
-    dream = dream_means(policies, dream_id, episodes, vector, **options)
+    dream = dream_means(policies, dream_id, dreamed_episodes, vector, **options)
     print(f"{'policy':<16} {'real':>9} {'dream':>9}")
     for name, r, d in zip(policies, real, dream):
         print(f"{name:<16} {r:9.1f} {d:9.1f}")
@@ -220,8 +221,9 @@ def audit(
 
 def tune(
     dream_id: str,
-    episodes: int,
     behaviour_work: Path,
+    episodes: int,
+    dreamed_episodes: int,
     scales: list[float],
     checkpoint: Path | None,
 ) -> None:
@@ -235,7 +237,7 @@ def tune(
     results = {}
     for scale in scales:
         options = {**checkpoint_option(checkpoint), "noise_scale": scale}
-        dream = dream_means(policies, dream_id, episodes, vector=True, **options)
+        dream = dream_means(policies, dream_id, dreamed_episodes, vector=True, **options)
         results[scale] = fidelity(dream, real)
         print(
             f"noise_scale {scale}: Spearman {results[scale][0]:.3f}, error {100 * results[scale][1]:.1f}%",
@@ -254,7 +256,10 @@ def main() -> None:
     parser.add_argument("--vector", action="store_true", help="audit: dream as one make_vec batch")
     parser.add_argument("--noise-scales", default="0,0.35,0.5,1", help="tune: the candidates")
     parser.add_argument("--minutes", type=float, default=30.0, help="training time per agent (transfer)")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per policy (audit)")
+    parser.add_argument("--episodes", type=int, default=10, help="real episodes per policy (audit, tune)")
+    parser.add_argument(
+        "--dreamed-episodes", type=int, help="audit, tune: dreamed episodes per policy (default: --episodes)"
+    )
     parser.add_argument("--real-episodes", type=int, default=10, help="episodes per agent (transfer)")
     parser.add_argument("--work", default="runs/bench_shipped")
     parser.add_argument("--behaviour-work", default="runs/behaviour")
@@ -276,19 +281,22 @@ def main() -> None:
         agents = args.agents.split(",")
         transfer(args.dream_id, args.minutes, args.real_episodes, work, agents, args.checkpoint)
     elif args.stage == "audit":
-        behaviour = Path(args.behaviour_work)
+        options = checkpoint_option(args.checkpoint)
+        if args.noise_scale is not None:
+            options["noise_scale"] = args.noise_scale
         audit(
             args.dream_id,
+            Path(args.behaviour_work),
             args.episodes,
-            behaviour,
+            args.dreamed_episodes or args.episodes,
             args.vector,
-            args.checkpoint,
             args.held_out_from,
-            args.noise_scale,
+            options,
         )
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
-        tune(args.dream_id, args.episodes, Path(args.behaviour_work), scales, args.checkpoint)
+        dreamed = args.dreamed_episodes or args.episodes
+        tune(args.dream_id, Path(args.behaviour_work), args.episodes, dreamed, scales, args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,14 @@ import pytest
 import torch
 
 import worldflux_gym.models.tdmpc2  # noqa: F401  (registers "tdmpc2")
-from worldflux_gym.core import SequenceBatch, State, catalog, create_world_model, from_pretrained
+from worldflux_gym.core import (
+    ConfigError,
+    SequenceBatch,
+    State,
+    catalog,
+    create_world_model,
+    from_pretrained,
+)
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
 from worldflux_gym.models.common import TwoHotSymlog
 from worldflux_gym.models.tdmpc2 import TDMPC2Model, TDMPC2Planner
@@ -155,6 +162,18 @@ def test_truncation_is_not_learned_and_padding_is_ignored(pendulum_spaces):
     batch.reward[:, 2] = 1e4
     batch.terminated[:, 2] = True
     assert _components(model, batch) == masked
+
+
+def test_terminal_steps_weigh_more_with_termination_positive_weight(pendulum_spaces):
+    plain = create_world_model("tdmpc2:ci", *pendulum_spaces).eval()
+    weighted = create_world_model("tdmpc2:ci", *pendulum_spaces, termination_positive_weight=10.0).eval()
+    weighted.load_state_dict(plain.state_dict())
+    running = _window_batch(plain, None, None)
+    assert _components(weighted, running) == _components(plain, running)  # no terminal step: no change
+    ended = _window_batch(plain, 2, None)
+    assert _components(weighted, ended)["continue"] > _components(plain, ended)["continue"]
+    with pytest.raises(ConfigError, match="termination_positive_weight must be > 0"):
+        create_world_model("tdmpc2:ci", *pendulum_spaces, termination_positive_weight=0.0)
 
 
 def test_targets_are_polyak_averaged_during_training_only(pendulum_spaces):

@@ -67,7 +67,12 @@ from worldflux_gym.core import (
     register_family,
 )
 from worldflux_gym.core.spaces import action_dim, is_image_space, observation_dim
-from worldflux_gym.models.common import DisagreementHeads, TwoHotSymlog, disagreement
+from worldflux_gym.models.common import (
+    DisagreementHeads,
+    TwoHotSymlog,
+    continue_loss_weights,
+    disagreement,
+)
 from worldflux_gym.models.tdmpc2.networks import QEnsemble, SimNorm, mlp, squashed_gaussian
 
 # Logit of "the episode goes on" for a state that has just been encoded (no step taken yet).
@@ -103,6 +108,9 @@ class TDMPC2Config:
     reward_coef: float = 0.1
     value_coef: float = 0.1
     termination_coef: float = 1.0
+    # Weight of a terminal step against a non-terminal one in the continue BCE (as the other
+    # families'): terminations are rare in data from agents that stay up.
+    termination_positive_weight: float = 1.0
     entropy_coef: float = 1e-4
     scale_tau: float = 0.01  # EMA rate of the running Q scale that normalises the policy loss
     # MPPI planner defaults (TDMPC2Planner reads them; arguments override)
@@ -123,6 +131,11 @@ class TDMPC2Config:
     checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0}
 
     def __post_init__(self) -> None:
+        if not self.termination_positive_weight > 0:
+            raise ConfigError(
+                "tdmpc2 config termination_positive_weight must be > 0 (1: terminal and other steps "
+                f"count the same), got {self.termination_positive_weight}"
+            )
         if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
             raise ConfigError(
                 "tdmpc2 config uncertainty_heads must be 0 (none) or at least 2 (a disagreement needs "
@@ -433,8 +446,12 @@ class TDMPC2Model(WorldModel):
         # states rather than where a step sits in its window.
         continue_logits = self.continue_head(torch.cat([z_encoded, action], -1)).squeeze(-1)
         # Only real terminations end an episode: continue_target() counts truncation as going on.
+        goes_on = batch.continue_target()
+        terminal_weight = continue_loss_weights(goes_on, c.termination_positive_weight)
         continue_loss = _weighted_mean(
-            F.binary_cross_entropy_with_logits(continue_logits, batch.continue_target(), reduction="none"),
+            F.binary_cross_entropy_with_logits(
+                continue_logits, goes_on, weight=terminal_weight, reduction="none"
+            ),
             mask,
         )
 
