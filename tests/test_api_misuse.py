@@ -279,7 +279,7 @@ def test_record_dream_refuses_other_envs_agents_and_existing_videos(walker_agent
 def test_gymnasiums_checker_passes_on_the_latent_dream_render_check_included():
     from gymnasium.utils.env_checker import check_env
 
-    env = gym.make("WorldFlux/TDMPC2-Walker-v0")
+    env = gym.make("WorldFlux/TDMPC2-Walker-v1")
     assert env.unwrapped.metadata["render_modes"] == []  # nothing to draw, and it says so
     check_env(env.unwrapped)  # no skip_render_check
     env.close()

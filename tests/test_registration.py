@@ -25,7 +25,7 @@ REQUIRED_IDS = {
     "WorldFlux/Dreamer-Walker-v0": "Walker2d-v5",
     "WorldFlux/Ensemble-Walker-v0": "Walker2d-v5",
     "WorldFlux/Ensemble-Walker-v3": "Walker2d-v5",
-    "WorldFlux/TDMPC2-Walker-v0": "Walker2d-v5",
+    "WorldFlux/TDMPC2-Walker-v1": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v1": "CartPole-v1",
     "WorldFlux/Ensemble-CartPole-v0": "CartPole-v1",
     "WorldFlux/Ensemble-Pendulum-v0": "Pendulum-v1",
