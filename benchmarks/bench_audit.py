@@ -227,7 +227,7 @@ def exploitation(artefacts: dict, episodes: int, reports: Path) -> dict:
 
 
 # --- Walker2d-v5: off-policy evaluation only --------------------------------------------------------
-WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v0"
+WALKER_ENV, WALKER_DREAM = "Walker2d-v5", "WorldFlux/Ensemble-Walker-v3"
 WALKER_PPO_STEPS, WALKER_SAVE_EVERY = 1_000_000, 100_000
 WALKER_FIT_STEPS = 20_000
 WALKER_FITS = 3  # models fitted on the same data (trainer seeds 0, 1, 2); their dream returns are averaged

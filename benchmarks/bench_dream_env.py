@@ -4,7 +4,7 @@ Measures, in one run (about 6 minutes on 2 CPU cores):
 
 1. real Walker2d-v5 steps/s, one env and a gymnasium ``SyncVectorEnv`` of a few envs (random actions);
 2. the bare model's ``transition`` + ``decode`` at N = 1024 (the floor every model env pays,
-   mbrl-lib's included); then dream steps/s over the shipped ``WorldFlux/Ensemble-Walker-v0``
+   mbrl-lib's included); then dream steps/s over the shipped ``WorldFlux/Ensemble-Walker-v3``
    weights (``ensemble:default``: 7 members x 4x200; trained weights so that episodes end, and
    autoreset, at realistic rates): ``DreamEnv`` and ``DreamVectorEnv`` at N = 1, 64, 1024, 16384
    (one member per row, as MBPO/mbrl-lib step), N = 1024 and 16384 with ``precision="bfloat16"``,
@@ -46,7 +46,7 @@ from worldflux_gym.dream import DreamEnv, DreamSB3VecEnv, DreamVectorEnv
 
 REAL_ENV = "Walker2d-v5"
 MODEL = "ensemble:default"
-SHIPPED = Path(__file__).resolve().parents[1] / "envs" / "checkpoints" / "ensemble_walker"
+SHIPPED = Path(__file__).resolve().parents[1] / "envs" / "checkpoints" / "ensemble_walker_v3"
 MBRL_LIB_NUMPY, MBRL_LIB_TENSOR = 206_000, 289_000  # reference figures, batch 1029 (see the docstring)
 
 

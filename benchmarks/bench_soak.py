@@ -1,6 +1,6 @@
 """Soak: a dream vector env stepped for minutes, with its memory and speed sampled along the way.
 
-``gym.make_vec("WorldFlux/Ensemble-Walker-v0", num_envs=256)`` is stepped with random actions for
+``gym.make_vec("WorldFlux/Ensemble-Walker-v3", num_envs=256)`` is stepped with random actions for
 ``--minutes`` (default 10); episodes end and autoreset as they do in training, and every
 ``--reset-every`` seconds the whole batch is reset with a new seed too. Every ``--every`` seconds
 (default 10) the process's resident memory (RSS) and the steps/s since the last sample are printed.
@@ -9,7 +9,7 @@ of steps/s (median, min, max, and the last third's median against the first thir
 flat when it stops growing after the first samples; speed is steady when the last third runs at
 the first third's rate (the machine is shared: compare within the run, not across runs).
 
-    python benchmarks/bench_soak.py [--minutes 10] [--num-envs 256] [--id WorldFlux/Ensemble-Walker-v0]
+    python benchmarks/bench_soak.py [--minutes 10] [--num-envs 256] [--id WorldFlux/Ensemble-Walker-v3]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def rss_mib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--id", default="WorldFlux/Ensemble-Walker-v0")
+    parser.add_argument("--id", default="WorldFlux/Ensemble-Walker-v3")
     parser.add_argument("--num-envs", type=int, default=256)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")

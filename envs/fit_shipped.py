@@ -1,8 +1,8 @@
 """Fit the shipped weights of every dream env in this folder, reproducibly, from data collected here.
 
     python envs/fit_shipped.py                      # every spec in envs/*.json
-    python envs/fit_shipped.py ensemble_walker      # one spec (by file name)
-    python envs/fit_shipped.py ensemble_walker --stage data   # only train the agents and collect
+    python envs/fit_shipped.py ensemble_walker_v3   # one spec (by file name)
+    python envs/fit_shipped.py ensemble_walker_v3 --stage data   # only train the agents and collect
 
 A spec's ``fit.data`` says what the model sees, all of it collected here, seeded:
 

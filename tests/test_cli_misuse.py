@@ -21,7 +21,7 @@ from worldflux_gym.cli import main
 from worldflux_gym.dream.registration import find_spec
 
 PENDULUM_DREAM = "WorldFlux/Ensemble-Pendulum-v0"
-WALKER_DREAM = "WorldFlux/Ensemble-Walker-v0"
+WALKER_DREAM = "WorldFlux/Ensemble-Walker-v3"
 TINY_PPO = {
     "algorithm": "PPO",
     "num_envs": 2,
@@ -230,7 +230,7 @@ CASES = [
     (
         "audit a Pendulum agent in a Walker dream",
         "audit {work}/pend.zip {walker} --episodes 2 --no-what-if --videos 0 --out {work}/r",
-        "actions Box(1,), but the dream WorldFlux/Ensemble-Walker-v0 has Box(17,) and Box(6,)",
+        "actions Box(1,), but the dream WorldFlux/Ensemble-Walker-v3 has Box(17,) and Box(6,)",
     ),
     (
         "audit --out FILE",

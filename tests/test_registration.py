@@ -23,7 +23,6 @@ from worldflux_gym.dream.registration import ENVS_DIR, make_sb3_vec_env, read_sp
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_IDS = {
     "WorldFlux/Dreamer-Walker-v0": "Walker2d-v5",
-    "WorldFlux/Ensemble-Walker-v0": "Walker2d-v5",
     "WorldFlux/Ensemble-Walker-v3": "Walker2d-v5",
     "WorldFlux/TDMPC2-Walker-v1": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v1": "CartPole-v1",
@@ -31,6 +30,13 @@ REQUIRED_IDS = {
     "WorldFlux/Ensemble-Pendulum-v0": "Pendulum-v1",
 }
 ALL_IDS = sorted(spec.id for spec in load_specs())
+# Versions removed when a refit replaced them (CHANGELOG.md): making one names the version to use.
+REMOVED_IDS = {
+    "WorldFlux/Ensemble-Walker-v0": "WorldFlux/Ensemble-Walker-v3",
+    "WorldFlux/Ensemble-Walker-v2": "WorldFlux/Ensemble-Walker-v3",
+    "WorldFlux/TDMPC2-Walker-v0": "WorldFlux/TDMPC2-Walker-v1",
+    "WorldFlux/Dreamer-CartPole-v0": "WorldFlux/Dreamer-CartPole-v1",
+}
 
 
 def test_specs_declare_the_required_ids_with_both_entry_points():
@@ -143,11 +149,18 @@ def test_options_pass_through_make_and_the_horizon_can_be_changed():
     assert env.unwrapped.dream.deterministic
 
 
+def test_a_removed_version_names_the_version_to_use():
+    for removed, current in REMOVED_IDS.items():
+        assert removed not in ALL_IDS
+        with pytest.raises(gym.error.DeprecatedEnv, match=current):
+            gym.make(removed)
+
+
 def test_a_checkpoint_for_another_env_is_rejected(tmp_path):
     with pytest.raises(SpaceError, match="another env"):
-        gym.make("WorldFlux/Ensemble-Walker-v0", checkpoint=fitted_checkpoint("Pendulum-v1"))
+        gym.make("WorldFlux/Ensemble-Walker-v3", checkpoint=fitted_checkpoint("Pendulum-v1"))
     with pytest.raises(CheckpointError, match="worldflux-gym fit"):
-        gym.make("WorldFlux/Ensemble-Walker-v0", checkpoint=tmp_path)
+        gym.make("WorldFlux/Ensemble-Walker-v3", checkpoint=tmp_path)
 
 
 def test_shipped_weights_are_found_through_the_spec(tmp_path, monkeypatch):
