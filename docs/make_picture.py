@@ -2,7 +2,7 @@
 
     MUJOCO_GL=egl python docs/make_picture.py
 
-``record_dream(..., compare=True)`` records the shipped ``WorldFlux/Dreamer-Walker-v0`` dream beside
+``record_dream(..., compare=True)`` records the shipped ``WorldFlux/Dreamer-Walker-v1`` dream beside
 the real Walker2d-v5: same real start, same actions (random, at a fifth of the action range). This
 script keeps a few of those frames and lays them out in two rows, real above dream.
 """
@@ -19,7 +19,7 @@ from PIL import Image
 
 from worldflux_gym.video import record_dream
 
-DREAM = "WorldFlux/Dreamer-Walker-v0"
+DREAM = "WorldFlux/Dreamer-Walker-v1"
 STEPS = (0, 15, 30, 45, 60, 75)
 PANEL = 200  # pixels per side of one panel
 OUT = Path(__file__).resolve().parent / "dream_vs_real.png"

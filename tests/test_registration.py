@@ -22,7 +22,7 @@ from worldflux_gym.dream.registration import ENVS_DIR, make_sb3_vec_env, read_sp
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_IDS = {
-    "WorldFlux/Dreamer-Walker-v0": "Walker2d-v5",
+    "WorldFlux/Dreamer-Walker-v1": "Walker2d-v5",
     "WorldFlux/Ensemble-Walker-v3": "Walker2d-v5",
     "WorldFlux/TDMPC2-Walker-v1": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v1": "CartPole-v1",
@@ -32,6 +32,7 @@ REQUIRED_IDS = {
 ALL_IDS = sorted(spec.id for spec in load_specs())
 # Versions removed when a refit replaced them (CHANGELOG.md): making one names the version to use.
 REMOVED_IDS = {
+    "WorldFlux/Dreamer-Walker-v0": "WorldFlux/Dreamer-Walker-v1",
     "WorldFlux/Ensemble-Walker-v0": "WorldFlux/Ensemble-Walker-v3",
     "WorldFlux/Ensemble-Walker-v2": "WorldFlux/Ensemble-Walker-v3",
     "WorldFlux/TDMPC2-Walker-v0": "WorldFlux/TDMPC2-Walker-v1",

@@ -32,7 +32,7 @@ from worldflux_gym.core import (
 from worldflux_gym.dream.registration import register_envs
 from worldflux_gym.version import __version__
 
-# the shipped dream envs (envs/*.json) become Gymnasium ids: gym.make("WorldFlux/Dreamer-Walker-v0")
+# the shipped dream envs (envs/*.json) become Gymnasium ids: gym.make("WorldFlux/Dreamer-Walker-v1")
 register_envs()
 
 __all__ = [

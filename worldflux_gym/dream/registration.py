@@ -1,13 +1,13 @@
 """Gymnasium ids for the shipped dream envs, read from one declarative JSON spec per env.
 
-The specs live in the top-level ``envs/`` folder of the repository (``envs/dreamer_walker.json``
+The specs live in the top-level ``envs/`` folder of the repository (``envs/dreamer_walker_v1.json``
 ...), shipped inside the package as ``worldflux_gym/dream/shipped`` (a link to ``envs/`` in the
 source tree, real files in a wheel). A spec names the id, the real env, the family and preset, the
 checkpoint folder (relative to ``envs/``), the horizon, the recipe that fits the weights and the
 validation figures the shipping script measured::
 
-    {"id": "WorldFlux/Dreamer-Walker-v0", "real_env": "Walker2d-v5", "family": "dreamer",
-     "preset": "small", "checkpoint": "checkpoints/dreamer_walker", "max_episode_steps": 1000,
+    {"id": "WorldFlux/Dreamer-Walker-v1", "real_env": "Walker2d-v5", "family": "dreamer",
+     "preset": "small", "checkpoint": "checkpoints/dreamer_walker_v1", "max_episode_steps": 1000,
      "fit": {...}, "validation": {...}}
 
 Each id is registered with an ``entry_point`` (a :class:`DreamEnv`) and a ``vector_entry_point``

@@ -7,7 +7,7 @@ before they existed (``uncertainty_heads=0``, e.g. an older shipped checkpoint) 
 the world model is frozen and only the heads learn, from the model's own latents of real episodes,
 which is cheap (no gradient through the world model, a few hundred small updates).
 
-    model = from_pretrained("envs/checkpoints/dreamer_walker")  # no heads
+    model = from_pretrained("runs/walker-2026-11")  # a checkpoint saved before the heads: none
     model = fit_uncertainty_heads(model, EpisodeStore("runs/walker/data"))
     model.save_pretrained("runs/walker-with-heads")  # a new checkpoint; the world model is unchanged
 """
