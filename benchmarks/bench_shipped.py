@@ -277,6 +277,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    dreamed = args.dreamed_episodes or args.episodes
     if args.stage == "transfer":
         agents = args.agents.split(",")
         transfer(args.dream_id, args.minutes, args.real_episodes, work, agents, args.checkpoint)
@@ -288,14 +289,13 @@ def main() -> None:
             args.dream_id,
             Path(args.behaviour_work),
             args.episodes,
-            args.dreamed_episodes or args.episodes,
+            dreamed,
             args.vector,
             args.held_out_from,
             options,
         )
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
-        dreamed = args.dreamed_episodes or args.episodes
         tune(args.dream_id, Path(args.behaviour_work), args.episodes, dreamed, scales, args.checkpoint)
 
 

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worldflux_gym.core.errors import ConfigError
+
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
     """``sign(x) * log(1 + |x|)``: compresses large magnitudes, keeps sign and zero."""
@@ -19,6 +21,15 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
 def symexp(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`symlog`."""
     return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def check_terminal_weight(family: str, terminal_weight: float) -> None:
+    """The ``termination_positive_weight`` of ``family``'s config must be positive."""
+    if not terminal_weight > 0:
+        raise ConfigError(
+            f"{family} config termination_positive_weight must be > 0 (1: terminal and other steps "
+            f"count the same), got {terminal_weight}"
+        )
 
 
 def continue_loss_weights(continue_target: torch.Tensor, terminal_weight: float) -> torch.Tensor:

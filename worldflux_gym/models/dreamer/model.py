@@ -54,6 +54,7 @@ from worldflux_gym.core.state import State
 from worldflux_gym.models.common import (
     DisagreementHeads,
     TwoHotSymlog,
+    check_terminal_weight,
     continue_loss_weights,
     disagreement,
     symexp,
@@ -109,11 +110,7 @@ class DreamerConfig:
             raise ConfigError(f"dreamer config reward_bins must be at least 2, got {self.reward_bins}")
         if not 0.0 <= self.unimix < 1.0:
             raise ConfigError(f"dreamer config unimix must be in [0, 1), got {self.unimix}")
-        if not self.termination_positive_weight > 0:
-            raise ConfigError(
-                "dreamer config termination_positive_weight must be > 0 (1: terminal and other steps "
-                f"count the same), got {self.termination_positive_weight}"
-            )
+        check_terminal_weight("dreamer", self.termination_positive_weight)
         if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
             raise ConfigError(
                 "dreamer config uncertainty_heads must be 0 (none) or at least 2 (a disagreement needs "

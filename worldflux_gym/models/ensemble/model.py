@@ -76,7 +76,7 @@ from worldflux_gym.core import (
 )
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
 from worldflux_gym.core.validate import check_float
-from worldflux_gym.models.common import continue_loss_weights
+from worldflux_gym.models.common import check_terminal_weight, continue_loss_weights
 from worldflux_gym.models.ensemble import cpu_kernels
 
 # Logit used for "the episode certainly goes on" in states that come from real observations.
@@ -185,11 +185,7 @@ class EnsembleModel(WorldModel):
             raise ConfigError(f"need at least one hidden layer of width >= 1, got {config}")
         if config.noise_scale < 0:
             raise ConfigError(f"noise_scale must be >= 0 (0: no noise), got {config.noise_scale}")
-        if not config.termination_positive_weight > 0:
-            raise ConfigError(
-                "termination_positive_weight must be > 0 (1: terminal and other steps count the same), "
-                f"got {config.termination_positive_weight}"
-            )
+        check_terminal_weight("ensemble", config.termination_positive_weight)
         if config.propagation not in ("ts1", "tsinf"):
             raise ConfigError(f"propagation must be 'ts1' or 'tsinf', got {config.propagation!r}")
         if config.sequence_length < 1:

@@ -70,6 +70,7 @@ from worldflux_gym.core.spaces import action_dim, is_image_space, observation_di
 from worldflux_gym.models.common import (
     DisagreementHeads,
     TwoHotSymlog,
+    check_terminal_weight,
     continue_loss_weights,
     disagreement,
 )
@@ -131,11 +132,7 @@ class TDMPC2Config:
     checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0}
 
     def __post_init__(self) -> None:
-        if not self.termination_positive_weight > 0:
-            raise ConfigError(
-                "tdmpc2 config termination_positive_weight must be > 0 (1: terminal and other steps "
-                f"count the same), got {self.termination_positive_weight}"
-            )
+        check_terminal_weight("tdmpc2", self.termination_positive_weight)
         if self.uncertainty_heads < 0 or self.uncertainty_heads == 1:
             raise ConfigError(
                 "tdmpc2 config uncertainty_heads must be 0 (none) or at least 2 (a disagreement needs "
