@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 
 import pytest
@@ -98,6 +99,29 @@ def _rewrite_config(directory, edit) -> None:
     meta = json.loads((directory / "metadata.json").read_text())
     meta["config_sha256"] = hashlib.sha256(data).hexdigest()
     (directory / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("family", ["ensemble", "dreamer", "tdmpc2"])
+def test_a_checkpoint_saved_before_calibrated_terminations_keeps_its_head_as_trained(
+    family, pendulum_spaces, tmp_path
+):
+    torch.manual_seed(0)
+    model = create_world_model(f"{family}:ci", *pendulum_spaces, termination_positive_weight=10.0).eval()
+    assert model.config.calibrate_terminations  # new fits: probabilities corrected for the weight
+    model.save_pretrained(tmp_path / "new")
+    model.save_pretrained(tmp_path / "old")
+    _rewrite_config(tmp_path / "old", lambda c: c["config"].pop("calibrate_terminations"))
+
+    new, old = from_pretrained(tmp_path / "new"), from_pretrained(tmp_path / "old")
+    assert new.config.calibrate_terminations and not old.config.calibrate_terminations
+    with torch.no_grad():
+        torch.manual_seed(1)
+        obs, action = torch.randn(8, 3), torch.rand(8, 1) * 4 - 2
+        logits = {}
+        for name, m in (("new", new), ("old", old)):
+            logits[name] = m.decode(m.transition(m.encode(obs), action, deterministic=True)).continue_logits
+    # the weighted BCE inflates the odds of ending 10x; the correction takes them back
+    torch.testing.assert_close(logits["new"] - logits["old"], torch.full((8,), math.log(10.0)))
 
 
 def test_weights_of_another_shape(model, pendulum_spaces, tmp_path):

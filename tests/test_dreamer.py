@@ -220,11 +220,13 @@ def test_continue_learns_terminations_not_truncations(walk_dreams):
 
 def test_weighting_terminal_steps_sharpens_a_rare_termination_rule():
     # About 5% of the walks' steps are terminal. Same data, seed and 60 updates; only the weight of
-    # the terminal steps in the continue BCE differs.
+    # the terminal steps in the continue BCE differs. The heads as trained (not calibrated).
     train, held = EpisodeBuffer(synthetic_episodes(400)), synthetic_episodes(100, seed=1)
     accuracy = {}
     for weight in (1.0, 10.0):
-        model = new_model(*WALK_SPACES, sequence_length=8, termination_positive_weight=weight)
+        model = new_model(
+            *WALK_SPACES, sequence_length=8, termination_positive_weight=weight, calibrate_terminations=False
+        )
         fit(model, train, 60)
         _, ends = dream_one_step(model, held)
         at_end = np.array([ends[i, len(e) - 1] for i, e in enumerate(held) if e.terminated[-1]])

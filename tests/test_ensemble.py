@@ -101,7 +101,11 @@ def cartpole(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cartpole_weighted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cartpole_weighted")
-    return Fitted("CartPole-v1", 2000, 300, folder, termination_positive_weight=10.0)
+    # The head as trained: its continue logits not corrected for the weight (tests that want the
+    # correction switch it on).
+    return Fitted(
+        "CartPole-v1", 2000, 300, folder, termination_positive_weight=10.0, calibrate_terminations=False
+    )
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -407,6 +411,24 @@ def test_weighting_terminal_steps_sharpens_a_rare_termination_rule(cartpole, car
     plain = _termination_balanced_accuracy(cartpole)
     weighted = _termination_balanced_accuracy(cartpole_weighted)
     assert weighted > plain + 0.03 and weighted > 0.9, (plain, weighted)
+
+
+def test_calibrated_terminations_come_as_often_as_real_ones(cartpole_weighted):
+    # A head trained with terminal steps weighted 10x overstates the odds of ending; corrected, its
+    # mean termination probability on held-out steps is the real rate (about 1 step in 20 here).
+    batch = cartpole_weighted.held_out_transitions()
+    real = batch.terminated.float().mean().item()
+    model = cartpole_weighted.model
+    mean_probability = {}
+    try:
+        for calibrated in (False, True):
+            model.config.calibrate_terminations = calibrated
+            out = cartpole_weighted.predict(batch.obs, batch.action, deterministic=True)
+            mean_probability[calibrated] = out.termination_prob.mean().item()
+    finally:
+        model.config.calibrate_terminations = False
+    raw_error, calibrated_error = abs(mean_probability[False] - real), abs(mean_probability[True] - real)
+    assert calibrated_error < 0.5 * raw_error, (real, mean_probability)
 
 
 def test_state_and_outputs_shapes(pendulum_spaces):

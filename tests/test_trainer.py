@@ -125,8 +125,26 @@ def test_a_run_saved_before_its_family_gained_a_config_field_resumes(tmp_path, p
     assert trainer.resuming and trainer.fit()["step"] == 20
     # a field that differs for real is still another model
     other = _model(pendulum_store, "ensemble:ci", termination_positive_weight=10.0)
-    with pytest.raises(TrainingError, match="differs"):
+    with pytest.raises(TrainingError, match="termination_positive_weight: saved 1.0, now 10.0"):
         Trainer(other, pendulum_store, _config(steps=30), run)
+
+
+def test_a_run_saved_before_calibrated_terminations_names_the_field_to_resume_it(tmp_path, pendulum_store):
+    # Its continue logits were used as trained: resuming it as a calibrating model would change it.
+    run = tmp_path / "run"
+    Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=10), run).fit()
+    config = json.loads((run / "config.json").read_text())
+    del config["config"]["calibrate_terminations"]
+    config_bytes = json.dumps(config).encode()
+    (run / "config.json").write_bytes(config_bytes)
+    metadata = json.loads((run / "metadata.json").read_text())
+    metadata["config_sha256"] = hashlib.sha256(config_bytes).hexdigest()
+    (run / "metadata.json").write_text(json.dumps(metadata))
+
+    with pytest.raises(TrainingError, match="calibrate_terminations: saved False, now True"):
+        Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=20), run)
+    as_it_was = _model(pendulum_store, "ensemble:ci", calibrate_terminations=False)
+    assert Trainer(as_it_was, pendulum_store, _config(steps=20), run).fit()["step"] == 20
 
 
 def test_adapt_to_data_runs_once_before_the_first_update(tmp_path, pendulum_store):

@@ -38,6 +38,17 @@ def continue_loss_weights(continue_target: torch.Tensor, terminal_weight: float)
     return torch.where(continue_target > 0.5, 1.0, terminal_weight)
 
 
+def calibrated_continue_logits(logits: torch.Tensor, terminal_weight: float) -> torch.Tensor:
+    """Continue logits of a head trained with :func:`continue_loss_weights` as probabilities again.
+
+    The weighted BCE is minimised by odds of ending ``terminal_weight`` times the true odds, so the
+    dream would end episodes that much too often (Dreamer-CartPole-v1 ended good policies' episodes
+    early); adding ``log(terminal_weight)`` to the continue logit undoes it (the prior correction of
+    weighted logistic regression).
+    """
+    return logits + math.log(terminal_weight)
+
+
 class TwoHotSymlog(nn.Module):
     """A scalar as a categorical over ``bins`` values evenly spaced in symlog space on [low, high].
 

@@ -189,6 +189,13 @@ class RunDirectory:
                 pass
         mine = model_identity(model)
         differences = [key for key in mine if saved.get(key) != mine[key]]
+        if "config" in differences and isinstance(saved.get("config"), dict):
+            fields = [
+                f"{name}: saved {saved['config'].get(name)!r}, now {value!r}"
+                for name, value in mine["config"].items()
+                if saved["config"].get(name) != value
+            ]
+            differences[differences.index("config")] = f"config ({'; '.join(fields)})"
         if differences:
             raise TrainingError(
                 f"{run_dir} already holds another model ({saved.get('family')}:{saved.get('preset')}; "

@@ -54,6 +54,7 @@ from worldflux_gym.core.state import State
 from worldflux_gym.models.common import (
     DisagreementHeads,
     TwoHotSymlog,
+    calibrated_continue_logits,
     check_terminal_weight,
     continue_loss_weights,
     disagreement,
@@ -85,12 +86,16 @@ class DreamerConfig:
     # terminations are rare in data from agents that stay up, and at 1 the continue head can learn
     # "never ends" and stay there.
     termination_positive_weight: float = 1.0
+    # Continue logits leave the model corrected for that weight (`calibrated_continue_logits`), so
+    # dreamed episodes end as often as real ones; checkpoints saved before this field keep their
+    # heads as trained (core/checkpoint.py fills a missing field from `checkpoint_defaults`).
+    calibrate_terminations: bool = True
     uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
     uncertainty_hidden: int = 64  # width of the heads' two hidden layers
 
     # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
     # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
-    checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0}
+    checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0, "calibrate_terminations": False}
 
     def __post_init__(self) -> None:
         for name in (
@@ -349,10 +354,14 @@ class DreamerModel(WorldModel):
     def decode(self, state: State) -> ModelOutput:
         """Observation mean ``[B, *obs_shape]``, expected reward ``[B]``, continue logits ``[B]``."""
         deter, stoch = state["deter"], state["stoch"]
+        continue_logits = self.continue_head(deter, stoch).squeeze(-1)
+        if self.config.calibrate_terminations:
+            weight = self.config.termination_positive_weight
+            continue_logits = calibrated_continue_logits(continue_logits, weight)
         return ModelOutput(
             obs=self._obs_mean(self.decoder(deter, stoch)),
             reward=self.twohot.mean(self.reward_head(deter, stoch)),
-            continue_logits=self.continue_head(deter, stoch).squeeze(-1),
+            continue_logits=continue_logits,
             uncertainty=state.tensors.get("uncertainty"),
         )
 

@@ -55,6 +55,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from gymnasium import spaces
@@ -76,7 +77,11 @@ from worldflux_gym.core import (
 )
 from worldflux_gym.core.spaces import action_dim, action_features, is_image_space, observation_dim
 from worldflux_gym.core.validate import check_float
-from worldflux_gym.models.common import check_terminal_weight, continue_loss_weights
+from worldflux_gym.models.common import (
+    calibrated_continue_logits,
+    check_terminal_weight,
+    continue_loss_weights,
+)
 from worldflux_gym.models.ensemble import cpu_kernels
 
 # Logit used for "the episode certainly goes on" in states that come from real observations.
@@ -97,6 +102,10 @@ class EnsembleConfig:
     # (about 1% of CartPole-v1 steps); above 1 the head learns a sharp termination rule sooner, at the
     # price of probabilities that overstate termination near the rule's limits.
     termination_positive_weight: float = 1.0
+    # Continue logits leave the model corrected for that weight (`calibrated_continue_logits`), so
+    # dreamed episodes end as often as real ones; checkpoints saved before this field keep their
+    # heads as trained (core/checkpoint.py fills a missing field from `checkpoint_defaults`).
+    calibrate_terminations: bool = True
     termination_hidden: int = 64  # width of the two hidden layers of the termination MLP
     sequence_length: int = 1  # H: steps of the open-loop training rollout; 1 = one-step likelihood only
     open_loop_weight: float = 1.0  # weight of the open-loop error when sequence_length > 1
@@ -109,6 +118,9 @@ class EnsembleConfig:
     # each step; "tsinf" row b always elite b mod E, so a dreamed episode follows one member, the
     # way open-loop and closed-loop training roll each member out on its own.
     propagation: str = "ts1"
+
+    # A checkpoint saved before a field existed rebuilds the model it was (core/checkpoint.py).
+    checkpoint_defaults: ClassVar[dict[str, Any]] = {"calibrate_terminations": False}
 
 
 class EnsembleLinear(nn.Module):
@@ -296,6 +308,12 @@ class EnsembleModel(WorldModel):
         (normalised units, soft-clamped to the learned bounds)."""
         d = self.target_dim
         return out[..., :d], _soft_clamp(out[..., d:], self.min_logvar, self.max_logvar)
+
+    def _dreamed_continue_logits(self, next_obs: torch.Tensor) -> torch.Tensor:
+        logits = self._continue_logits(next_obs)
+        if self.config.calibrate_terminations:
+            return calibrated_continue_logits(logits, self.config.termination_positive_weight)
+        return logits
 
     def _continue_logits(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Logit that the episode goes on in ``next_obs`` ``[N, obs_dim]`` -> ``[N]``."""
@@ -500,7 +518,7 @@ class EnsembleModel(WorldModel):
             {
                 "obs": next_obs,
                 "reward": y[:, self.obs_dim],
-                "continue_logits": self._continue_logits(next_obs),
+                "continue_logits": self._dreamed_continue_logits(next_obs),
                 "uncertainty": uncertainty,
             }
         )

@@ -70,6 +70,7 @@ from worldflux_gym.core.spaces import action_dim, is_image_space, observation_di
 from worldflux_gym.models.common import (
     DisagreementHeads,
     TwoHotSymlog,
+    calibrated_continue_logits,
     check_terminal_weight,
     continue_loss_weights,
     disagreement,
@@ -112,6 +113,10 @@ class TDMPC2Config:
     # Weight of a terminal step against a non-terminal one in the continue BCE (as the other
     # families'): terminations are rare in data from agents that stay up.
     termination_positive_weight: float = 1.0
+    # Continue logits leave the model corrected for that weight (`calibrated_continue_logits`), so
+    # dreamed episodes end as often as real ones; checkpoints saved before this field keep their
+    # heads as trained (core/checkpoint.py fills a missing field from `checkpoint_defaults`).
+    calibrate_terminations: bool = True
     entropy_coef: float = 1e-4
     scale_tau: float = 0.01  # EMA rate of the running Q scale that normalises the policy loss
     # MPPI planner defaults (TDMPC2Planner reads them; arguments override)
@@ -129,7 +134,7 @@ class TDMPC2Config:
 
     # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
     # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
-    checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0}
+    checkpoint_defaults: ClassVar[dict[str, Any]] = {"uncertainty_heads": 0, "calibrate_terminations": False}
 
     def __post_init__(self) -> None:
         check_terminal_weight("tdmpc2", self.termination_positive_weight)
@@ -344,7 +349,11 @@ class TDMPC2Model(WorldModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step on latents and action features: ``(z_next [N, L], reward [N], continue_logits [N])``."""
         x = torch.cat([z, a], dim=-1)
-        return self.dynamics(x), self.two_hot.mean(self.reward_head(x)), self.continue_head(x).squeeze(-1)
+        continue_logits = self.continue_head(x).squeeze(-1)
+        if self.config.calibrate_terminations:
+            weight = self.config.termination_positive_weight
+            continue_logits = calibrated_continue_logits(continue_logits, weight)
+        return self.dynamics(x), self.two_hot.mean(self.reward_head(x)), continue_logits
 
     def head_predictions(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The uncertainty heads' predictions ``[heads, N, L]`` of ``z_{t+1}`` from latents ``[N, L]``
