@@ -310,12 +310,20 @@ def write_check(spec: dict, model, episodes: list, destination: Path) -> dict:
 
 
 def check_only(name: str) -> dict:
-    """Ship held-out episodes and their figures for weights already in place (no refit)."""
+    """Measure the weights in place on their shipped held-out episodes again (after a change in how
+    they are measured), or ship held-out episodes for weights that have none (no refit)."""
+    from worldflux_gym.data.episode import episodes_from_bytes
+
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
     destination = ENVS / spec["checkpoint"]
     model = from_pretrained(destination, device="cpu")
-    spec["validation"]["heldout_check"] = write_check(spec, model, heldout_episodes(spec, None), destination)
+    shipped = destination / HELDOUT_FILE
+    if shipped.is_file():
+        episodes = episodes_from_bytes(shipped.read_bytes())
+    else:
+        episodes = heldout_episodes(spec, None)
+    spec["validation"]["heldout_check"] = write_check(spec, model, episodes, destination)
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     return spec["validation"]["heldout_check"]
 
@@ -397,8 +405,8 @@ def main() -> None:
         "--stage",
         choices=("data", "all", "check"),
         default="all",
-        help="data: stop after the data; check: only ship held-out episodes and figures for the weights "
-        "in place",
+        help="data: stop after the data; check: measure the weights in place again on their shipped "
+        "held-out episodes (or ship some where there are none)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()

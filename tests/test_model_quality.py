@@ -1,12 +1,13 @@
 """The held-out model-quality figures: persistence scores exactly 1, a fitted model scores below."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from worldflux_gym import create_world_model
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
-from worldflux_gym.training.model_quality import evaluate_model
+from worldflux_gym.training.model_quality import evaluate_model, terminal_step_predictions
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,23 @@ def test_fitted_model_beats_persistence_and_tracks_reward(pendulum_data, pendulu
     assert quality.open_loop_error[10] < 1.0
     assert quality.open_loop_error[500] is None  # no held-out episode is that long
     assert quality.reward_correlation > 0.8
+
+
+def test_termination_accuracy_is_taken_at_every_terminal_step():
+    # Random CartPole episodes all end in a termination; each one longer than the context counts.
+    episodes = collect_episodes("CartPole-v1", 3000, progress=False, seed=5)
+    held_out, context = EpisodeBuffer(episodes), 5
+    expected = sum(bool(e.terminated[-1]) and len(e) > context for e in episodes)
+    env = gym.make("CartPole-v1")
+    model = create_world_model("tiny-mlp:ci", env.observation_space, env.action_space)
+    for ends in (True, False):
+        torch.nn.init.zeros_(model.net[-1].weight)
+        torch.nn.init.zeros_(model.net[-1].bias)
+        with torch.no_grad():
+            model.net[-1].bias[-1] = -10.0 if ends else 10.0  # the continue logit
+        quality = evaluate_model(model, held_out, horizons=(1,), context=context, windows=64)
+        assert quality.terminal_steps == expected > 100
+        # a constant answer is right on one class only, whichever it is
+        assert quality.termination_balanced_accuracy == pytest.approx(0.5)
+        probability = terminal_step_predictions(model, held_out, context)
+        assert len(probability) == expected and np.all((probability > 0.5) == ends)
