@@ -113,7 +113,7 @@ def test_agent_trained_only_in_the_dream_improves_in_the_real_env(tmp_path):
     fit_world_model("CartPole-v1", "ensemble:ci", run, steps=1500, collect_steps=5000, progress=False)
     out = tmp_path / "cartpole.zip"
     train_agent(
-        "WorldFlux/Dreamer-CartPole-v1",
+        "WorldFlux/Dreamer-CartPole-v2",
         out,
         recipe="ppo_cartpole",
         steps=40_000,

@@ -51,6 +51,21 @@ def test_next_step_autoreset_resets_on_the_following_step():
     assert terminated.all()
 
 
+def test_termination_odds_scale_the_odds_that_a_step_ends():
+    # continue logit log 9: each step ends with probability 0.1; with 10x the odds, 10/19
+    n = 4000
+    ended = {}
+    for odds in (1.0, 10.0):
+        model = constant_model("Pendulum-v1", continue_logit=float(np.log(9.0)))
+        env = DreamVectorEnv(model, n, real_env="Pendulum-v1", termination_odds=odds)
+        env.reset(seed=0)
+        ended[odds] = env.step(zeros(n))[2].mean()
+    assert ended[1.0] == pytest.approx(0.1, abs=0.02) and ended[10.0] == pytest.approx(10 / 19, abs=0.03)
+    for bad in (0.0, -1.0, float("nan"), "10"):
+        with pytest.raises(ConfigError, match="termination_odds"):
+            DreamVectorEnv(constant_model("Pendulum-v1"), 2, real_env="Pendulum-v1", termination_odds=bad)
+
+
 def test_horizon_truncates_every_row_and_autoreset_follows():
     env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1", max_episode_steps=2)
     env.reset(seed=0)

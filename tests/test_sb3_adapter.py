@@ -80,7 +80,7 @@ def test_sb3_agents_learn_on_the_dream_unchanged(algo):
 
 
 def test_ppo_learns_on_a_discrete_dream():
-    env = make_sb3_vec_env("WorldFlux/Dreamer-CartPole-v1", 8, checkpoint=fitted_checkpoint("CartPole-v1"))
+    env = make_sb3_vec_env("WorldFlux/Dreamer-CartPole-v2", 8, checkpoint=fitted_checkpoint("CartPole-v1"))
     agent = PPO("MlpPolicy", env, n_steps=16, batch_size=64, seed=0, device="cpu")
     agent.learn(total_timesteps=256)
     assert agent.num_timesteps >= 256

@@ -38,6 +38,7 @@ from worldflux_gym.core.validate import (
     check_float,
     check_int,
     check_optional_positive_int,
+    check_positive_float,
     check_positive_int,
     check_seed,
 )
@@ -156,6 +157,10 @@ class DreamBatch:
         real_env: the real env id (or env) the model was fitted on; its spaces must match the model's.
         max_episode_steps: the horizon; reaching it sets ``truncated``. ``None``: no horizon.
         deterministic: take the model's mean transition and threshold termination at 0.5.
+        termination_odds: multiply the odds that a dreamed step ends by this factor (1: the model's
+            own probability, the best estimate of a real episode's length). Above 1 the dream ends
+            episodes more readily where the model is unsure whether they end, so an agent trained
+            in it cannot learn to linger in states the model only half knows to be terminal.
         noise_scale: ensembles only: dream with this scale of the members' sampled noise instead of
             the checkpoint's own (the model is shared, not changed).
         report_uncertainty: ask the model for its uncertainty (all ensemble members: up to 7x the
@@ -183,6 +188,7 @@ class DreamBatch:
         context: int = 8,
         max_episode_steps: int | None = None,
         deterministic: bool = False,
+        termination_odds: float = 1.0,
         noise_scale: float | None = None,
         report_uncertainty: bool | None = None,
         uncertainty_penalty: float = 0.0,
@@ -210,6 +216,7 @@ class DreamBatch:
         if halt_threshold is not None:
             halt_threshold = check_float(halt_threshold, "halt_threshold", minimum=0.0)
         halt_penalty = check_float(halt_penalty, "halt_penalty", minimum=0.0)
+        termination_odds = check_positive_float(termination_odds, "termination_odds")
         device = resolve_device(device)
         self.checkpoint = checkpoint_dir_of(model)  # its start bank and real env id come from there
         self.model = load_model(model, device)
@@ -240,6 +247,7 @@ class DreamBatch:
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.deterministic = bool(deterministic)
+        self.termination_odds = termination_odds
         self.report_uncertainty = bool(wants_uncertainty)
         self.uncertainty_penalty = uncertainty_penalty
         self.halt_threshold = halt_threshold
@@ -515,6 +523,9 @@ class DreamBatch:
             term_prob = out.termination_prob
             if term_prob is not None:
                 term_prob = term_prob.reshape(self.num_envs).float()
+                if self.termination_odds != 1.0:
+                    scaled = self.termination_odds * term_prob
+                    term_prob = scaled / (scaled + 1.0 - term_prob)
             self._check_finite(obs, reward, term_prob, uncertainty, skip=reset_now)
 
             if term_prob is None:

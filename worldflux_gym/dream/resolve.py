@@ -77,6 +77,7 @@ def resolve_dream(
         horizon = batch.max_episode_steps or (dream.spec.max_episode_steps if dream.spec else None)
         options = {
             "deterministic": batch.deterministic,
+            "termination_odds": batch.termination_odds,
             "report_uncertainty": batch.report_uncertainty,
             "uncertainty_penalty": batch.uncertainty_penalty,
             "halt_threshold": batch.halt_threshold,
