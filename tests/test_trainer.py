@@ -109,17 +109,22 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, pendulum_store):
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 20
 
 
-def test_a_run_saved_before_its_family_gained_a_config_field_resumes(tmp_path, pendulum_store):
-    # Rewrite a run as an older version saved it: without a config field added since (its digest too).
-    run = tmp_path / "run"
-    Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=10), run).fit()
+def _save_as_before(run: Path, field: str) -> None:
+    """Rewrite a run as an older version saved it: without a config ``field`` added since (and the
+    config's digest to match)."""
     config = json.loads((run / "config.json").read_text())
-    del config["config"]["termination_positive_weight"]
+    del config["config"][field]
     config_bytes = json.dumps(config).encode()
     (run / "config.json").write_bytes(config_bytes)
     metadata = json.loads((run / "metadata.json").read_text())
     metadata["config_sha256"] = hashlib.sha256(config_bytes).hexdigest()
     (run / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_a_run_saved_before_its_family_gained_a_config_field_resumes(tmp_path, pendulum_store):
+    run = tmp_path / "run"
+    Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=10), run).fit()
+    _save_as_before(run, "termination_positive_weight")
 
     trainer = Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=20), run)
     assert trainer.resuming and trainer.fit()["step"] == 20
@@ -133,13 +138,7 @@ def test_a_run_saved_before_calibrated_terminations_names_the_field_to_resume_it
     # Its continue logits were used as trained: resuming it as a calibrating model would change it.
     run = tmp_path / "run"
     Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=10), run).fit()
-    config = json.loads((run / "config.json").read_text())
-    del config["config"]["calibrate_terminations"]
-    config_bytes = json.dumps(config).encode()
-    (run / "config.json").write_bytes(config_bytes)
-    metadata = json.loads((run / "metadata.json").read_text())
-    metadata["config_sha256"] = hashlib.sha256(config_bytes).hexdigest()
-    (run / "metadata.json").write_text(json.dumps(metadata))
+    _save_as_before(run, "calibrate_terminations")
 
     with pytest.raises(TrainingError, match="calibrate_terminations: saved False, now True"):
         Trainer(_model(pendulum_store, "ensemble:ci"), pendulum_store, _config(steps=20), run)
