@@ -190,10 +190,11 @@ class RunDirectory:
         mine = model_identity(model)
         differences = [key for key in mine if saved.get(key) != mine[key]]
         if "config" in differences and isinstance(saved.get("config"), dict):
+            theirs, ours = saved["config"], mine["config"]
             fields = [
-                f"{name}: saved {saved['config'].get(name)!r}, now {value!r}"
-                for name, value in mine["config"].items()
-                if saved["config"].get(name) != value
+                f"{name}: saved {theirs.get(name)!r}, now {ours.get(name)!r}"
+                for name in sorted(theirs.keys() | ours.keys())
+                if theirs.get(name) != ours.get(name)
             ]
             differences[differences.index("config")] = f"config ({'; '.join(fields)})"
         if differences:
