@@ -5,6 +5,7 @@ disagreement is their uncertainty."""
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -38,15 +39,25 @@ def continue_loss_weights(continue_target: torch.Tensor, terminal_weight: float)
     return torch.where(continue_target > 0.5, 1.0, terminal_weight)
 
 
-def calibrated_continue_logits(logits: torch.Tensor, terminal_weight: float) -> torch.Tensor:
+class TerminationConfig(Protocol):
+    """The two config fields every family has for its continue head."""
+
+    termination_positive_weight: float
+    calibrate_terminations: bool
+
+
+def calibrated_continue_logits(logits: torch.Tensor, config: TerminationConfig) -> torch.Tensor:
     """Continue logits of a head trained with :func:`continue_loss_weights` as probabilities again.
 
-    The weighted BCE is minimised by odds of ending ``terminal_weight`` times the true odds, so the
-    dream would end episodes that much too often (Dreamer-CartPole-v1 ended good policies' episodes
-    early); adding ``log(terminal_weight)`` to the continue logit undoes it (the prior correction of
-    weighted logistic regression).
+    The weighted BCE is minimised by odds of ending ``termination_positive_weight`` times the true
+    odds, so a dream would end episodes that much too often (Dreamer-CartPole-v1 ended good
+    policies' episodes early); adding the log of the weight to the continue logit undoes it (the
+    prior correction of weighted logistic regression). Configs saved before
+    ``calibrate_terminations`` existed load with it off and keep their heads as trained.
     """
-    return logits + math.log(terminal_weight)
+    if not config.calibrate_terminations:
+        return logits
+    return logits + math.log(config.termination_positive_weight)
 
 
 class TwoHotSymlog(nn.Module):

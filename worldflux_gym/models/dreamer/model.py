@@ -86,9 +86,7 @@ class DreamerConfig:
     # terminations are rare in data from agents that stay up, and at 1 the continue head can learn
     # "never ends" and stay there.
     termination_positive_weight: float = 1.0
-    # Continue logits leave the model corrected for that weight (`calibrated_continue_logits`), so
-    # dreamed episodes end as often as real ones; checkpoints saved before this field keep their
-    # heads as trained (core/checkpoint.py fills a missing field from `checkpoint_defaults`).
+    # correct the continue logits for that weight (models.common.calibrated_continue_logits)
     calibrate_terminations: bool = True
     uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
     uncertainty_hidden: int = 64  # width of the heads' two hidden layers
@@ -354,14 +352,12 @@ class DreamerModel(WorldModel):
     def decode(self, state: State) -> ModelOutput:
         """Observation mean ``[B, *obs_shape]``, expected reward ``[B]``, continue logits ``[B]``."""
         deter, stoch = state["deter"], state["stoch"]
-        continue_logits = self.continue_head(deter, stoch).squeeze(-1)
-        if self.config.calibrate_terminations:
-            weight = self.config.termination_positive_weight
-            continue_logits = calibrated_continue_logits(continue_logits, weight)
         return ModelOutput(
             obs=self._obs_mean(self.decoder(deter, stoch)),
             reward=self.twohot.mean(self.reward_head(deter, stoch)),
-            continue_logits=continue_logits,
+            continue_logits=calibrated_continue_logits(
+                self.continue_head(deter, stoch).squeeze(-1), self.config
+            ),
             uncertainty=state.tensors.get("uncertainty"),
         )
 

@@ -102,9 +102,7 @@ class EnsembleConfig:
     # (about 1% of CartPole-v1 steps); above 1 the head learns a sharp termination rule sooner, at the
     # price of probabilities that overstate termination near the rule's limits.
     termination_positive_weight: float = 1.0
-    # Continue logits leave the model corrected for that weight (`calibrated_continue_logits`), so
-    # dreamed episodes end as often as real ones; checkpoints saved before this field keep their
-    # heads as trained (core/checkpoint.py fills a missing field from `checkpoint_defaults`).
+    # correct the continue logits for that weight (models.common.calibrated_continue_logits)
     calibrate_terminations: bool = True
     termination_hidden: int = 64  # width of the two hidden layers of the termination MLP
     sequence_length: int = 1  # H: steps of the open-loop training rollout; 1 = one-step likelihood only
@@ -309,12 +307,6 @@ class EnsembleModel(WorldModel):
         d = self.target_dim
         return out[..., :d], _soft_clamp(out[..., d:], self.min_logvar, self.max_logvar)
 
-    def _dreamed_continue_logits(self, next_obs: torch.Tensor) -> torch.Tensor:
-        logits = self._continue_logits(next_obs)
-        if self.config.calibrate_terminations:
-            return calibrated_continue_logits(logits, self.config.termination_positive_weight)
-        return logits
-
     def _continue_logits(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Logit that the episode goes on in ``next_obs`` ``[N, obs_dim]`` -> ``[N]``."""
         obs_mean, obs_std = self.input_mean[: self.obs_dim], self.input_std[: self.obs_dim]
@@ -518,7 +510,7 @@ class EnsembleModel(WorldModel):
             {
                 "obs": next_obs,
                 "reward": y[:, self.obs_dim],
-                "continue_logits": self._dreamed_continue_logits(next_obs),
+                "continue_logits": calibrated_continue_logits(self._continue_logits(next_obs), self.config),
                 "uncertainty": uncertainty,
             }
         )

@@ -113,9 +113,7 @@ class TDMPC2Config:
     # Weight of a terminal step against a non-terminal one in the continue BCE (as the other
     # families'): terminations are rare in data from agents that stay up.
     termination_positive_weight: float = 1.0
-    # Continue logits leave the model corrected for that weight (`calibrated_continue_logits`), so
-    # dreamed episodes end as often as real ones; checkpoints saved before this field keep their
-    # heads as trained (core/checkpoint.py fills a missing field from `checkpoint_defaults`).
+    # correct the continue logits for that weight (models.common.calibrated_continue_logits)
     calibrate_terminations: bool = True
     entropy_coef: float = 1e-4
     scale_tau: float = 0.01  # EMA rate of the running Q scale that normalises the policy loss
@@ -349,10 +347,7 @@ class TDMPC2Model(WorldModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step on latents and action features: ``(z_next [N, L], reward [N], continue_logits [N])``."""
         x = torch.cat([z, a], dim=-1)
-        continue_logits = self.continue_head(x).squeeze(-1)
-        if self.config.calibrate_terminations:
-            weight = self.config.termination_positive_weight
-            continue_logits = calibrated_continue_logits(continue_logits, weight)
+        continue_logits = calibrated_continue_logits(self.continue_head(x).squeeze(-1), self.config)
         return self.dynamics(x), self.two_hot.mean(self.reward_head(x)), continue_logits
 
     def head_predictions(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
