@@ -26,7 +26,7 @@ REQUIRED_IDS = {
     "WorldFlux/Ensemble-Walker-v3": "Walker2d-v5",
     "WorldFlux/TDMPC2-Walker-v1": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v2": "CartPole-v1",
-    "WorldFlux/Ensemble-CartPole-v0": "CartPole-v1",
+    "WorldFlux/Ensemble-CartPole-v1": "CartPole-v1",
     "WorldFlux/Ensemble-Pendulum-v0": "Pendulum-v1",
 }
 ALL_IDS = sorted(spec.id for spec in load_specs())
@@ -38,6 +38,7 @@ REMOVED_IDS = {
     "WorldFlux/TDMPC2-Walker-v0": "WorldFlux/TDMPC2-Walker-v1",
     "WorldFlux/Dreamer-CartPole-v0": "WorldFlux/Dreamer-CartPole-v2",
     "WorldFlux/Dreamer-CartPole-v1": "WorldFlux/Dreamer-CartPole-v2",
+    "WorldFlux/Ensemble-CartPole-v0": "WorldFlux/Ensemble-CartPole-v1",
 }
 
 

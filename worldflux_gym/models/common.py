@@ -1,6 +1,6 @@
-"""Pieces shared by the families: symlog scaling and two-hot regression (DreamerV3, TD-MPC2), the
-weighting of rare terminal steps in a continue loss, and the Plan2Explore-style heads whose
-disagreement is their uncertainty."""
+"""Pieces shared by the families: symlog scaling, per-feature standardisation and two-hot
+regression (DreamerV3, TD-MPC2), the weighting of rare terminal steps in a continue loss, and the
+Plan2Explore-style heads whose disagreement is their uncertainty."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
 def symexp(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`symlog`."""
     return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def standardisation(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation of ``data`` ``[N, F]``. A feature that never varies
+    (an unused one-hot, a fixed joint) keeps unit scale."""
+    std, mean = torch.std_mean(data.float(), dim=0, correction=0)
+    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
 
 
 def check_terminal_weight(family: str, terminal_weight: float) -> None:

@@ -81,6 +81,7 @@ from worldflux_gym.models.common import (
     calibrated_continue_logits,
     check_terminal_weight,
     continue_loss_weights,
+    standardisation,
 )
 from worldflux_gym.models.ensemble import cpu_kernels
 
@@ -330,9 +331,7 @@ class EnsembleModel(WorldModel):
             (x, self.input_mean, self.input_std),
             (y, self.target_mean, self.target_std),
         ):
-            std, mean = torch.std_mean(data, dim=0, correction=0)
-            # A feature that never varies (an unused one-hot, a fixed joint) keeps unit scale.
-            std = torch.where(std > 1e-6, std, torch.ones_like(std))
+            mean, std = standardisation(data)
             mean_buf.copy_(mean)
             std_buf.copy_(std)
 
