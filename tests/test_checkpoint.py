@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worldflux_gym.core import CheckpointError, create_world_model, from_pretrained
+from worldflux_gym.core import CheckpointError, TransitionBatch, create_world_model, from_pretrained
 from worldflux_gym.core import checkpoint as ckpt
 
 
@@ -122,6 +122,30 @@ def test_a_checkpoint_saved_before_calibrated_terminations_keeps_its_head_as_tra
             logits[name] = m.decode(m.transition(m.encode(obs), action, deterministic=True)).continue_logits
     # the weighted BCE inflates the odds of ending 10x; the correction takes them back
     torch.testing.assert_close(logits["new"] - logits["old"], torch.full((8,), math.log(10.0)))
+
+
+def test_a_dreamer_with_standardised_observations_saves_their_statistics(pendulum_spaces, tmp_path):
+    torch.manual_seed(0)
+    obs = torch.randn(64, 3) * torch.tensor([0.05, 1.0, 8.0]) + torch.tensor([0.0, 0.5, -1.0])
+    steps = TransitionBatch(
+        obs=obs[:-1],
+        action=torch.zeros(63, 1),
+        reward=torch.zeros(63),
+        terminated=torch.zeros(63, dtype=torch.bool),
+        truncated=torch.zeros(63, dtype=torch.bool),
+        next_obs=obs[1:],
+    )
+    model = create_world_model("dreamer:ci", *pendulum_spaces, normalize_observations=True).eval()
+    model.adapt_to_data(steps)
+    torch.testing.assert_close(model.obs_mean, torch.cat([obs[:-1], obs[1:]]).mean(0))
+    model.save_pretrained(tmp_path)
+    loaded = from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.obs_std, model.obs_std)
+    assert loaded.obs_std[2] > 100 * loaded.obs_std[0]
+    with torch.no_grad():
+        torch.testing.assert_close(_outputs(loaded), _outputs(model))
+    # by default (and in checkpoints saved before the option) observations enter in symlog
+    assert not hasattr(create_world_model("dreamer:ci", *pendulum_spaces), "obs_mean")
 
 
 def test_weights_of_another_shape(model, pendulum_spaces, tmp_path):

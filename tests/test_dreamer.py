@@ -51,6 +51,7 @@ def fit(model, train: EpisodeBuffer, steps: int, batch: int = 32, lr: float = 3e
     with warnings.catch_warnings():  # validation is done by the tests themselves
         warnings.filterwarnings("ignore", "no validation episodes")
         trainer = Trainer(model, (train, None), config, Path(tempfile.gettempdir()) / "dreamer-unused")
+    trainer.adapt()  # the data's statistics, as Trainer.fit fits them first
     model.train()
     losses = [trainer.update(trainer.sample_batch())["loss"] for _ in range(steps)]
     model.eval()

@@ -44,7 +44,7 @@ import torch
 from gymnasium import spaces
 from torch.nn import functional as F
 
-from worldflux_gym.core.batch import SequenceBatch
+from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import Capabilities, WorldModel
 from worldflux_gym.core.outputs import LossOutput, ModelOutput
@@ -58,6 +58,7 @@ from worldflux_gym.models.common import (
     check_terminal_weight,
     continue_loss_weights,
     disagreement,
+    standardisation,
     symexp,
     symlog,
 )
@@ -88,6 +89,12 @@ class DreamerConfig:
     termination_positive_weight: float = 1.0
     # correct the continue logits for that weight (models.common.calibrated_continue_logits)
     calibrate_terminations: bool = True
+    # Vector observations enter the encoder, and are regressed by the decoder, standardised per
+    # dimension (statistics fitted to the data by adapt_to_data) instead of in symlog, so that a
+    # dimension with a small range weighs as much in the decoder loss as one with a large range.
+    # Off by default: it lowers the open-loop error but ranked unseen walkers worse
+    # (benchmarks/RESULTS.md, "How sharp a calibrated end rule is").
+    normalize_observations: bool = False
     uncertainty_heads: int = 5  # Plan2Explore heads whose disagreement is the uncertainty; 0: none
     uncertainty_hidden: int = 64  # width of the heads' two hidden layers
 
@@ -197,6 +204,10 @@ class DreamerModel(WorldModel):
         else:
             self.encoder = MLP(observation_dim(observation_space), c.hidden, c.layers)
             embed_dim = c.hidden
+        self.standardises = c.normalize_observations and not self.is_image
+        if self.standardises:
+            self.register_buffer("obs_mean", torch.zeros(observation_dim(observation_space)))
+            self.register_buffer("obs_std", torch.ones(observation_dim(observation_space)))
         self.rssm = RSSM(c.deter, c.stoch, c.classes, c.hidden, action_dim(action_space), embed_dim, c.unimix)
         # Every head reads the full state [deter, stoch].
         state_sizes = (c.deter, c.stoch, c.classes)
@@ -220,20 +231,36 @@ class DreamerModel(WorldModel):
 
     # --- observation and action transforms ----------------------------------------------------
     def _embed(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observations ``[N, *obs_shape]`` -> embeddings ``[N, E]`` (vectors enter in symlog)."""
+        """Observations ``[N, *obs_shape]`` -> embeddings ``[N, E]`` (vectors enter as the decoder
+        regresses them)."""
         if self.is_image:
             return self.encoder(obs)
-        return self.encoder(symlog(obs.float()))
+        return self.encoder(self._obs_target(obs))
 
     def _obs_target(self, obs: torch.Tensor) -> torch.Tensor:
-        """What the decoder regresses: symlog(obs) for vectors, ``obs/255 - 0.5`` for images."""
-        return obs.float() / 255.0 - 0.5 if self.is_image else symlog(obs.float())
+        """What the decoder regresses: ``obs/255 - 0.5`` for images; vectors standardised
+        (``normalize_observations``) or in symlog."""
+        if self.is_image:
+            return obs.float() / 255.0 - 0.5
+        if self.standardises:
+            return (obs.float() - self.obs_mean) / self.obs_std
+        return symlog(obs.float())
 
     def _obs_mean(self, prediction: torch.Tensor) -> torch.Tensor:
         """Decoder output -> observation in real units (0..255 floats for images)."""
         if self.is_image:
             return ((prediction + 0.5) * 255.0).clamp(0.0, 255.0)
+        if self.standardises:
+            return prediction * self.obs_std + self.obs_mean
         return symexp(prediction)
+
+    @torch.no_grad()
+    def adapt_to_data(self, batch: TransitionBatch) -> None:
+        """Fit the observation standardisation (``normalize_observations``) to a large sample."""
+        if self.standardises:
+            mean, std = standardisation(torch.cat([batch.obs, batch.next_obs]).to(self.obs_mean.device))
+            self.obs_mean.copy_(mean)
+            self.obs_std.copy_(std)
 
     def _action(self, action: torch.Tensor) -> torch.Tensor:
         return action_features(action.to(self.device), self.action_space)
@@ -365,8 +392,8 @@ class DreamerModel(WorldModel):
     def loss(self, batch: SequenceBatch) -> LossOutput:
         """DreamerV3's world-model loss on windows ``obs`` ``[B, T+1, ...]``, ``action`` ``[B, T, ...]``.
 
-        ``pred`` (decoder symlog-MSE summed over observation dims, two-hot reward cross-entropy,
-        continue BCE on terminations only) + ``dyn_scale * max(free, KL(sg(q) || p))`` +
+        ``pred`` (decoder MSE of :meth:`_obs_target` summed over observation dims, two-hot reward
+        cross-entropy, continue BCE on terminations only) + ``dyn_scale * max(free, KL(sg(q) || p))`` +
         ``rep_scale * max(free, KL(q || sg(p)))``. Padded steps (``mask`` False) are left out.
         """
         batch = self._check_batch(batch)
