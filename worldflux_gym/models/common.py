@@ -1,6 +1,7 @@
-"""Pieces shared by the families: symlog scaling, per-feature standardisation and two-hot
-regression (DreamerV3, TD-MPC2), the weighting of rare terminal steps in a continue loss, and the
-Plan2Explore-style heads whose disagreement is their uncertainty."""
+"""Pieces shared by the families: symlog scaling and two-hot regression (DreamerV3, TD-MPC2),
+per-feature standardisation (the ensemble's inputs and targets, the Dreamer's optional observation
+scaling), the weighting of rare terminal steps in a continue loss, and the Plan2Explore-style
+heads whose disagreement is their uncertainty."""
 
 from __future__ import annotations
 
