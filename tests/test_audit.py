@@ -15,8 +15,11 @@ import pytest
 
 from worldflux_gym.audit import (
     AuditConfig,
+    AuditResult,
     Calibration,
     DreamRollouts,
+    RealComparison,
+    ScenarioResult,
     audit_agent,
     bootstrap_ci,
     rankdata,
@@ -28,6 +31,7 @@ from worldflux_gym.audit import (
 from worldflux_gym.audit.scenarios import summarise
 from worldflux_gym.cli import main
 from worldflux_gym.core.checkpoint import from_pretrained
+from worldflux_gym.core.errors import ConfigError
 
 DREAM_ID = "WorldFlux/Ensemble-Pendulum-v0"
 FAST = {"what_if": False, "horizon": 30}
@@ -188,6 +192,47 @@ def test_real_replay_starts_pendulum_exactly_where_the_dream_started():
     assert replay.lengths.tolist() == [50] * 5
 
 
+def _audit_with_replay(dream: list[float], real: list[float], **config) -> AuditResult:
+    """An audit whose nominal dream and real replay hold these per-episode returns."""
+    dream_returns, real_returns = np.asarray(dream), np.asarray(real)
+    lengths = np.full(len(dream), 300)
+    nominal = ScenarioResult(
+        "nominal", "", dream_returns, lengths, bootstrap_ci(dream_returns), 0.0,
+        unsure_share=0.02, return_share_unsure=0.01,
+    )  # fmt: skip
+    replay = RealComparison(
+        "Walker2d-v5", "constructed", dream_returns, real_returns, lengths, lengths,
+        np.ones(len(dream), dtype=bool), bootstrap_ci(real_returns),
+        bootstrap_ci(dream_returns - real_returns), None,
+    )  # fmt: skip
+    calibration = Calibration(1.0, 0.99, 100, "constructed", reward_floor=0.0, real_quantiles={})
+    return AuditResult(
+        "agent", None, "Walker2d-v5", None, AuditConfig(**config), calibration, {"nominal": nominal}, [],
+        real=replay,
+    )  # fmt: skip
+
+
+def test_a_replay_that_falls_where_the_dream_walks_flags_the_dream_as_overrated():
+    # session 21's exploit: few unsure steps (the members agree), yet reality drops the gait
+    real = [538.0, 591.0, 564.0, 522.0, 534.0, 521.0, 542.0, 523.0, 556.0, 545.0]
+    dream = [-11.0, 521.0, 31.0, 801.0, 3691.0, 708.0, 418.0, 3933.0, 2053.0, 2707.0]
+    exploit = _audit_with_replay(dream, real)
+    assert exploit.nominal.flag_reason is None  # the uncertainty alone does not see it
+    assert exploit.flagged and exploit.flag_reason == "overrated in reality"
+    assert exploit.verdict().startswith("FLAGGED (overrated in reality): on the 10 replayed starts")
+    assert exploit.as_dict()["flag_reason"] == "overrated in reality"
+    # a dream that underrates, or overrates within the share or within chance, is not flagged
+    assert not _audit_with_replay([v - 300 for v in real], real).flagged
+    assert not _audit_with_replay([v * 1.2 for v in real], real).flagged
+    assert _audit_with_replay([v * 1.2 for v in real], real, overrate_share=0.1).flagged
+    assert not _audit_with_replay([v + s for v, s in zip(real, [2000, -2000] * 5)], real).flagged
+    # negative returns (Pendulum): overrating means less negative; the share is of |real|
+    assert _audit_with_replay([-100.0, -110.0, -90.0], [-200.0, -210.0, -190.0]).flagged
+    assert not _audit_with_replay([-190.0, -200.0, -180.0], [-200.0, -210.0, -190.0]).flagged
+    with pytest.raises(ConfigError, match="overrate_share"):
+        AuditConfig(overrate_share=-0.1)
+
+
 @pytest.mark.parametrize("env_id", ["Walker2d-v5", "CartPole-v1"])
 def test_real_replay_sets_mujoco_and_cartpole_states_from_mid_episode_observations(env_id):
     env = gym.make(env_id)
@@ -211,8 +256,6 @@ def test_real_replay_sets_mujoco_and_cartpole_states_from_mid_episode_observatio
 
 
 def test_real_episodes_replays_the_first_starts_only(checkpoint, tmp_path):
-    from worldflux_gym.core.errors import ConfigError
-
     options = {"checkpoint": checkpoint, "episodes": 8, "real": True, "deterministic": True, **FAST}
     every = audit_agent(pd_controller, DREAM_ID, **options)
     first = audit_agent(pd_controller, DREAM_ID, real_episodes=3, **options)
@@ -255,6 +298,7 @@ def test_report_files_hold_every_figure(checkpoint, tmp_path):
     assert all(c["real_return"] is not None for c in data["worst_cases"])  # every worst start replayed
     assert "## Dream vs real (Pendulum-v1)" in markdown and "## Worst cases" in markdown
     assert "Median episode length: dream 20, real 20 steps." in markdown
+    assert "*FLAG: overrated in reality* (the verdict, from the real replay below)" in markdown
 
 
 def test_cli_audit_ranks_two_agents(checkpoint, tmp_path, capsys):

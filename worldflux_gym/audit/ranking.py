@@ -61,6 +61,7 @@ class Ranking:
                     "real_return": None if audit.real is None else audit.real.real_interval.as_dict(),
                     "unsure_share": audit.nominal.unsure_share,
                     "flagged": audit.flagged,
+                    "flag_reason": audit.flag_reason,
                 }
             )
         return jsonable(

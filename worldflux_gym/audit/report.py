@@ -68,7 +68,7 @@ def summary_rows(result: AuditResult) -> list[tuple[str, ...]]:
 
 
 def _flag(reason: str | None) -> str:
-    return {"exploitation": "FLAG: exploitation", "off the data": "FLAG: off the data"}.get(reason, "")
+    return "" if reason is None else f"FLAG: {reason}"
 
 
 def summary_text(result: AuditResult) -> str:
@@ -219,7 +219,14 @@ def write_report(result: AuditResult, out: str | Path, videos: int = 0, overwrit
         "earned on those steps. *reward > real max*: share of steps paid more than any real step in the "
         "data. *FLAG: exploitation*: return unsure > "
         f"{result.config.flag_share:.0%} and > unsure steps (the agent earns more there than elsewhere). "
-        f"*FLAG: off the data*: unsure steps > {result.config.off_data_share:.0%}.",
+        f"*FLAG: off the data*: unsure steps > {result.config.off_data_share:.0%}."
+        + (
+            f" *FLAG: overrated in reality* (the verdict, from the real replay below): dream - real per "
+            f"episode above 0 beyond chance and on average > {result.config.overrate_share:.0%} of the "
+            "real return."
+            if result.real is not None
+            else ""
+        ),
         "",
     ]
     for s in result.scenarios.values():
@@ -304,7 +311,7 @@ def ranking_text(ranking: Ranking) -> str:
             length += f" / {np.median(audit.real.real_lengths):.0f}"
         rows.append(
             (str(rank), ranking.names[i], dream, real, length,
-             _pct(audit.nominal.unsure_share), _flag(audit.nominal.flag_reason))
+             _pct(audit.nominal.unsure_share), _flag(audit.flag_reason))
         )  # fmt: skip
     text = text_table(rows)
     if spread is not None:

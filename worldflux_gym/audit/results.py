@@ -37,6 +37,10 @@ class AuditConfig:
     unsure_quantile: float = 0.99  # the "unsure" threshold, as a quantile of real-data uncertainty
     flag_share: float = 0.25  # flag when more than this share of the return is earned while unsure
     off_data_share: float = 0.30  # flag when more than this share of steps is unsure (30x real data)
+    # With a real replay: flag when the dream overrates the real return on the same starts by more than
+    # this share of it (and the gap's interval lies above 0). Ensemble members can agree on a gait that
+    # reality drops, which no uncertainty share sees; the replay does.
+    overrate_share: float = 0.25
     what_if: bool = True  # run the start-noise, action-noise and adversarial scenarios
     start_noise: float = 0.1  # std of start noise, in units of the real data's per-dimension std
     action_noise: float = 0.1  # std of action noise, in units of half the action range
@@ -69,7 +73,7 @@ class AuditConfig:
             if name in ("unsure_quantile", "cem_elite_fraction", "confidence") and value == 0.0:
                 raise ConfigError(f"{name} must be a finite number > 0 and <= 1, got {value}")
             setattr(self, name, value)
-        for name in ("start_noise", "action_noise", "adversarial_radius"):
+        for name in ("start_noise", "action_noise", "adversarial_radius", "overrate_share"):
             setattr(self, name, check_float(getattr(self, name), name, minimum=0.0))
 
 
@@ -128,6 +132,12 @@ class RealComparison:
     def gaps(self) -> np.ndarray:
         return self.dream_returns - self.real_returns
 
+    def overrates(self, share: float) -> bool:
+        """The dream's return is above the real one on these starts, beyond chance (the gap's interval
+        lies above 0), and by more than ``share`` of the real return's magnitude on average."""
+        gap = self.gap_interval
+        return gap.low > 0 and gap.mean > share * abs(self.real_interval.mean)
+
     def as_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if not k.endswith("interval")}
         data.update(
@@ -165,12 +175,28 @@ class AuditResult:
         return self.scenarios["nominal"]
 
     @property
+    def flag_reason(self) -> str | None:
+        """The real replay's evidence first ("overrated in reality"), else the nominal scenario's."""
+        if self.real is not None and self.real.overrates(self.config.overrate_share):
+            return "overrated in reality"
+        return self.nominal.flag_reason
+
+    @property
     def flagged(self) -> bool:
-        return self.nominal.flagged
+        return self.flag_reason is not None
 
     def verdict(self) -> str:
         """One sentence on whether the dream return can be trusted."""
         s = self.nominal
+        if self.flag_reason == "overrated in reality":
+            assert self.real is not None
+            gap, real = self.real.gap_interval, self.real.real_interval
+            return (
+                f"FLAGGED (overrated in reality): on the {len(self.real.real_returns)} replayed starts the "
+                f"dream's return exceeds the real one by {gap.mean:.1f} per episode [{gap.low:.1f}, "
+                f"{gap.high:.1f}], more than {self.config.overrate_share:.0%} of the real return "
+                f"{real.mean:.1f}: the dream return is inflated for this agent"
+            )
         if s.unsure_share is None:
             return "the model reports no uncertainty: the dream return cannot be checked for exploitation"
         q = f"{self.calibration.quantile:.0%}" if self.calibration else "most"
@@ -197,6 +223,7 @@ class AuditResult:
                 "calibration": self.calibration.as_dict() if self.calibration else None,
                 "verdict": self.verdict(),
                 "flagged": self.flagged,
+                "flag_reason": self.flag_reason,
                 "scenarios": {k: v.as_dict() for k, v in self.scenarios.items()},
                 "worst_cases": self.worst_cases,
                 "real": self.real.as_dict() if self.real else None,
