@@ -202,6 +202,16 @@ def audit(
             f"error: the spec of {source.id} names no fit.held_out_agents to audit on; pass "
             "--held-out-from ID to use another id's (e.g. WorldFlux/Ensemble-Walker-v3 for Walker2d)"
         )
+    dream_env, real_env = gym.make(dream_id, **options), gym.make(spec.real_env)
+    dream_shape, real_shape = dream_env.observation_space.shape, real_env.observation_space.shape
+    dream_env.close()
+    real_env.close()
+    if dream_shape != real_shape:
+        raise SystemExit(
+            f"error: {dream_id} dreams in a latent space (observations {dream_shape}), not in "
+            f"{spec.real_env}'s observations {real_shape}: the held-out policies act on real "
+            "observations and cannot run there, so this audit does not apply to it"
+        )
     policies = policy_set(spec, held_out, behaviour_work)
     how = f"make_vec(num_envs={dreamed_episodes})" if vector else "gym.make"
     print(
