@@ -18,7 +18,7 @@ starts and reports, per scenario:
 - the share of dreamed steps whose reward is above the highest real reward in the same data
   (rewards the real env never paid: a model error the agent may be living on, whatever the
   ensemble's agreement);
-- a **flag**, for one of two reasons. *Exploitation*: more than ``flag_share`` (25%) of the return
+- a **flag**, for one of three reasons. *Exploitation*: more than ``flag_share`` (25%) of the return
   is earned on unsure steps and the agent earns more there than elsewhere (return share unsure >
   unsure share). *Off the data*: more than ``off_data_share`` (30%, thirty times the real data's
   rate) of the steps are unsure, whatever is earned there: the return of an agent that lives off
@@ -26,7 +26,9 @@ starts and reports, per scenario:
   benchmark's exploiter earns part of its inflated dream return where its members agree). Both
   levels were set on the Pendulum benchmark, between the shares of sound agents and of a
   dream-trained exploiter (``benchmarks/RESULTS.md``, "Exploitation"); the flag is about returns
-  the dream may inflate. They are heuristics, not guarantees (``docs/audit.md``).
+  the dream may inflate. They are heuristics, not guarantees (``docs/audit.md``). With a real
+  replay a third reason comes first: *overrated in reality*, the dream above the real return on the
+  same starts beyond chance and by more than ``overrate_share`` (25%) of it.
 
 Scenarios: ``nominal`` (real starts), ``start_noise`` (Gaussian noise on the start observation, in
 units of the real data's per-dimension std), ``action_noise`` (Gaussian noise on every action, in
