@@ -221,6 +221,9 @@ def test_a_replay_that_falls_where_the_dream_walks_flags_the_dream_as_overrated(
     assert exploit.flagged and exploit.flag_reason == "overrated in reality"
     assert exploit.verdict().startswith("FLAGGED (overrated in reality): on the 10 replayed starts")
     assert exploit.as_dict()["flag_reason"] == "overrated in reality"
+    # a model without uncertainty (no calibration, no unsure share) is flagged by the replay too
+    exploit.calibration, exploit.nominal.unsure_share = None, None
+    assert exploit.verdict().startswith("FLAGGED (overrated in reality)")
     # a dream that underrates, or overrates within the share or within chance, is not flagged
     assert not _audit_with_replay([v - 300 for v in real], real).flagged
     assert not _audit_with_replay([v * 1.2 for v in real], real).flagged
