@@ -142,7 +142,13 @@ def test_dyna_runs_rounds_and_resumes(tmp_path, tiny_recipe):
     again = run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", config, progress=False)
     assert again["rounds"] == record["rounds"]  # budget spent: nothing more is collected
     with pytest.raises(ConfigError, match="other settings"):
-        run_dyna("Pendulum-v1", "ensemble:ci", tmp_path / "dyna", DynaConfig(real_steps=900), progress=False)
+        run_dyna(
+            "Pendulum-v1",
+            "ensemble:ci",
+            tmp_path / "dyna",
+            dataclasses.replace(config, real_steps=900),
+            progress=False,
+        )
 
 
 def test_a_normalize_recipe_leaves_its_statistics_inside_the_saved_policy(tmp_path):

@@ -70,6 +70,7 @@ SEED = _arg_type(check_seed)
 POSITIVE_FLOAT = _arg_type(check_positive_float, float, "a number")
 NON_NEGATIVE_FLOAT = _arg_type(lambda v, n: check_float(v, n, minimum=0.0), float, "a number")
 FRACTION = _arg_type(_fraction, float, "a number")
+SHARE = _arg_type(lambda v, n: check_float(v, n, minimum=0.0, maximum=1.0), float, "a number")
 
 AUDIT_VIDEOS = 3  # the CLI's own choice: `audit` records the 3 worst episodes (write_report: 0 by default)
 
@@ -279,17 +280,29 @@ def _dyna(args: argparse.Namespace) -> int:
         steps_per_round=args.steps_per_round,
         fit_steps_per_round=args.fit_steps,
         agent_steps_per_round=args.agent_steps,
+        initial_agent_steps=args.initial_agent_steps,
         starts=args.starts,
         dream_horizon=args.dream_horizon,
+        own_share=args.own_share,
+        eval_episodes=args.eval_episodes,
+        prior_model=args.prior_model,
+        prior_data=args.prior_data,
         seed=args.seed,
         device=args.device,
     )
     record = run_dyna(args.env_id, args.model, args.out, config)
-    rows = [("round", "real steps", "real return")]
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    rows = [("round", "real steps", "collected return", "evaluation")]
     for r in record["rounds"]:
-        ret = "n/a" if r["real_return"] is None else f"{r['real_return']:.1f}"
-        rows.append((str(r["round"]), str(r["real_steps"]), ret))
-    print_table(rows, right=(0, 1, 2))
+        returns = shown(r["real_return"]), shown(r.get("eval_return"))
+        rows.append((str(r["round"]), str(r["real_steps"]), *returns))
+    print_table(rows, right=(0, 1, 2, 3))
+    if "best" in record:
+        best = record["best"]
+        print(f"best evaluation: round {best['round']}, {best['eval_return']:.1f}: {args.out}/best_agent.zip")
     return 0
 
 
@@ -518,8 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, "--steps-per-round", POSITIVE, dyna["steps_per_round"], "real steps collected per round")
     _option(p, "--fit-steps", POSITIVE, dyna["fit_steps_per_round"], "model updates per round")
     _option(p, "--agent-steps", POSITIVE, dyna["agent_steps_per_round"], "dreamed agent steps per round")
+    _option(p, "--initial-agent-steps", POSITIVE, None, "dreamed agent steps in round 0 (or --agent-steps)")
     p.add_argument("--starts", choices=["branched", "reset"], default=dyna["starts"])
-    _option(p, "--dream-horizon", POSITIVE, dyna["dream_horizon"], "dreamed episode length")
+    _option(p, "--dream-horizon", POSITIVE, None, "dreamed episode length (or the recipe's, else 100)")
+    _option(p, "--own-share", SHARE, dyna["own_share"], "share of fits and starts from the agents' data")
+    _option(p, "--eval-episodes", NON_NEGATIVE, dyna["eval_episodes"], "real evaluation episodes per round")
+    p.add_argument("--prior-model", help="a fitted run directory to start from (copied into --out)")
+    p.add_argument("--prior-data", help="the episode store it was fitted on, if not its data/ (copied)")
     p.add_argument("--device", default=dyna["device"])
     _option(p, "--seed", SEED, dyna["seed"])
     p.set_defaults(handler=_dyna)

@@ -2,6 +2,12 @@
 
 An :class:`EpisodeBuffer` concatenates episodes into flat arrays once, so that a batch is a few
 fancy-indexing operations whatever its size. Everything comes back as torch tensors on ``device``.
+
+A buffer can favour its recent data: with ``recent_share`` > 0, that share of every sample
+(transitions, windows, start contexts) comes from the steps at index ``recent_from`` onward, the
+rest from all steps. In a store's buffer those are the episodes appended after its first
+``recent_from`` steps, such as the data a Dyna loop's agent collected on top of a large prior: a
+uniform draw would give the agent's own behaviour a few percent of each batch.
 """
 
 from __future__ import annotations
@@ -12,14 +18,24 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
+from worldflux_gym.core.validate import check_float, check_int
 from worldflux_gym.data.episode import Episode
 
 
 class EpisodeBuffer:
-    def __init__(self, episodes: Sequence[Episode], device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        episodes: Sequence[Episode],
+        device: str | torch.device = "cpu",
+        *,
+        recent_from: int = 0,
+        recent_share: float = 0.0,
+    ):
         episodes = [e for e in episodes if len(e) > 0]
         if not episodes:
             raise ValueError("no episode with at least one step to sample from")
+        self.recent_from = check_int(recent_from, "recent_from", minimum=0)
+        self.recent_share = check_float(recent_share, "recent_share", minimum=0.0, maximum=1.0)
         self.episodes = list(episodes)
         self.device = torch.device(device)
         self.lengths = np.array([len(e) for e in episodes], dtype=np.int64)
@@ -57,8 +73,26 @@ class EpisodeBuffer:
             next_obs=self._tensor(self.obs[obs_index + 1]),
         )
 
+    def _recent(self, batch_size: int) -> int:
+        """How many of a sample of ``batch_size`` come from the recent steps (0 when there are none)."""
+        if self.recent_share == 0.0 or self.recent_from >= self.num_steps:
+            return 0
+        return int(round(batch_size * self.recent_share))
+
+    def sample_steps(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Global step indices: uniform over all steps, ``recent_share`` of them over the recent ones."""
+        recent = self._recent(batch_size)
+        if recent == 0:
+            return rng.integers(0, self.num_steps, size=batch_size)
+        return np.concatenate(
+            [
+                rng.integers(self.recent_from, self.num_steps, size=recent),
+                rng.integers(0, self.num_steps, size=batch_size - recent),
+            ]
+        )
+
     def sample_transitions(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
-        return self.transitions(rng.integers(0, self.num_steps, size=batch_size))
+        return self.transitions(self.sample_steps(batch_size, rng))
 
     def all_transitions(self) -> TransitionBatch:
         return self.transitions(np.arange(self.num_steps))
@@ -66,7 +100,8 @@ class EpisodeBuffer:
     def sample_sequences(
         self, batch_size: int, length: int, rng: np.random.Generator, *, run_past_end: bool = False
     ) -> SequenceBatch:
-        """Windows of ``length`` steps inside single episodes, uniformly over steps.
+        """Windows of ``length`` steps inside single episodes, uniformly over steps (see
+        :meth:`sample_steps`).
 
         A window starts at a uniformly drawn step. Windows that would run past the episode's end are
         shifted back, so they hold ``length`` real steps where the episode has them; with
@@ -74,7 +109,7 @@ class EpisodeBuffer:
         last step at every position of a window. Episodes shorter than ``length`` are padded either way
         (``mask`` False, last obs repeated).
         """
-        return self.sequences(rng.integers(0, self.num_steps, size=batch_size), length, run_past_end)
+        return self.sequences(self.sample_steps(batch_size, rng), length, run_past_end)
 
     def sequences(self, first: np.ndarray, length: int, run_past_end: bool = False) -> SequenceBatch:
         """The windows of ``length`` steps that start at the global steps ``first`` (shifted back
@@ -110,13 +145,18 @@ class EpisodeBuffer:
         """Real mid-episode start points with their history, for branched starts.
 
         Returns ``obs`` ``[B, context+1, ...]`` and ``action`` ``[B, context, ...]``, drawn from
-        episodes with at least ``context`` steps; the dream starts after ``obs[:, -1]``, which is
-        never a terminal observation.
+        episodes with at least ``context`` steps, uniformly over episodes (``recent_share`` of them
+        over the episodes that start at or after ``recent_from``); the dream starts after
+        ``obs[:, -1]``, which is never a terminal observation.
         """
         eligible = np.flatnonzero(self.lengths >= context + 1)
         if len(eligible) == 0:
             raise ValueError(f"no episode is longer than the context window of {context} steps")
-        episode = rng.choice(eligible, size=batch_size)
+        recent_eligible = eligible[self.step_start[eligible] >= self.recent_from]
+        recent = self._recent(batch_size) if len(recent_eligible) else 0
+        episode = rng.choice(eligible, size=batch_size - recent)
+        if recent:
+            episode = np.concatenate([rng.choice(recent_eligible, size=recent), episode])
         # the last context obs is o_{start+context} with start+context <= length-1 (not terminal)
         start = rng.integers(0, self.lengths[episode] - context)
         offsets = np.arange(context + 1)

@@ -458,8 +458,16 @@ class EpisodeStore:
     def num_steps(self, split: str = "all") -> int:
         return sum(len(e) for e in self.episodes(split))
 
-    def buffer(self, split: str = "train", device: str | torch.device = "cpu") -> EpisodeBuffer:
-        """An :class:`EpisodeBuffer` over ``split``, to sample transitions, windows and real starts."""
+    def buffer(
+        self,
+        split: str = "train",
+        device: str | torch.device = "cpu",
+        *,
+        recent_from: int = 0,
+        recent_share: float = 0.0,
+    ) -> EpisodeBuffer:
+        """An :class:`EpisodeBuffer` over ``split``, to sample transitions, windows and real starts;
+        ``recent_share`` of each sample from the split's steps after its first ``recent_from``."""
         episodes = self.episodes(split)
         if not episodes:
             total = self.num_episodes("all")
@@ -470,7 +478,7 @@ class EpisodeStore:
                 else f"collect with `worldflux-gym collect {self.env_id} --steps N --out {self.directory}`"
             )
             raise DataError(f"the {split!r} split of {self.directory} has no episodes; {fix}")
-        return EpisodeBuffer(episodes, device=device)
+        return EpisodeBuffer(episodes, device=device, recent_from=recent_from, recent_share=recent_share)
 
     def __repr__(self) -> str:
         return f"EpisodeStore({str(self.directory)!r}, env_id={self.env_id!r})"

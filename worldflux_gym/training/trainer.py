@@ -43,6 +43,7 @@ from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, t
 from worldflux_gym.core.errors import ConfigError, DataError, SpaceError, TrainingError
 from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.core.model import WorldModel
+from worldflux_gym.core.validate import check_float, check_int
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
 from worldflux_gym.training.run_dir import STATE_JSON, STATE_TENSORS, RunDirectory
@@ -72,6 +73,10 @@ class TrainerConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     adapt_samples: int = 100_000  # transitions handed to model.adapt_to_data before the first step
+    # a share of each training batch from the train steps after the first `recent_from` (data
+    # appended later, e.g. a Dyna agent's own): see EpisodeBuffer
+    recent_share: float = 0.0
+    recent_from: int = 0
     seed: int = 0  # the batches, and torch's RNG from the first update (a fresh run reseeds it)
     mixed_precision: bool | None = None  # bf16 autocast; None: on for CUDA, off on CPU
     progress: bool = True
@@ -97,6 +102,8 @@ class TrainerConfig:
         for name in ("steps", "batch_size", "validate_every", "checkpoint_every", "log_every"):
             if getattr(out, name) <= 0:
                 raise ConfigError(f"TrainerConfig.{name} must be positive, got {getattr(out, name)}")
+        check_float(out.recent_share, "TrainerConfig.recent_share", minimum=0.0, maximum=1.0)
+        check_int(out.recent_from, "TrainerConfig.recent_from", minimum=0)
         for name in ("learning_rate", "grad_clip"):  # `not 0 < x < inf` also refuses NaN
             value = getattr(out, name)
             if not 0 < value < math.inf:
@@ -195,11 +202,21 @@ class Trainer:
                     f"{data.directory} has no training episodes; collect some with "
                     f"`worldflux-gym collect {data.env_id} --steps N --out {data.directory}`"
                 )
-            train = data.buffer("train", self.device)
+            train = data.buffer(
+                "train",
+                self.device,
+                recent_from=self.config.recent_from,
+                recent_share=self.config.recent_share,
+            )
             validation = data.buffer("validation", self.device) if data.num_episodes("validation") else None
             info = {"env_id": data.env_id, "store": str(data.directory)}
         else:
             train, validation = data
+            if self.config.recent_share:
+                raise ConfigError(
+                    "TrainerConfig.recent_share applies to a store; for a pair of buffers, build the "
+                    "train buffer with EpisodeBuffer(..., recent_from=..., recent_share=...) instead"
+                )
             info = {"env_id": None, "store": None}
         if validation is None and self.rank == 0:
             warnings.warn(
