@@ -69,10 +69,11 @@ class WriterLock:
     ...     ...  # write
     """
 
-    def __init__(self, directory: str | Path, what: str, reentrant: bool = False):
+    def __init__(self, directory: str | Path, what: str, reentrant: bool = False, wait: float = 0.0):
         self.directory = Path(directory)
         self.what = what
         self.reentrant = reentrant
+        self.wait = wait  # seconds to wait for another process's lock before giving up
         self._key: str | None = None
 
     @property
@@ -80,7 +81,8 @@ class WriterLock:
         return self._key is not None
 
     def acquire(self) -> WriterLock:
-        """Take the lock now, or raise :class:`ConcurrentWriterError` naming the other writer."""
+        """Take the lock (waiting up to ``wait`` seconds for another process to release it), or
+        raise :class:`ConcurrentWriterError` naming the other writer."""
         if self._key is not None:
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ class WriterLock:
                     f"{self.directory} is already being written by {held.what} in {where}; "
                     "one writer at a time: close the other writer first, or use another directory"
                 )
-            lock = FileLock(str(self.directory / LOCK_FILE), timeout=0, thread_local=False)
+            lock = FileLock(str(self.directory / LOCK_FILE), timeout=self.wait, thread_local=False)
             try:
                 lock.acquire()
             except Timeout:

@@ -55,6 +55,7 @@ from worldflux_gym.training.run_dir import RunDirectory
 PROGRESS_FILE = "progress.json"
 EVAL_SEED = 1_000_000  # the real evaluation's resets, the same every round and apart from the data's
 DEFAULT_DREAM_HORIZON = 100
+PRIOR_COPY_WAIT = 120.0  # seconds; a copy takes a few, a fit that writes the prior takes longer
 logger = logging.getLogger(__name__)
 
 
@@ -142,7 +143,8 @@ def _copy_prior(source: Path, target: Path, what: str, skip: tuple[str, ...] = (
     partial = target.with_name(f".{target.name}.copying")
     if partial.exists():
         shutil.rmtree(partial)
-    with WriterLock(source, f"copying {what} into a Dyna run"):
+    # two runs that start from the same prior copy it one after the other
+    with WriterLock(source, f"copying {what} into a Dyna run", wait=PRIOR_COPY_WAIT):
         shutil.copytree(source, partial, ignore=shutil.ignore_patterns(*LOCK_FILES, *skip))
     os.replace(partial, target)
 
