@@ -12,9 +12,11 @@ from stable_baselines3 import PPO
 from worldflux_gym.agents import available_recipes, evaluate_agent, load_recipe, train_agent
 from worldflux_gym.agents.normalization import NormalizedObservation
 from worldflux_gym.core.errors import ConfigError
-from worldflux_gym.data.policy import read_sidecar
-from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna
+from worldflux_gym.data.policy import as_policy, read_sidecar
+from worldflux_gym.data.store import EpisodeStore
+from worldflux_gym.pipelines.dyna import DynaConfig, _evaluate, run_dyna
 from worldflux_gym.training import fit_world_model
+from worldflux_gym.training.run_dir import RunDirectory, trainer_state
 
 TINY_PPO = {
     "algorithm": "PPO",
@@ -149,6 +151,57 @@ def test_dyna_runs_rounds_and_resumes(tmp_path, tiny_recipe):
             dataclasses.replace(config, real_steps=900),
             progress=False,
         )
+
+
+def _files(directory) -> dict[str, bytes]:
+    return {
+        str(f.relative_to(directory)): f.read_bytes() for f in sorted(directory.rglob("*")) if f.is_file()
+    }
+
+
+def test_dyna_from_a_prior_favours_its_own_data_and_keeps_the_best_agent(tmp_path, tiny_recipe):
+    prior = tmp_path / "prior"
+    fit_world_model(
+        "Pendulum-v1", "ensemble:ci", prior, steps=100, collect_steps=600, progress=False, hidden=24
+    )
+    before = _files(prior)
+    config = DynaConfig(
+        real_steps=400,
+        recipe=str(tiny_recipe),
+        initial_steps=0,
+        steps_per_round=200,
+        fit_steps_per_round=20,
+        agent_steps_per_round=128,
+        initial_agent_steps=256,
+        dream_horizon=20,
+        own_share=0.5,
+        eval_episodes=2,
+        prior_model=str(prior),
+    )
+    out = tmp_path / "dyna"
+    record = run_dyna("Pendulum-v1", "ensemble:ci", out, config, progress=False)
+    assert _files(prior) == before  # the prior is read, never written
+
+    assert record["prior_steps"] == 600 and record["prior_updates"] == 100
+    assert [r["real_steps"] for r in record["rounds"]] == [200, 400]  # the prior's steps are not spent
+    assert EpisodeStore(out / "data").num_steps() == 1000
+    state = trainer_state(out / "model")
+    assert state["step"] == 100 + 2 * 20  # the prior's updates went on
+    assert state["trainer_config"]["recent_share"] == 0.5
+    assert (
+        state["trainer_config"]["recent_from"]
+        == record["own_from"]
+        == EpisodeStore(prior / "data").num_steps("train")
+    )
+    assert RunDirectory(out / "model").saved_config()["config"]["hidden"] == 24  # the prior's model config
+
+    evaluations = [r["eval_return"] for r in record["rounds"]]
+    assert all(len(r["eval_returns"]) == 2 for r in record["rounds"])
+    best = int(np.argmax(evaluations))
+    assert record["best"] == {"round": best, "eval_return": evaluations[best]}
+    # the kept agent is that round's: evaluated again on the same resets it scores the same
+    again = _evaluate("Pendulum-v1", as_policy(PPO.load(out / "best_agent.zip"), deterministic=True), 2)
+    assert np.mean(again) == pytest.approx(evaluations[best], rel=1e-5)
 
 
 def test_a_normalize_recipe_leaves_its_statistics_inside_the_saved_policy(tmp_path):

@@ -315,6 +315,17 @@ CASES = [
         "dyna Pendulum-v1 --model ensemble:ci --real-steps 0 --recipe r --out {work}/dyna",
         "argument --real-steps: must be an integer >= 1",
     ),
+    (
+        "dyna --own-share 1.5",
+        "dyna Pendulum-v1 --model ensemble:ci --real-steps 100 --recipe r --own-share 1.5 --out {work}/dyna",
+        "argument --own-share: must be a finite number >= 0 and <= 1",
+    ),
+    (
+        "dyna --prior-model not a run",
+        "dyna Pendulum-v1 --model ensemble:ci --real-steps 100 --initial-steps 0 --recipe ppo_pendulum "
+        "--device cpu --prior-model {work} --out {work}/dyna",
+        "holds no fitted run; fit one with `worldflux-gym fit`",
+    ),
     ("play --fps -1", "play {pendulum} --fps -1", "argument --fps: must be a finite number >= 0"),
     (
         "collect --validation-fraction 1",

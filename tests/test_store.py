@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import multiprocessing
@@ -20,7 +21,13 @@ import pytest
 from safetensors.numpy import save as save_safetensors_bytes
 
 from worldflux_gym.cli import main
-from worldflux_gym.core.errors import ConcurrentWriterError, DataError, DuplicateEpisodeError, SpaceError
+from worldflux_gym.core.errors import (
+    ConcurrentWriterError,
+    ConfigError,
+    DataError,
+    DuplicateEpisodeError,
+    SpaceError,
+)
 from worldflux_gym.data import EpisodeBuffer, EpisodeStore, collect_episodes, collect_to_store
 from worldflux_gym.data.store import (
     _HEADER,
@@ -85,6 +92,42 @@ def test_buffers_sample_transitions_windows_and_real_starts(tmp_path, cartpole_e
     obs, action = buffer.sample_contexts(5, 3, rng)
     assert obs.shape == (5, 4, 4) and action.shape == (5, 3)
     assert len(buffer.initial_observations()) == len(buffer.episodes)
+
+
+def test_a_buffer_draws_its_recent_share_from_the_steps_appended_last(cartpole_episodes):
+    """A Dyna agent's own data on top of a large prior: a share of every sample comes from it."""
+    old = cartpole_episodes[:20]
+    recent = [dataclasses.replace(e, obs=e.obs + 100.0) for e in cartpole_episodes[20:24]]  # marked
+    first_recent = sum(len(e) for e in old)
+    plain = EpisodeBuffer(old + recent)
+    favoured = EpisodeBuffer(old + recent, recent_from=first_recent, recent_share=0.5)
+    recent_fraction = 1 - first_recent / plain.num_steps
+    expected = 0.5 + 0.5 * recent_fraction  # the other half is drawn from all steps
+
+    def rng() -> np.random.Generator:
+        return np.random.default_rng(0)
+
+    # without a share the draws are the ones the buffer always made, so fits reproduce
+    np.testing.assert_array_equal(plain.sample_steps(64, rng()), rng().integers(0, plain.num_steps, 64))
+    assert np.mean(plain.sample_steps(4000, rng()) >= first_recent) == pytest.approx(
+        recent_fraction, abs=0.03
+    )
+    assert np.mean(favoured.sample_steps(4000, rng()) >= first_recent) == pytest.approx(expected, abs=0.03)
+    transitions = favoured.sample_transitions(4000, rng())
+    assert np.mean(transitions.obs.numpy()[:, 0] > 50) == pytest.approx(expected, abs=0.03)
+    windows = favoured.sample_sequences(4000, 4, rng(), run_past_end=True)
+    assert np.mean(windows.obs.numpy()[:, 0, 0] > 50) == pytest.approx(expected, abs=0.03)
+    # start contexts are drawn by episode: half from the recent episodes, half from all of them
+    obs, _ = favoured.sample_contexts(4000, 3, rng())
+    eligible = [len(e) >= 4 for e in old + recent]
+    by_episode = 0.5 + 0.5 * sum(eligible[len(old) :]) / sum(eligible)
+    assert np.mean(obs.numpy()[:, 0, 0] > 50) == pytest.approx(by_episode, abs=0.03)
+    # nothing recent yet (recent_from at the end): every draw is uniform, as without a share
+    nothing_yet = EpisodeBuffer(old, recent_from=first_recent, recent_share=0.5)
+    np.testing.assert_array_equal(nothing_yet.sample_steps(64, rng()), rng().integers(0, first_recent, 64))
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="recent_share must be a finite number >= 0 and <= 1"):
+            EpisodeBuffer(old, recent_share=bad)
 
 
 def test_windows_that_run_past_the_end_put_terminations_at_every_position(cartpole_episodes):

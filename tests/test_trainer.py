@@ -22,7 +22,7 @@ from minimal_family import TinyConfig, TinyMLPModel
 from worldflux_gym import create_world_model, from_pretrained
 from worldflux_gym.cli import main
 from worldflux_gym.core import Preset, SequenceBatch, TransitionBatch, register_family
-from worldflux_gym.core.errors import ConcurrentWriterError, DataError, SpaceError, TrainingError
+from worldflux_gym.core.errors import ConcurrentWriterError, ConfigError, DataError, SpaceError, TrainingError
 from worldflux_gym.data import EpisodeStore, collect_to_store
 from worldflux_gym.training import Trainer, TrainerConfig, fit_world_model, trainer_state
 
@@ -237,6 +237,26 @@ def test_data_that_does_not_match_the_model_or_is_empty_is_refused(tmp_path, pen
     assert not (tmp_path / "run").exists()
 
 
+def test_a_recent_share_reaches_the_training_batches_and_bad_values_are_refused(tmp_path, pendulum_store):
+    recent_from = pendulum_store.buffer("train").num_steps - 200  # the last train episode
+    trainer = Trainer(
+        _model(pendulum_store),
+        pendulum_store,
+        _config(recent_from=recent_from, recent_share=1.0),
+        tmp_path / "a",
+    )
+    last_episode = torch.as_tensor(pendulum_store.episodes("train")[-1].obs[:-1], dtype=torch.float32)
+    batch = trainer.sample_batch()
+    assert (batch.obs[:, None, :] == last_episode[None]).all(-1).any(-1).all()  # every transition from it
+    for bad in (dict(recent_share=1.5), dict(recent_share=-0.5), dict(recent_from=-1)):
+        with pytest.raises(ConfigError, match="TrainerConfig.recent_"):
+            Trainer(_model(pendulum_store), pendulum_store, _config(**bad), tmp_path / "b")
+    pair = (pendulum_store.buffer("train"), None)
+    with pytest.raises(ConfigError, match="build the train buffer with EpisodeBuffer"):
+        Trainer(_model(pendulum_store), pair, _config(recent_share=0.5), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
 def test_fit_world_model_completes_an_interrupted_collection(tmp_path):
     run = tmp_path / "run"
     collect_to_store("CartPole-v1", 120, run / "data", progress=False)  # as if killed after 120 steps
@@ -441,6 +461,34 @@ def _hold_writer_lock(directory: str, ready) -> None:
     ready.set()
     time.sleep(120)
     lock.release()
+
+
+def _hold_writer_lock_briefly(directory: str, ready) -> None:
+    from worldflux_gym.core.lock import WriterLock
+
+    with WriterLock(directory, "a brief writer"):
+        ready.set()
+        time.sleep(2)
+
+
+def test_a_writer_that_may_wait_takes_the_lock_once_the_other_releases_it(tmp_path):
+    from worldflux_gym.core.lock import WriterLock
+
+    ready = multiprocessing.get_context("fork").Event()
+    holder = multiprocessing.get_context("fork").Process(
+        target=_hold_writer_lock_briefly, args=(str(tmp_path), ready)
+    )
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(ConcurrentWriterError, match="a brief writer"):
+            WriterLock(tmp_path, "an impatient writer").acquire()
+        started = time.monotonic()
+        with WriterLock(tmp_path, "a patient writer", wait=60) as lock:
+            assert lock.held and time.monotonic() - started < 30
+    finally:
+        holder.join(timeout=30)
+    assert holder.exitcode == 0
 
 
 def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_path, pendulum_store):

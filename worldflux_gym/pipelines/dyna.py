@@ -31,6 +31,7 @@ import os
 import secrets
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,9 @@ def _copy_prior(source: Path, target: Path, what: str, skip: tuple[str, ...] = (
     os.replace(partial, target)
 
 
-def _start_from_prior(env_id: str, model_name: str, config: DynaConfig, out: Path) -> dict[str, int]:
-    """Copy the prior run and data into ``out`` (first start only); returns their sizes."""
-    data_dir, model_dir = out / "data", out / "model"
-    prior_data = Path(config.prior_data) if config.prior_data else None
+def _find_prior(env_id: str, model_name: str, config: DynaConfig) -> tuple[RunDirectory | None, Path | None]:
+    """The prior run and store ``config`` names, checked by reading them only."""
+    run, prior_data = None, Path(config.prior_data) if config.prior_data else None
     if config.prior_model is not None:
         run = RunDirectory(config.prior_model)
         if not (run.config_file.is_file() and run.state_json.is_file()):
@@ -165,26 +165,34 @@ def _start_from_prior(env_id: str, model_name: str, config: DynaConfig, out: Pat
                 f"prior_model {config.prior_model} holds {saved.get('family')}:{saved.get('preset')}, "
                 f"not {model_name}; name its model with --model"
             )
-        if prior_data is None and is_store(run.data_dir):
+        if prior_data is None:
+            if not is_store(run.data_dir):
+                raise ConfigError(
+                    f"prior_model {config.prior_model} has no data/ store; name the store it was "
+                    "fitted on with prior_data (--prior-data)"
+                )
             prior_data = run.data_dir
-        if not model_dir.exists():
-            _copy_prior(run.path, model_dir, "a fitted run", skip=(run.data_dir.name, "tensorboard"))
-    if prior_data is None:
-        if config.prior_model is not None:
-            raise ConfigError(
-                f"prior_model {config.prior_model} has no data/ store; name the store it was fitted "
-                "on with prior_data (--prior-data)"
-            )
-        return {"prior_steps": 0, "prior_updates": 0}
-    store = EpisodeStore(prior_data)
-    if store.env_id != env_id:
-        raise ConfigError(f"prior_data {prior_data} holds episodes of {store.env_id!r}, not {env_id!r}")
-    prior_steps = store.num_steps()
-    store.close()
-    if not data_dir.exists():
+    if prior_data is not None:
+        if not is_store(prior_data):
+            raise ConfigError(f"prior_data {prior_data} is not an episode store (`worldflux-gym collect`)")
+        held = EpisodeStore(prior_data).env_id
+        if held != env_id:
+            raise ConfigError(f"prior_data {prior_data} holds episodes of {held!r}, not {env_id!r}")
+    return run, prior_data
+
+
+def _start_from_prior(env_id: str, model_name: str, config: DynaConfig, out: Path) -> dict[str, int]:
+    """Copy the prior run and data into ``out`` (first start only); returns what they hold."""
+    run, prior_data = _find_prior(env_id, model_name, config)
+    data_dir, model_dir = out / "data", out / "model"
+    if run is not None and not model_dir.exists():
+        _copy_prior(run.path, model_dir, "a fitted run", skip=(run.data_dir.name, "tensorboard"))
+    if prior_data is not None and not data_dir.exists():
         _copy_prior(prior_data, data_dir, "an episode store")
-    updates = RunDirectory(model_dir).trainer_state()["step"] if config.prior_model else 0
-    return {"prior_steps": prior_steps, "prior_updates": int(updates)}
+    return {
+        "prior_steps": EpisodeStore(data_dir).num_steps() if prior_data is not None else 0,
+        "prior_updates": int(RunDirectory(model_dir).trainer_state()["step"]) if run is not None else 0,
+    }
 
 
 def _fit_settings(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -209,6 +217,8 @@ def run_dyna(
     """Run (or resume) the Dyna loop in ``out``; returns the progress record (see module docstring)."""
     out = Path(out)
     config = config.checked()
+    if not (out / PROGRESS_FILE).is_file():
+        _find_prior(env_id, model_name, config)  # a wrong prior is refused before anything is written
     with WriterLock(out, f"a Dyna run of {model_name} on {env_id}", reentrant=True):
         return _run_dyna(env_id, model_name, out, config, progress)
 
@@ -269,18 +279,22 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
 
         overrides, trainer = _fit_settings(model_dir)
         trainer.update(recent_from=record["own_from"], recent_share=config.own_share)
-        model = fit_world_model(
-            env_id,
-            model_name,
-            model_dir,
-            data_dir=data_dir,
-            steps=record.get("prior_updates", 0) + config.fit_steps_per_round * (round_index + 1),
-            seed=config.seed,
-            device=config.device,
-            trainer=trainer,
-            progress=progress,
-            **overrides,
-        )
+        with warnings.catch_warnings():
+            if round_index == 0 and record.get("prior_updates"):
+                # the copied prior was fitted on the same episodes under another path: not worth a word
+                warnings.filterwarnings("ignore", message="resuming .* on other data", category=UserWarning)
+            model = fit_world_model(
+                env_id,
+                model_name,
+                model_dir,
+                data_dir=data_dir,
+                steps=record.get("prior_updates", 0) + config.fit_steps_per_round * (round_index + 1),
+                seed=config.seed,
+                device=config.device,
+                trainer=trainer,
+                progress=progress,
+                **overrides,
+            )
         fitted = time.perf_counter()
 
         model = from_pretrained(model_dir, device=config.device)
