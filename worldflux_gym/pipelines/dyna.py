@@ -52,6 +52,7 @@ from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.training.fit import fit_world_model
 from worldflux_gym.training.run_dir import RunDirectory
+from worldflux_gym.training.trainer import TrainerConfig
 
 PROGRESS_FILE = "progress.json"
 EVAL_SEED = 1_000_000  # the real evaluation's resets, the same every round and apart from the data's
@@ -79,6 +80,7 @@ class DynaConfig:
     device: str = "auto"
 
     def checked(self) -> DynaConfig:
+        """This config, every value checked: a bad one raises :class:`ConfigError` naming it."""
         for name in ("real_steps", "steps_per_round", "fit_steps_per_round", "agent_steps_per_round"):
             check_int(getattr(self, name), f"DynaConfig.{name}", minimum=1)
         check_int(self.initial_steps, "DynaConfig.initial_steps", minimum=0)
@@ -202,7 +204,8 @@ def _fit_settings(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not run.config_file.is_file() or not run.state_json.is_file():
         return {}, {}
     trainer = run.trainer_state()["trainer_config"]
-    keep = {k: v for k, v in trainer.items() if k not in ("steps", "seed", "progress")}
+    settings = {f.name for f in dataclasses.fields(TrainerConfig)} - {"steps", "seed", "progress"}
+    keep = {k: v for k, v in trainer.items() if k in settings}
     return dict(run.saved_config()["config"]), keep
 
 
