@@ -12,9 +12,9 @@ from stable_baselines3 import PPO
 from worldflux_gym.agents import available_recipes, evaluate_agent, load_recipe, train_agent
 from worldflux_gym.agents.normalization import NormalizedObservation
 from worldflux_gym.core.errors import ConfigError
-from worldflux_gym.data.policy import as_policy, read_sidecar
+from worldflux_gym.data.policy import read_sidecar
 from worldflux_gym.data.store import EpisodeStore
-from worldflux_gym.pipelines.dyna import DynaConfig, _evaluate, run_dyna
+from worldflux_gym.pipelines.dyna import EVAL_SEED, DynaConfig, run_dyna
 from worldflux_gym.training import fit_world_model
 from worldflux_gym.training.run_dir import RunDirectory, trainer_state
 
@@ -200,8 +200,22 @@ def test_dyna_from_a_prior_favours_its_own_data_and_keeps_the_best_agent(tmp_pat
     best = int(np.argmax(evaluations))
     assert record["best"] == {"round": best, "eval_return": evaluations[best]}
     # the kept agent is that round's: evaluated again on the same resets it scores the same
-    again = _evaluate("Pendulum-v1", as_policy(PPO.load(out / "best_agent.zip"), deterministic=True), 2)
-    assert np.mean(again) == pytest.approx(evaluations[best], rel=1e-5)
+    again = evaluate_agent(out / "best_agent.zip", "Pendulum-v1", episodes=2, seed=EVAL_SEED, algo="PPO")
+    assert again.mean_return == pytest.approx(evaluations[best], rel=1e-5)
+
+
+def test_an_agent_that_acts_on_latents_is_evaluated_through_its_encoder():
+    from worldflux_gym.core.errors import AgentSpaceError
+    from worldflux_gym.core.registry import create_world_model
+    from worldflux_gym.dream import EncodeObservation
+
+    env = gym.make("Pendulum-v1")
+    model = create_world_model("tdmpc2:ci", env.observation_space, env.action_space).eval()
+    agent = PPO("MlpPolicy", EncodeObservation(env, model), n_steps=64, batch_size=64, device="cpu", seed=0)
+    evaluation = evaluate_agent(agent, "Pendulum-v1", episodes=2, encoder=model)
+    assert evaluation.episodes == 2 and evaluation.mean_length == 200 and np.isfinite(evaluation.mean_return)
+    with pytest.raises(AgentSpaceError):
+        evaluate_agent(agent, "Pendulum-v1", episodes=1)  # raw observations: not what it acts on
 
 
 def test_a_normalize_recipe_leaves_its_statistics_inside_the_saved_policy(tmp_path):

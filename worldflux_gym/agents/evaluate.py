@@ -14,6 +14,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from worldflux_gym.core.envs import make_env
 from worldflux_gym.core.errors import AgentSpaceError, ConfigError
+from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.validate import check_positive_int, check_seed
 from worldflux_gym.data.policy import check_agent_spaces, load_sb3_agent, read_sidecar
 
@@ -73,11 +74,13 @@ def evaluate_agent(
     seed: int = 0,
     deterministic: bool = True,
     algo: str | None = None,
+    encoder: WorldModel | None = None,
 ) -> Evaluation:
     """Run ``agent`` for ``episodes`` real episodes (seeded) and report the return.
 
     ``agent`` is an SB3 ``.zip`` (its real env and observation wrapper are read from the ``.json``
-    that :func:`train_agent` writes beside it) or a loaded SB3 model (then name ``env_id``).
+    that :func:`train_agent` writes beside it) or a loaded SB3 model (then name ``env_id``, and pass
+    the ``encoder`` model whose latents it acts on, if it was trained in a latent dream).
     Actions are deterministic by default.
 
     >>> from stable_baselines3 import PPO
@@ -95,6 +98,10 @@ def evaluate_agent(
         if env_id is None:
             raise ConfigError("name the real env id to evaluate an in-memory agent in")
         model, env = agent, make_env(env_id, "env_id")
+        if encoder is not None:
+            from worldflux_gym.dream import EncodeObservation
+
+            env = EncodeObservation(env, encoder)
     else:
         model, env = load_agent(agent, algo=algo), make_real_env_for_agent(agent, env_id)
     trained_in = read_sidecar(agent).get("real_env") if not isinstance(agent, BaseAlgorithm) else None

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldflux_gym.agents.evaluate import evaluate_agent
 from worldflux_gym.agents.recipes import Recipe, load_recipe
 from worldflux_gym.agents.train import agent_device, build_agent
-from worldflux_gym.audit.real import real_rollouts
 from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.lock import LOCK_FILES, WriterLock
@@ -55,7 +55,7 @@ from worldflux_gym.training.run_dir import RunDirectory
 from worldflux_gym.training.trainer import TrainerConfig
 
 PROGRESS_FILE = "progress.json"
-EVAL_SEED = 1_000_000  # the real evaluation's resets, the same every round and apart from the data's
+EVAL_SEED = 1_000_000  # seeds the real evaluation's resets: the same every round, apart from the data's
 DEFAULT_DREAM_HORIZON = 100
 PRIOR_COPY_WAIT = 120.0  # seconds; a copy takes a few, a fit that writes the prior takes longer
 logger = logging.getLogger(__name__)
@@ -109,10 +109,10 @@ def _write_progress(out: Path, record: dict[str, Any]) -> None:
     atomic_write_files(out, {PROGRESS_FILE: to_json_bytes(record)})
 
 
-def _agent_policy(agent, model, decodes: bool, deterministic: bool = False) -> Policy:
-    """The agent acting on real observations (encoded first when it was trained on latents). The
-    data of the next round should explore, so collection samples its actions; evaluation does not."""
-    act = as_policy(agent, deterministic=deterministic)
+def _agent_policy(agent, model, decodes: bool) -> Policy:
+    """The agent acting on real observations (encoded first when it was trained on latents), with
+    sampled actions: the data of the next round should explore."""
+    act = as_policy(agent, deterministic=False)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         if not decodes:
@@ -207,11 +207,6 @@ def _fit_settings(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     settings = {f.name for f in dataclasses.fields(TrainerConfig)} - {"steps", "seed", "progress"}
     keep = {k: v for k, v in trainer.items() if k in settings}
     return dict(run.saved_config()["config"]), keep
-
-
-def _evaluate(env_id: str, policy: Policy, episodes: int) -> list[float]:
-    rollouts = real_rollouts(env_id, policy, None, [EVAL_SEED + i for i in range(episodes)])
-    return [float(r) for r in rollouts.returns]
 
 
 def run_dyna(
@@ -327,8 +322,14 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
 
         entry: dict[str, Any] = {"round": round_index}
         if config.eval_episodes:
-            returns = _evaluate(env_id, _agent_policy(agent, model, decodes, True), config.eval_episodes)
-            entry.update(eval_return=float(np.mean(returns)), eval_returns=returns)
+            evaluation = evaluate_agent(
+                agent,
+                env_id,
+                episodes=config.eval_episodes,
+                seed=EVAL_SEED,
+                encoder=None if decodes else model,
+            )
+            entry.update(eval_return=evaluation.mean_return, eval_returns=evaluation.returns)
             if entry["eval_return"] > record.get("best", {}).get("eval_return", -math.inf):
                 _save_agent(agent, out / "best_agent.zip")
                 record["best"] = {"round": round_index, "eval_return": entry["eval_return"]}
