@@ -152,7 +152,10 @@ def _copy_prior(source: Path, target: Path, what: str, skip: tuple[str, ...] = (
     os.replace(partial, target)
 
 
-def _find_prior(env_id: str, model_name: str, config: DynaConfig) -> tuple[RunDirectory | None, Path | None]:
+Prior = tuple[RunDirectory | None, Path | None]  # the prior run and the store it was fitted on
+
+
+def _find_prior(env_id: str, model_name: str, config: DynaConfig) -> Prior:
     """The prior run and store ``config`` names, checked by reading them only."""
     run, prior_data = None, Path(config.prior_data) if config.prior_data else None
     if config.prior_model is not None:
@@ -183,9 +186,9 @@ def _find_prior(env_id: str, model_name: str, config: DynaConfig) -> tuple[RunDi
     return run, prior_data
 
 
-def _start_from_prior(env_id: str, model_name: str, config: DynaConfig, out: Path) -> dict[str, int]:
+def _start_from_prior(prior: Prior, out: Path) -> dict[str, int]:
     """Copy the prior run and data into ``out`` (first start only); returns what they hold."""
-    run, prior_data = _find_prior(env_id, model_name, config)
+    run, prior_data = prior
     data_dir, model_dir = out / "data", out / "model"
     if run is not None and not model_dir.exists():
         _copy_prior(run.path, model_dir, "a fitted run", skip=(run.data_dir.name, "tensorboard"))
@@ -215,13 +218,15 @@ def run_dyna(
     """Run (or resume) the Dyna loop in ``out``; returns the progress record (see module docstring)."""
     out = Path(out)
     config = config.checked()
-    if not (out / PROGRESS_FILE).is_file():
-        _find_prior(env_id, model_name, config)  # a wrong prior is refused before anything is written
+    # a new run's prior is checked before anything is written (a wrong one is refused at once)
+    prior = None if (out / PROGRESS_FILE).is_file() else _find_prior(env_id, model_name, config)
     with WriterLock(out, f"a Dyna run of {model_name} on {env_id}", reentrant=True):
-        return _run_dyna(env_id, model_name, out, config, progress)
+        return _run_dyna(env_id, model_name, out, config, progress, prior)
 
 
-def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progress: bool) -> dict[str, Any]:
+def _run_dyna(
+    env_id: str, model_name: str, out: Path, config: DynaConfig, progress: bool, prior: Prior | None
+) -> dict[str, Any]:
     record = _read_progress(out)
     settings = {**dataclasses.asdict(config), "env_id": env_id, "model": model_name}
     if "config" in record:
@@ -244,7 +249,9 @@ def _run_dyna(env_id: str, model_name: str, out: Path, config: DynaConfig, progr
         out.mkdir(parents=True, exist_ok=True)
         # the store's collection jobs of this run, apart from any a prior store holds (another run's)
         jobs = f"dyna-{secrets.token_hex(4)}"
-        record.update(config=settings, jobs=jobs, **_start_from_prior(env_id, model_name, config, out))
+        if prior is None:  # progress.json went away between the check and the lock
+            prior = _find_prior(env_id, model_name, config)
+        record.update(config=settings, jobs=jobs, **_start_from_prior(prior, out))
         _write_progress(out, record)
     prior_steps = record.get("prior_steps", 0)
     jobs = record.get("jobs", "dyna")  # "dyna": a run started before runs named their jobs
