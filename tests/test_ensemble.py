@@ -527,3 +527,21 @@ def test_cpu_imagination_computes_what_training_computes(walker, monkeypatch):
     for name, (out, continue_logits) in outputs.items():
         torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4, msg=name)
         torch.testing.assert_close(continue_logits, reference_continue, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_a_model_loaded_under_inference_mode_dreams_and_sees_weight_updates(pendulum, tmp_path):
+    # Weights loaded under inference_mode are inference tensors, which track no version: the cached
+    # member weights must neither fail on them nor go stale when they change in place.
+    pendulum.model.save_pretrained(tmp_path / "model")
+    batch = pendulum.held_out_transitions()
+    with torch.inference_mode():
+        model = from_pretrained(tmp_path / "model", device="cpu")
+        assert model.output_layer.bias.is_inference()
+        before = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
+        expected = pendulum.model.transition(
+            pendulum.model.encode(batch.obs), batch.action, deterministic=True
+        )["obs"]
+        model.output_layer.bias[model.elite_index] += 1.0
+        after = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
+    torch.testing.assert_close(before, expected)
+    assert not torch.allclose(before, after)

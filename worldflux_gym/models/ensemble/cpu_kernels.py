@@ -86,8 +86,12 @@ def cached_weights(owner: Any, tensors: Sequence[torch.Tensor], options: tuple, 
     """``build()``, kept on ``owner`` until one of ``tensors`` or ``options`` changes.
 
     A tensor counts as changed when its storage or version does: in-place updates bump a tensor's
-    version, moving the model changes its storage. One prepared copy is kept at a time.
+    version, moving the model changes its storage. One prepared copy is kept at a time. Inference
+    tensors (weights loaded under ``torch.inference_mode()``) have no version to watch, so for them
+    nothing is kept: ``build()`` runs on every call.
     """
+    if any(t.is_inference() for t in tensors):
+        return build()
     key = (*options, *((t.device, t.data_ptr(), t._version) for t in tensors))
     cached = owner.__dict__.get("_weight_cache")
     if cached is None or cached[0] != key:
