@@ -491,6 +491,42 @@ def test_a_writer_that_may_wait_takes_the_lock_once_the_other_releases_it(tmp_pa
     assert holder.exitcode == 0
 
 
+def test_a_waiting_writer_holds_up_no_other_lock_of_its_process(tmp_path):
+    import threading
+
+    from worldflux_gym.core import lock as lock_module
+    from worldflux_gym.core.lock import WriterLock
+
+    busy, free = tmp_path / "busy", tmp_path / "free"
+    ready = multiprocessing.get_context("fork").Event()
+    holder = multiprocessing.get_context("fork").Process(
+        target=_hold_writer_lock_briefly, args=(str(busy), ready)
+    )
+    holder.start()
+    try:
+        assert ready.wait(30)
+        waited = {}
+
+        def patient() -> None:
+            with WriterLock(busy, "a patient writer", wait=60) as lock:
+                waited["held"] = lock.held
+
+        thread = threading.Thread(target=patient)
+        thread.start()
+        while not any(held.what == "a patient writer" for held in dict(lock_module._HELD).values()):
+            time.sleep(0.01)  # until the thread waits for the other process
+        started = time.monotonic()
+        with WriterLock(free, "a writer elsewhere") as lock:
+            assert lock.held and time.monotonic() - started < 1.0  # not behind the 2 s wait
+        with pytest.raises(ConcurrentWriterError, match="a patient writer in another thread"):
+            WriterLock(busy, "a second writer").acquire()
+        thread.join(timeout=30)
+        assert waited == {"held": True}
+    finally:
+        holder.join(timeout=30)
+    assert holder.exitcode == 0
+
+
 def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_path, pendulum_store):
     from worldflux_gym.pipelines.closed_loop import fine_tune_closed_loop
     from worldflux_gym.pipelines.dyna import DynaConfig, run_dyna

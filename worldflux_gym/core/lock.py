@@ -7,10 +7,12 @@ package) on ``DIR/.worldflux.lock``: the OS releases it when its holder exits, e
 written beside it in ``DIR/.worldflux.lock.json`` so that a refused writer can say whom it waits
 for. Readers never take the lock and never write anything.
 
-A second writer is refused at once with :class:`ConcurrentWriterError`; nothing waits. Within one
-thread a lock taken with ``reentrant=True`` may be taken again (``fit_world_model`` holds its run
-directory while the trainer inside it takes the same lock); a second holder in another thread, or
-any second holder of a non-reentrant lock (two :class:`EpisodeStore` writers), is refused too.
+A second writer is refused with :class:`ConcurrentWriterError`, at once unless it was given
+``wait`` seconds to wait for another process to let go; a writer that waits holds up no other lock
+of its own process. Within one thread a lock taken with ``reentrant=True`` may be taken again
+(``fit_world_model`` holds its run directory while the trainer inside it takes the same lock); a
+second holder in another thread, or any second holder of a non-reentrant lock (two
+:class:`EpisodeStore` writers), is refused too.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class WriterLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         key = os.path.normcase(str(self.directory.resolve()))
         me = threading.get_ident()
+        lock = FileLock(str(self.directory / LOCK_FILE), timeout=self.wait, thread_local=False)
         with _GUARD:
             held = _HELD.get(key)
             if held is not None:
@@ -100,16 +103,21 @@ class WriterLock:
                     f"{self.directory} is already being written by {held.what} in {where}; "
                     "one writer at a time: close the other writer first, or use another directory"
                 )
-            lock = FileLock(str(self.directory / LOCK_FILE), timeout=self.wait, thread_local=False)
-            try:
-                lock.acquire()
-            except Timeout:
+            # Claimed for this thread before the OS lock is ours, so that the wait below happens
+            # outside the guard: other threads may take other locks meanwhile, not this one.
+            _HELD[key] = _Held(lock, me, self.reentrant, self.what)
+        try:
+            lock.acquire()
+        except BaseException as error:
+            with _GUARD:
+                del _HELD[key]
+            if isinstance(error, Timeout):
                 raise ConcurrentWriterError(
                     f"{self.directory} is already being written by {_owner_text(self.directory)}; one "
                     "writer at a time: wait for it to finish (or stop it), or use another directory"
                 ) from None
-            _HELD[key] = _Held(lock, me, self.reentrant, self.what)
-            self._key = key
+            raise
+        self._key = key
         owner = {
             "what": self.what,
             "pid": os.getpid(),
