@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from worldflux_gym.audit.results import AuditConfig, RealComparison, ScenarioResult
 from worldflux_gym.audit.stats import bootstrap_ci
@@ -30,7 +30,7 @@ from worldflux_gym.core.errors import SpaceError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.spaces import spaces_fit
 from worldflux_gym.data.policy import Policy
-from worldflux_gym.dream.latent import latent_of
+from worldflux_gym.dream.latent import encode_observations
 from worldflux_gym.dream.resolve import ResolvedDream
 
 
@@ -203,7 +203,7 @@ def replay_in_real_env(
     """The nominal starts (and the adversarial worst starts) in the real env; the dream-real comparison."""
     model, horizon = setup.model, setup.horizon
     assert horizon is not None  # the audit set it
-    observe = None if model.capabilities.decodes_observations else encoder(model)
+    observe = None if model.capabilities.decodes_observations else partial(encode_observations, model)
     count = config.real_episodes or len(starts)
     replay = real_rollouts(real_id, policy, starts[:count], seeds[:count], horizon, observe)
     for case in worst_cases:
@@ -218,17 +218,6 @@ def replay_in_real_env(
         else:
             notes.append(f"{real_id}'s state cannot be set from an observation: worst starts not replayed")
     return compare(real_id, nominal, replay, config)
-
-
-def encoder(model: WorldModel):
-    """Real observations -> the latents a latent family's agent sees (as EncodeObservation does)."""
-
-    def observe(obs: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            tensor = torch.as_tensor(obs, dtype=torch.float32, device=model.device)
-            return latent_of(model, model.encode(tensor)).float().cpu().numpy()
-
-    return observe
 
 
 def compare(env_id: str, dream: ScenarioResult, replay, config: AuditConfig) -> RealComparison:

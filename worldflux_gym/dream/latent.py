@@ -1,8 +1,9 @@
 """What a dream over a family that decodes no observations (TD-MPC2) shows: its latent.
 
 Such a family exposes ``latent_dim`` (and optionally ``latent_bounds`` and
-``latent_observation(state)``); the dream envs, :class:`~worldflux_gym.dream.EncodeObservation`
-and the audit read the latent through these helpers.
+``latent_observation(state)``); the dream envs read the latent through these helpers, and
+:func:`encode_observations` is how real observations become what an agent in such a dream sees
+(:class:`~worldflux_gym.dream.EncodeObservation`, the audit's real replays, Dyna's collection).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.spaces import space_to_json
 from worldflux_gym.core.state import State
+from worldflux_gym.dream.starts import as_model_tensor
 
 
 def latent_observation_space(model: WorldModel) -> spaces.Box:
@@ -53,3 +55,12 @@ def same_space(a: spaces.Space, b: spaces.Space) -> bool:
         return space_to_json(a) == space_to_json(b)
     except SpaceError:
         return False
+
+
+def encode_observations(model: WorldModel, obs: np.ndarray) -> np.ndarray:
+    """Real observations ``[N, *obs_shape]`` -> the latents ``[N, latent_dim]`` (float32, inside
+    :func:`latent_observation_space`) that an agent trained in ``model``'s latent dream acts on."""
+    space = latent_observation_space(model)
+    with torch.inference_mode():
+        latent = latent_of(model, model.encode(as_model_tensor(obs, model.device)))
+    return np.clip(latent.float().cpu().numpy(), space.low, space.high)

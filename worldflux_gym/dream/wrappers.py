@@ -14,9 +14,8 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.dream.latent import latent_observation_space, latent_of, same_space
+from worldflux_gym.dream.latent import encode_observations, latent_observation_space, same_space
 from worldflux_gym.dream.resolve import load_model
-from worldflux_gym.dream.starts import as_model_tensor
 
 
 class EncodeObservation(gym.ObservationWrapper):
@@ -33,9 +32,4 @@ class EncodeObservation(gym.ObservationWrapper):
         self.observation_space = latent_observation_space(self.model)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            obs = as_model_tensor(np.asarray(observation)[None], self.model.device)
-            latent = latent_of(self.model, self.model.encode(obs))[0]
-        space = self.observation_space
-        assert isinstance(space, gym.spaces.Box)  # latent_observation_space's
-        return np.clip(latent.float().cpu().numpy(), space.low, space.high)
+        return encode_observations(self.model, np.asarray(observation)[None])[0]

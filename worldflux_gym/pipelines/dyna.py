@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from worldflux_gym.agents.evaluate import evaluate_agent
 from worldflux_gym.agents.recipes import Recipe, load_recipe
@@ -49,6 +48,7 @@ from worldflux_gym.core.validate import check_float, check_int
 from worldflux_gym.data.collect import collect_to_store
 from worldflux_gym.data.policy import Policy, as_policy, load_sb3_agent
 from worldflux_gym.data.store import EpisodeStore, is_store
+from worldflux_gym.dream.latent import encode_observations
 from worldflux_gym.dream.sb3 import DreamSB3VecEnv
 from worldflux_gym.training.fit import fit_world_model
 from worldflux_gym.training.run_dir import RunDirectory
@@ -115,11 +115,7 @@ def _agent_policy(agent, model, decodes: bool) -> Policy:
     act = as_policy(agent, deterministic=False)
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        if not decodes:
-            with torch.inference_mode():
-                state = model.encode(torch.as_tensor(obs, dtype=torch.float32, device=model.device))
-                obs = model.decode(state).extras["latent"].cpu().numpy()
-        return act(obs)
+        return act(obs if decodes else encode_observations(model, obs))
 
     return policy
 
