@@ -529,13 +529,31 @@ def test_cpu_imagination_computes_what_training_computes(walker, monkeypatch):
         torch.testing.assert_close(continue_logits, reference_continue, rtol=1e-4, atol=1e-4, msg=name)
 
 
-def test_a_model_loaded_under_inference_mode_dreams_and_sees_weight_updates(pendulum, tmp_path):
-    # Weights loaded under inference_mode are inference tensors, which track no version: the cached
-    # member weights must neither fail on them nor go stale when they change in place.
+def test_a_model_loaded_under_inference_mode_is_an_ordinary_model(pendulum, tmp_path):
     pendulum.model.save_pretrained(tmp_path / "model")
     batch = pendulum.held_out_transitions()
     with torch.inference_mode():
         model = from_pretrained(tmp_path / "model", device="cpu")
+        dreamed = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
+    assert not any(p.is_inference() for p in model.parameters())  # it could be fine-tuned
+    model.train()
+    model.loss(batch).loss.backward()
+    assert model.output_layer.bias.grad is not None
+    torch.testing.assert_close(
+        dreamed.clone(),
+        pendulum.model.transition(pendulum.model.encode(batch.obs), batch.action, deterministic=True)["obs"],
+    )
+
+
+def test_a_model_built_under_inference_mode_dreams_and_sees_weight_updates(pendulum):
+    # Weights made under inference_mode are inference tensors, which track no version: the cached
+    # member weights must neither fail on them nor go stale when they change in place.
+    batch = pendulum.held_out_transitions()
+    source = pendulum.model
+    with torch.inference_mode():
+        model = type(source)(source.config, source.observation_space, source.action_space)
+        model.load_state_dict(source.state_dict())
+        model.eval()
         assert model.output_layer.bias.is_inference()
         before = model.transition(model.encode(batch.obs), batch.action, deterministic=True)["obs"]
         expected = pendulum.model.transition(

@@ -457,16 +457,19 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "auto") 
         state = load_safetensors_bytes(weights)
     except SafetensorError as err:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file: {err}") from err
-    model = cls(model_config, observation_space, action_space)
-    model.preset = preset
-    model.checkpoint_dir = directory
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"the weights in {directory} do not fit a {family}:{preset} model: {err}"
-        ) from err
-    model = model.to(resolve_device(device)).eval()
+    # Plain tensors even when the caller loads under torch.inference_mode(): inference tensors could
+    # never be fine-tuned, and track no version for the caches that watch the weights.
+    with torch.inference_mode(False):
+        model = cls(model_config, observation_space, action_space)
+        model.preset = preset
+        model.checkpoint_dir = directory
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"the weights in {directory} do not fit a {family}:{preset} model: {err}"
+            ) from err
+        model = model.to(resolve_device(device)).eval()
     if model.contract_fingerprint() != fingerprint:
         raise CheckpointError(
             f"{directory} was saved for a different I/O contract than the rebuilt {family}:{preset} model "
