@@ -142,3 +142,14 @@ def test_rollout_stacks_time_first(pendulum_spaces):
     traj = model.rollout(model.encode(torch.zeros(5, 3)), torch.zeros(5, 7, 1))
     assert traj.horizon == 7 and traj.obs.shape == (7, 5, 3) and traj.continue_prob.shape == (7, 5)
     assert ((traj.continue_prob >= 0) & (traj.continue_prob <= 1)).all()
+
+
+@pytest.mark.parametrize("name", ["ensemble:ci", "dreamer:ci", "tdmpc2:ci"])
+def test_a_model_created_under_inference_mode_can_be_trained(name):
+    real = gym.make("Pendulum-v1")
+    with torch.inference_mode():
+        model = create_world_model(name, real.observation_space, real.action_space)
+    assert not any(p.is_inference() for p in model.parameters())
+    first = next(p for p in model.parameters() if p.requires_grad)
+    (first.sum() * 0.0).backward()  # an inference tensor would refuse to take part in autograd
+    assert first.grad is not None

@@ -176,9 +176,10 @@ def create_world_model(
 
     family, preset = parse_name(name)
     config = build_config(family, preset, overrides)
-    model = family_class(family)(config, observation_space, action_space)
-    model.preset = preset
-    return model.to(resolve_device(device))
+    with torch.inference_mode(False):  # trainable even when built under torch.inference_mode()
+        model = family_class(family)(config, observation_space, action_space)
+        model.preset = preset
+        return model.to(resolve_device(device))
 
 
 def catalog() -> list[CatalogEntry]:
