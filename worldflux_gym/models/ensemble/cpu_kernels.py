@@ -87,8 +87,9 @@ def cached_weights(owner: Any, tensors: Sequence[torch.Tensor], options: tuple, 
 
     A tensor counts as changed when its storage or version does: in-place updates bump a tensor's
     version, moving the model changes its storage. One prepared copy is kept at a time. Inference
-    tensors (weights loaded under ``torch.inference_mode()``) have no version to watch, so for them
-    nothing is kept: ``build()`` runs on every call.
+    tensors (weights made under ``torch.inference_mode()`` other than by ``from_pretrained`` or
+    ``create_world_model``) have no version to watch, so for them nothing is kept: ``build()`` runs
+    on every call.
     """
     if any(t.is_inference() for t in tensors):
         return build()
