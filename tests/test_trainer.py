@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -471,24 +472,30 @@ def _hold_writer_lock_briefly(directory: str, ready) -> None:
         time.sleep(2)
 
 
-def test_a_writer_that_may_wait_takes_the_lock_once_the_other_releases_it(tmp_path):
-    from worldflux_gym.core.lock import WriterLock
-
+@contextlib.contextmanager
+def _locked_for_two_seconds_by_another_process(directory):
     ready = multiprocessing.get_context("fork").Event()
     holder = multiprocessing.get_context("fork").Process(
-        target=_hold_writer_lock_briefly, args=(str(tmp_path), ready)
+        target=_hold_writer_lock_briefly, args=(str(directory), ready)
     )
     holder.start()
     try:
         assert ready.wait(30)
+        yield
+    finally:
+        holder.join(timeout=30)
+    assert holder.exitcode == 0
+
+
+def test_a_writer_that_may_wait_takes_the_lock_once_the_other_releases_it(tmp_path):
+    from worldflux_gym.core.lock import WriterLock
+
+    with _locked_for_two_seconds_by_another_process(tmp_path):
         with pytest.raises(ConcurrentWriterError, match="a brief writer"):
             WriterLock(tmp_path, "an impatient writer").acquire()
         started = time.monotonic()
         with WriterLock(tmp_path, "a patient writer", wait=60) as lock:
             assert lock.held and time.monotonic() - started < 30
-    finally:
-        holder.join(timeout=30)
-    assert holder.exitcode == 0
 
 
 def test_a_waiting_writer_holds_up_no_other_lock_of_its_process(tmp_path):
@@ -498,13 +505,7 @@ def test_a_waiting_writer_holds_up_no_other_lock_of_its_process(tmp_path):
     from worldflux_gym.core.lock import WriterLock
 
     busy, free = tmp_path / "busy", tmp_path / "free"
-    ready = multiprocessing.get_context("fork").Event()
-    holder = multiprocessing.get_context("fork").Process(
-        target=_hold_writer_lock_briefly, args=(str(busy), ready)
-    )
-    holder.start()
-    try:
-        assert ready.wait(30)
+    with _locked_for_two_seconds_by_another_process(busy):
         waited = {}
 
         def patient() -> None:
@@ -522,9 +523,6 @@ def test_a_waiting_writer_holds_up_no_other_lock_of_its_process(tmp_path):
             WriterLock(busy, "a second writer").acquire()
         thread.join(timeout=30)
         assert waited == {"held": True}
-    finally:
-        holder.join(timeout=30)
-    assert holder.exitcode == 0
 
 
 def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_path, pendulum_store):
