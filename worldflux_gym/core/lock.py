@@ -90,7 +90,6 @@ class WriterLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         key = os.path.normcase(str(self.directory.resolve()))
         me = threading.get_ident()
-        lock = FileLock(str(self.directory / LOCK_FILE), timeout=self.wait, thread_local=False)
         with _GUARD:
             held = _HELD.get(key)
             if held is not None:
@@ -105,6 +104,7 @@ class WriterLock:
                 )
             # Claimed for this thread before the OS lock is ours, so that the wait below happens
             # outside the guard: other threads may take other locks meanwhile, not this one.
+            lock = FileLock(str(self.directory / LOCK_FILE), timeout=self.wait, thread_local=False)
             _HELD[key] = _Held(lock, me, self.reentrant, self.what)
         try:
             lock.acquire()
