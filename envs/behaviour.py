@@ -9,9 +9,10 @@ seeds, another algorithm) aside to check the dreams on policies they never saw.
     python envs/behaviour.py Walker2d-v5 SAC --seed 0 --steps 300000 --every 25000
 
 A run writes ``<work>/<env>/<algo>_s<seed>/<algo>_<steps>.zip`` at every save and ``run.json`` with the
-wall-clock seconds and the mean real return (10 deterministic episodes) of each checkpoint. A run
-that was stopped continues from its last checkpoint (SB3 cannot restore a PPO rollout or a SAC replay
-buffer exactly, so a continued run is not bit-for-bit the uninterrupted one; ``run.json`` says so).
+wall-clock seconds and the mean real return (10 deterministic episodes from fixed resets) of each
+checkpoint. A run that was stopped continues from its last checkpoint (SB3 cannot restore a PPO
+rollout or a SAC replay buffer exactly, so a continued run is not bit-for-bit the uninterrupted one;
+``run.json`` says so).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
+
+from worldflux_gym.agents import evaluate_agent
 
 ALGORITHMS = ("PPO", "SAC", "TD3", "A2C")
 EVALUATION_EPISODES = 10
+EVALUATION_SEED = 50_000  # resets of the checkpoints' scores: the same for every checkpoint and run
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,8 @@ class _SaveAndScore(BaseCallback):
         seconds = self.offset_seconds + time.perf_counter() - self.started
         path = self.run.checkpoint(self.work, self.num_timesteps)
         self.model.save(path)
-        env = gym.make(self.run.env_id)
-        mean, std = evaluate_policy(self.model, env, EVALUATION_EPISODES, deterministic=True)
-        env.close()
+        score = evaluate_agent(self.model, self.run.env_id, EVALUATION_EPISODES, seed=EVALUATION_SEED)
+        mean, std = score.mean_return, score.std_return
         self.record["checkpoints"][str(self.num_timesteps)] = {
             "seconds": round(seconds, 1),
             "real_return": round(float(mean), 1),

@@ -54,3 +54,21 @@ def test_dream_agents_are_trained_once_then_collected_deterministic_and_sampled(
     summary = fit_shipped.summarise(records)
     key = f"PPO trained in {DREAM_ID} (pendulum_ppo)"
     assert summary["real_steps_by_source"] == {key: sum(r["real_steps"] for r in records)}
+
+
+def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path):
+    """A checkpoint's recorded real return is reproducible: same seed, same run, same figure."""
+    import json
+
+    import behaviour
+
+    run = behaviour.BehaviourRun("CartPole-v1", "A2C", seed=3, steps=100, every=50)
+    records = []
+    for folder in ("first", "second"):
+        checkpoints = behaviour.train_behaviour(run, tmp_path / folder)
+        assert sorted(checkpoints) == [50, 100]
+        records.append(json.loads((run.folder(tmp_path / folder) / "run.json").read_text()))
+    scores = [{s: c["real_return"] for s, c in r["checkpoints"].items()} for r in records]
+    assert scores[0] == scores[1]
+    # fixed resets, not one reset ten times: the episodes of a checkpoint differ
+    assert any(c["real_return_std"] > 0 for c in records[0]["checkpoints"].values())
