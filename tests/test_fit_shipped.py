@@ -1,10 +1,13 @@
-"""``envs/fit_shipped.py``'s Dyna round: agents trained in an earlier shipped dream as data sources."""
+"""The scripts of ``envs/``: ``fit_shipped.py``'s Dyna round (agents trained in an earlier shipped
+dream as data sources) and ``behaviour.py``'s checkpoint scores."""
 
+import json
 import sys
 from pathlib import Path
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 sys.path.insert(0, str(ENVS))
+import behaviour  # noqa: E402
 import fit_shipped  # noqa: E402
 
 DREAM_ID = "WorldFlux/Ensemble-Pendulum-v0"
@@ -58,10 +61,6 @@ def test_dream_agents_are_trained_once_then_collected_deterministic_and_sampled(
 
 def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path):
     """A checkpoint's recorded real return is reproducible: same seed, same run, same figure."""
-    import json
-
-    import behaviour
-
     run = behaviour.BehaviourRun("CartPole-v1", "A2C", seed=3, steps=100, every=50)
     records = []
     for folder in ("first", "second"):
