@@ -18,13 +18,13 @@ their ratio. The real steps the dream's data cost are read from the spec's ``dat
 checkpoints and random; rule in :func:`tune`), before the held-out figure is taken.
 
 ``audit`` -- graded policies the dream's data never saw: every checkpoint of the spec's
-``held_out_agents`` runs (other seeds, another algorithm; ``envs/behaviour.py`` trains them if they
-are missing) and a random policy. Each is run for ``--episodes`` real and ``--dreamed-episodes``
-dreamed episodes (``gym.make(id)``, or one ``gym.make_vec(id)`` batch with ``--vector``; default
-options, ``--noise-scale`` dreams at another scale). A sampled dream's mean over a few episodes is
-noisy, so many dreamed episodes (cheap in one batch) judge the dream rather than its dice. Printed: each
-policy's two means, the Spearman correlation of the two rankings, and the mean absolute error as a
-share of the real returns' spread.
+``held_out_agents`` runs (other seeds, another algorithm; frozen in ``envs/held_out/``, the same
+policies everywhere; ``envs/behaviour.py`` trains a run that is not) and a random policy. Each is
+run for ``--episodes`` real and ``--dreamed-episodes`` dreamed episodes (``gym.make(id)``, or one
+``gym.make_vec(id)`` batch with ``--vector``; default options, ``--noise-scale`` dreams at another
+scale). A sampled dream's mean over a few episodes is noisy, so many dreamed episodes (cheap in one
+batch) judge the dream rather than its dice. Printed: each policy's two means, the Spearman
+correlation of the two rankings, and the mean absolute error as a share of the real returns' spread.
 
     python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage audit
     python benchmarks/bench_shipped.py WorldFlux/Ensemble-Walker-v3 --stage transfer --minutes 30
@@ -41,7 +41,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import stable_baselines3
 import torch
 from stable_baselines3 import PPO
 
@@ -52,7 +51,7 @@ from worldflux_gym.dream import make_sb3_vec_env
 from worldflux_gym.dream.registration import find_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envs"))
-from behaviour import BehaviourRun, train_behaviour  # noqa: E402
+from behaviour import BehaviourRun, checkpoint_agents  # noqa: E402
 
 
 def returns_of(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
@@ -128,16 +127,15 @@ def transfer(
 
 
 def policy_set(spec, runs: list[dict], behaviour_work: Path) -> dict:
-    """A random policy and every checkpoint of ``runs`` (trained here if missing), by name; each
-    maps a batch of observations to a batch of actions."""
+    """A random policy and every checkpoint of ``runs`` (frozen in ``envs/held_out/``, else trained
+    here if missing), by name; each maps a batch of observations to a batch of actions."""
     space = gym.make(spec.real_env).action_space
     space.seed(0)
     policies = {"random": lambda obs: np.stack([space.sample() for _ in range(len(obs))])}
     for r in runs:
         run = BehaviourRun(spec.real_env, r["algorithm"], int(r["seed"]), int(r["steps"]), int(r["every"]))
-        cls = getattr(stable_baselines3, run.algorithm)
-        for steps, path in train_behaviour(run, behaviour_work).items():
-            policies[f"{run.name}_{steps // 1000}k"] = sb3_policy(cls.load(path, device="cpu"))
+        for steps, agent in checkpoint_agents(run, behaviour_work).items():
+            policies[f"{run.name}_{steps // 1000}k"] = sb3_policy(agent)
     return policies
 
 

@@ -13,6 +13,15 @@ wall-clock seconds and the mean real return (10 deterministic episodes from fixe
 checkpoint. A run that was stopped continues from its last checkpoint (SB3 cannot restore a PPO
 rollout or a SAC replay buffer exactly, so a continued run is not bit-for-bit the uninterrupted one;
 ``run.json`` says so).
+
+**Held-out runs are frozen in the repo** (``envs/held_out/<env>/<algo>_s<seed>/``): the runs that
+judge the dreams (``fit.held_out_agents``) are the same policies on every machine and in every
+session, so audit figures compare, and nobody retrains them (an hour for Walker2d's). Each checkpoint
+keeps only the weights it acts with, as safetensors (nothing to unpickle), and ``run.json`` its real
+return measured *with those weights* (same fixed resets). ``--freeze`` trains a run if needed and
+freezes it there::
+
+    python envs/behaviour.py Walker2d-v5 PPO --seed 1 --steps 1000000 --every 100000 --freeze
 """
 
 from __future__ import annotations
@@ -25,7 +34,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import stable_baselines3
 import torch
+from safetensors.torch import load_file, save_file
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from worldflux_gym.agents import evaluate_agent
@@ -33,6 +45,8 @@ from worldflux_gym.agents import evaluate_agent
 ALGORITHMS = ("PPO", "SAC", "TD3", "A2C")
 EVALUATION_EPISODES = 10
 EVALUATION_SEED = 50_000  # resets of the checkpoints' scores: the same for every checkpoint and run
+FROZEN = Path(__file__).resolve().parent / "held_out"  # the committed held-out runs
+OFF_POLICY = ("SAC", "TD3")  # these act with their actor alone; their critics stay out of a frozen run
 
 
 @dataclass(frozen=True)
@@ -102,8 +116,6 @@ def _write_record(run: BehaviourRun, work: Path, record: dict) -> None:
 
 def train_behaviour(run: BehaviourRun, work: Path) -> dict[int, Path]:
     """Train (or finish) ``run``; returns its checkpoints by steps."""
-    import stable_baselines3
-
     if run.algorithm not in ALGORITHMS:
         raise SystemExit(f"algorithm {run.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
     folder = run.folder(work)
@@ -135,6 +147,84 @@ def train_behaviour(run: BehaviourRun, work: Path) -> dict[int, Path]:
     return run.checkpoints(work)
 
 
+# --- frozen runs: the weights each checkpoint acts with, as safetensors --------------------------------
+def _acting_module(agent: BaseAlgorithm, algorithm: str) -> torch.nn.Module:
+    return agent.policy.actor if algorithm in OFF_POLICY else agent.policy
+
+
+def _frozen_weights(run: BehaviourRun, folder: Path, steps: int) -> Path:
+    return folder / run.env_id / run.name / f"{run.algorithm.lower()}_{steps}.safetensors"
+
+
+def load_frozen(run: BehaviourRun, steps: int, folder: Path = FROZEN) -> BaseAlgorithm:
+    """Checkpoint ``steps`` of a frozen run as an SB3 agent (SB3 defaults, as the runs were trained)
+    that acts like the checkpoint it was frozen from; it was not saved to be trained further."""
+    cls = getattr(stable_baselines3, run.algorithm)
+    options = {"buffer_size": 1} if run.algorithm in OFF_POLICY else {}
+    agent = cls("MlpPolicy", gym.make(run.env_id), seed=run.seed, device="cpu", **options)
+    _acting_module(agent, run.algorithm).load_state_dict(load_file(_frozen_weights(run, folder, steps)))
+    agent.policy.set_training_mode(False)
+    return agent
+
+
+def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
+    """Copy the finished run's acting weights from ``work`` into ``folder`` and score each copy."""
+    target = folder / run.env_id / run.name
+    target.mkdir(parents=True, exist_ok=True)
+    cls = getattr(stable_baselines3, run.algorithm)
+    trained = run.record(work)
+    record = {
+        "env_id": run.env_id,
+        "algorithm": run.algorithm,
+        "seed": run.seed,
+        "steps": run.steps,
+        "every": run.every,
+        "hyperparameters": "SB3 defaults",
+        "checkpoints": {},
+    }
+    for steps, path in run.checkpoints(work).items():
+        module = _acting_module(cls.load(path, device="cpu"), run.algorithm)
+        weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        save_file(weights, _frozen_weights(run, folder, steps))
+        copy = load_frozen(run, steps, folder)
+        score = evaluate_agent(copy, run.env_id, EVALUATION_EPISODES, seed=EVALUATION_SEED)
+        record["checkpoints"][str(steps)] = {
+            "training_seconds": trained["checkpoints"].get(str(steps), {}).get("seconds"),
+            "real_return": round(float(score.mean_return), 1),
+            "real_return_std": round(float(score.std_return), 1),
+        }
+        print(f"froze {run.name} {steps:>8,} steps  real {score.mean_return:8.1f}")
+    tmp = target / "run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(target / "run.json")
+
+
+def frozen_record(run: BehaviourRun, folder: Path = FROZEN) -> dict | None:
+    """The frozen run's ``run.json`` (``None`` when the run is not frozen); refuses a frozen run that
+    is not ``run`` (another length or saving interval than the spec now asks for)."""
+    path = folder / run.env_id / run.name / "run.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if (record["steps"], record["every"]) != (run.steps, run.every):
+        raise SystemExit(
+            f"error: {path.parent} holds {run.name} run for {record['steps']:,} steps saved every "
+            f"{record['every']:,}, but {run.steps:,} every {run.every:,} were asked for; freeze the run "
+            f"asked for (python envs/behaviour.py {run.env_id} {run.algorithm} --seed {run.seed} "
+            f"--steps {run.steps} --every {run.every} --freeze) or ask for the frozen one"
+        )
+    return record
+
+
+def checkpoint_agents(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> dict[int, BaseAlgorithm]:
+    """Every checkpoint of ``run`` as an agent, by steps: the frozen copies when the run is frozen,
+    else the run's own saves (trained into ``work`` if missing)."""
+    if frozen_record(run, folder) is not None:
+        return {steps: load_frozen(run, steps, folder) for steps in run.checkpoints(work)}
+    cls = getattr(stable_baselines3, run.algorithm)
+    return {steps: cls.load(path, device="cpu") for steps, path in train_behaviour(run, work).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("env_id")
@@ -144,11 +234,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, required=True)
     parser.add_argument("--work", default="runs/behaviour", help="where the runs go")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--freeze", action="store_true", help=f"then freeze the run into {FROZEN}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     np.random.seed(args.seed)
     run = BehaviourRun(args.env_id, args.algorithm, args.seed, args.steps, args.every)
     train_behaviour(run, Path(args.work))
+    if args.freeze:
+        freeze(run, Path(args.work))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
 """The scripts of ``envs/``: ``fit_shipped.py``'s Dyna round (agents trained in an earlier shipped
-dream as data sources) and ``behaviour.py``'s checkpoint scores."""
+dream as data sources) and ``behaviour.py``'s checkpoint scores and frozen held-out runs."""
 
 import json
 import sys
 from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import stable_baselines3
+
+from worldflux_gym.agents import evaluate_agent
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 sys.path.insert(0, str(ENVS))
@@ -71,3 +78,76 @@ def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path)
     assert scores[0] == scores[1]
     # fixed resets, not one reset ten times: the episodes of a checkpoint differ
     assert any(c["real_return_std"] > 0 for c in records[0]["checkpoints"].values())
+
+
+def trained_tiny_run(tmp_path, env_id: str, algorithm: str) -> tuple[behaviour.BehaviourRun, Path]:
+    # SAC starts learning after 100 steps: 300 steps give its actor 200 updates
+    steps = 300 if algorithm in behaviour.OFF_POLICY else 100
+    run = behaviour.BehaviourRun(env_id, algorithm, seed=2, steps=steps, every=steps // 2)
+    work = tmp_path / "work"
+    behaviour.train_behaviour(run, work)
+    return run, work
+
+
+@pytest.mark.parametrize(("env_id", "algorithm"), [("CartPole-v1", "A2C"), ("Pendulum-v1", "SAC")])
+def test_a_frozen_checkpoint_acts_as_the_agent_it_was_frozen_from(tmp_path, env_id, algorithm):
+    run, work = trained_tiny_run(tmp_path, env_id, algorithm)
+    frozen = tmp_path / "held_out"
+    behaviour.freeze(run, work, frozen)
+    cls = getattr(stable_baselines3, algorithm)
+    space = gym.make(env_id).observation_space
+    space.seed(0)
+    obs = np.stack([space.sample() for _ in range(256)])
+    options = {"buffer_size": 1} if algorithm in behaviour.OFF_POLICY else {}
+    untrained = cls("MlpPolicy", env_id, seed=run.seed, device="cpu", **options)
+    record = behaviour.frozen_record(run, frozen)
+    for steps, path in run.checkpoints(work).items():
+        saved, copy = cls.load(path, device="cpu"), behaviour.load_frozen(run, steps, frozen)
+        acted = copy.predict(obs, deterministic=True)[0]
+        np.testing.assert_array_equal(acted, saved.predict(obs, deterministic=True)[0])
+        assert not np.array_equal(acted, untrained.predict(obs, deterministic=True)[0])  # weights loaded
+        score = evaluate_agent(saved, env_id, behaviour.EVALUATION_EPISODES, behaviour.EVALUATION_SEED)
+        assert record["checkpoints"][str(steps)]["real_return"] == round(float(score.mean_return), 1)
+    assert sorted(int(s) for s in record["checkpoints"]) == sorted(run.checkpoints(work))
+    # a frozen run is what the benchmarks load, even with the run's own saves gone
+    for path in run.checkpoints(work).values():
+        path.unlink()
+    assert sorted(behaviour.checkpoint_agents(run, work, frozen)) == sorted(run.checkpoints(work))
+
+
+def test_a_frozen_run_of_another_length_is_refused(tmp_path):
+    run, work = trained_tiny_run(tmp_path, "CartPole-v1", "A2C")
+    behaviour.freeze(run, work, tmp_path / "held_out")
+    longer = behaviour.BehaviourRun(run.env_id, run.algorithm, run.seed, steps=200, every=50)
+    with pytest.raises(SystemExit, match="--steps 200 --every 50 --freeze"):
+        behaviour.checkpoint_agents(longer, work, tmp_path / "held_out")
+
+
+def shipped_held_out_runs() -> list[behaviour.BehaviourRun]:
+    runs = set()
+    for spec_path in sorted(ENVS.glob("*.json")):
+        spec = json.loads(spec_path.read_text())
+        runs |= set(fit_shipped.behaviour_runs(spec, "held_out_agents"))
+    return sorted(runs, key=lambda r: (r.env_id, r.name))
+
+
+def test_every_shipped_spec_judges_its_dream_on_frozen_held_out_runs():
+    runs = shipped_held_out_runs()
+    assert {r.env_id for r in runs} == {"CartPole-v1", "Pendulum-v1", "Walker2d-v5"}
+    for run in runs:
+        record = behaviour.frozen_record(run)
+        assert record is not None, f"{run.env_id} {run.name} is not frozen in envs/held_out/"
+        assert sorted(int(s) for s in record["checkpoints"]) == sorted(run.checkpoints(Path(".")))
+        for steps in run.checkpoints(Path(".")):
+            assert behaviour._frozen_weights(run, behaviour.FROZEN, steps).is_file()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_frozen_held_out_checkpoints_still_score_what_their_record_says(env_id):
+    """The committed weights reproduce the returns committed beside them (each run's first save)."""
+    for run in (r for r in shipped_held_out_runs() if r.env_id == env_id):
+        record = behaviour.frozen_record(run)
+        assert record is not None, f"{run.env_id} {run.name} is not frozen in envs/held_out/"
+        agent = behaviour.load_frozen(run, run.every)
+        score = evaluate_agent(agent, env_id, behaviour.EVALUATION_EPISODES, behaviour.EVALUATION_SEED)
+        assert abs(score.mean_return - record["checkpoints"][str(run.every)]["real_return"]) <= 0.1
