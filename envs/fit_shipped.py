@@ -20,10 +20,11 @@ A spec's ``fit.data`` says what the model sees, all of it collected here, seeded
   half deterministically and half sampling its actions.
 
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
-the data: the benchmarks check the dream on them (``benchmarks/bench_transfer.py``,
-``benchmarks/bench_audit.py``). Every source is a store of its own under ``--work`` (rerunning
-finishes what a kill interrupted); the sources are then merged, in a fixed order, into the store the
-model is fitted on (its validation split holds every tenth episode of every source).
+the data: ``benchmarks/bench_shipped.py --stage audit`` checks the dream on them, loaded from their
+frozen copies in ``envs/held_out/`` (``envs/behaviour.py``). Every source is a store of its own
+under ``--work`` (rerunning finishes what a kill interrupted); the sources are then merged, in a
+fixed order, into the store the model is fitted on (its validation split holds every tenth episode
+of every source).
 
 The fit: ``family:preset`` with ``fit.overrides`` for ``fit.fit_steps`` updates (``fit.trainer``:
 trainer settings), resumed when interrupted; then, where the spec has ``fit.closed_loop`` (the
