@@ -152,7 +152,8 @@ def _acting_module(agent: BaseAlgorithm, algorithm: str) -> torch.nn.Module:
     return agent.policy.actor if algorithm in OFF_POLICY else agent.policy
 
 
-def _frozen_weights(run: BehaviourRun, folder: Path, steps: int) -> Path:
+def frozen_weights(run: BehaviourRun, folder: Path, steps: int) -> Path:
+    """Where checkpoint ``steps`` of ``run`` keeps its acting weights in ``folder``."""
     return folder / run.env_id / run.name / f"{run.algorithm.lower()}_{steps}.safetensors"
 
 
@@ -162,7 +163,7 @@ def load_frozen(run: BehaviourRun, steps: int, folder: Path = FROZEN) -> BaseAlg
     cls = getattr(stable_baselines3, run.algorithm)
     options = {"buffer_size": 1} if run.algorithm in OFF_POLICY else {}
     agent = cls("MlpPolicy", gym.make(run.env_id), seed=run.seed, device="cpu", **options)
-    _acting_module(agent, run.algorithm).load_state_dict(load_file(_frozen_weights(run, folder, steps)))
+    _acting_module(agent, run.algorithm).load_state_dict(load_file(frozen_weights(run, folder, steps)))
     agent.policy.set_training_mode(False)
     return agent
 
@@ -185,7 +186,7 @@ def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
     for steps, path in run.checkpoints(work).items():
         module = _acting_module(cls.load(path, device="cpu"), run.algorithm)
         weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(weights, _frozen_weights(run, folder, steps))
+        save_file(weights, frozen_weights(run, folder, steps))
         copy = load_frozen(run, steps, folder)
         score = evaluate_agent(copy, run.env_id, EVALUATION_EPISODES, seed=EVALUATION_SEED)
         record["checkpoints"][str(steps)] = {
@@ -208,7 +209,7 @@ def frozen_record(run: BehaviourRun, folder: Path = FROZEN) -> dict | None:
     record = json.loads(path.read_text())
     if (record["steps"], record["every"]) != (run.steps, run.every):
         raise SystemExit(
-            f"error: {path.parent} holds {run.name} run for {record['steps']:,} steps saved every "
+            f"error: {path.parent} holds a {run.name} run of {record['steps']:,} steps saved every "
             f"{record['every']:,}, but {run.steps:,} every {run.every:,} were asked for; freeze the run "
             f"asked for (python envs/behaviour.py {run.env_id} {run.algorithm} --seed {run.seed} "
             f"--steps {run.steps} --every {run.every} --freeze) or ask for the frozen one"

@@ -140,7 +140,7 @@ def test_every_shipped_spec_judges_its_dream_on_frozen_held_out_runs():
         assert record is not None, f"{run.env_id} {run.name} is not frozen in envs/held_out/"
         assert sorted(int(s) for s in record["checkpoints"]) == sorted(run.checkpoints(Path(".")))
         for steps in run.checkpoints(Path(".")):
-            assert behaviour._frozen_weights(run, behaviour.FROZEN, steps).is_file()
+            assert behaviour.frozen_weights(run, behaviour.FROZEN, steps).is_file()
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
