@@ -153,8 +153,9 @@ def _acting_module(agent: BaseAlgorithm, algorithm: str) -> torch.nn.Module:
 
 
 def frozen_weights(run: BehaviourRun, folder: Path, steps: int) -> Path:
-    """Where checkpoint ``steps`` of ``run`` keeps its acting weights in ``folder``."""
-    return folder / run.env_id / run.name / f"{run.algorithm.lower()}_{steps}.safetensors"
+    """Where checkpoint ``steps`` of ``run`` keeps its acting weights in ``folder`` (beside where the
+    run's own save would be, were ``folder`` its work folder)."""
+    return run.checkpoint(folder, steps).with_suffix(".safetensors")
 
 
 def load_frozen(run: BehaviourRun, steps: int, folder: Path = FROZEN) -> BaseAlgorithm:
@@ -170,8 +171,7 @@ def load_frozen(run: BehaviourRun, steps: int, folder: Path = FROZEN) -> BaseAlg
 
 def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
     """Copy the finished run's acting weights from ``work`` into ``folder`` and score each copy."""
-    target = folder / run.env_id / run.name
-    target.mkdir(parents=True, exist_ok=True)
+    run.folder(folder).mkdir(parents=True, exist_ok=True)
     cls = getattr(stable_baselines3, run.algorithm)
     trained = run.record(work)
     record = {
@@ -195,15 +195,13 @@ def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
             "real_return_std": round(float(score.std_return), 1),
         }
         print(f"froze {run.name} {steps:>8,} steps  real {score.mean_return:8.1f}")
-    tmp = target / "run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(target / "run.json")
+    _write_record(run, folder, record)  # last: a freeze that a kill interrupted is not a frozen run
 
 
 def frozen_record(run: BehaviourRun, folder: Path = FROZEN) -> dict | None:
     """The frozen run's ``run.json`` (``None`` when the run is not frozen); refuses a frozen run that
     is not ``run`` (another length or saving interval than the spec now asks for)."""
-    path = folder / run.env_id / run.name / "run.json"
+    path = run.folder(folder) / "run.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
