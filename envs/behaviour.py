@@ -163,7 +163,9 @@ def load_frozen(run: BehaviourRun, steps: int, folder: Path = FROZEN) -> BaseAlg
     that acts like the checkpoint it was frozen from; it was not saved to be trained further."""
     cls = getattr(stable_baselines3, run.algorithm)
     options = {"buffer_size": 1} if run.algorithm in OFF_POLICY else {}
-    agent = cls("MlpPolicy", gym.make(run.env_id), seed=run.seed, device="cpu", **options)
+    env = gym.make(run.env_id)
+    agent = cls("MlpPolicy", env, seed=run.seed, device="cpu", **options)
+    env.close()  # SB3's constructor only needed its spaces
     _acting_module(agent, run.algorithm).load_state_dict(load_file(frozen_weights(run, folder, steps)))
     agent.policy.set_training_mode(False)
     return agent
