@@ -66,6 +66,24 @@ def test_termination_odds_scale_the_odds_that_a_step_ends():
             DreamVectorEnv(constant_model("Pendulum-v1"), 2, real_env="Pendulum-v1", termination_odds=bad)
 
 
+def test_small_termination_odds_keep_a_certain_end_certain():
+    # p = 1 exactly (continue logit -120 rounds to it in float32): any odds leave it 1, never inf
+    model = constant_model("Pendulum-v1", continue_logit=-120.0)
+    for odds in (1e-12, 1e-3, 1.0):
+        env = DreamVectorEnv(model, N, real_env="Pendulum-v1", termination_odds=odds)
+        env.reset(seed=0)
+        assert env.step(zeros())[2].all()
+    # p = 0.5 under odds 1e-12: ends with probability ~1e-12, so none of 4000 rows ends
+    env = DreamVectorEnv(
+        constant_model("Pendulum-v1", continue_logit=0.0),
+        4000,
+        real_env="Pendulum-v1",
+        termination_odds=1e-12,
+    )
+    env.reset(seed=0)
+    assert not env.step(zeros(4000))[2].any()
+
+
 def test_horizon_truncates_every_row_and_autoreset_follows():
     env = DreamVectorEnv(constant_model("Pendulum-v1"), N, real_env="Pendulum-v1", max_episode_steps=2)
     env.reset(seed=0)

@@ -525,7 +525,9 @@ class DreamBatch:
                 term_prob = term_prob.reshape(self.num_envs).float()
                 if self.termination_odds != 1.0:
                     scaled = self.termination_odds * term_prob
-                    term_prob = scaled / (scaled + 1.0 - term_prob)
+                    # (1 - p) first: scaled + 1 would round scaled away in float32 and make a certain
+                    # end (p = 1) under small odds 1 / 0 = inf, a false divergence
+                    term_prob = scaled / (scaled + (1.0 - term_prob))
             self._check_finite(obs, reward, term_prob, uncertainty, skip=reset_now)
 
             if term_prob is None:
