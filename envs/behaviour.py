@@ -185,6 +185,8 @@ def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
         "hyperparameters": "SB3 defaults",
         "checkpoints": {},
     }
+    if "continued_from" in trained:  # stopped and continued there: not the uninterrupted run
+        record["continued_from"] = trained["continued_from"]
     for steps, path in run.checkpoints(work).items():
         module = _acting_module(cls.load(path, device="cpu"), run.algorithm)
         weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}

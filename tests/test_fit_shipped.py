@@ -124,6 +124,18 @@ def test_a_frozen_run_of_another_length_is_refused(tmp_path):
         behaviour.checkpoint_agents(longer, work, tmp_path / "held_out")
 
 
+def test_a_run_continued_to_more_steps_says_so_when_frozen(tmp_path):
+    run, work = trained_tiny_run(tmp_path, "CartPole-v1", "A2C")
+    behaviour.freeze(run, work, tmp_path / "held_out")
+    assert "continued_from" not in behaviour.frozen_record(run, tmp_path / "held_out")
+    longer = behaviour.BehaviourRun(run.env_id, run.algorithm, run.seed, steps=200, every=50)
+    behaviour.train_behaviour(longer, work)  # goes on from the 100-step save
+    behaviour.freeze(longer, work, tmp_path / "held_out")
+    record = behaviour.frozen_record(longer, tmp_path / "held_out")
+    assert record["continued_from"] == [100]
+    assert sorted(int(s) for s in record["checkpoints"]) == [50, 100, 150, 200]
+
+
 def shipped_held_out_runs() -> list[behaviour.BehaviourRun]:
     runs = set()
     for spec_path in sorted(ENVS.glob("*.json")):
