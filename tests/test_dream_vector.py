@@ -69,7 +69,7 @@ def test_termination_odds_scale_the_odds_that_a_step_ends():
 def test_small_termination_odds_keep_a_certain_end_certain():
     # p = 1 exactly (continue logit -120 rounds to it in float32): any odds leave it 1, never inf
     model = constant_model("Pendulum-v1", continue_logit=-120.0)
-    for odds in (1e-12, 1e-3, 1.0):
+    for odds in (1e-50, 1e-12, 1e-3, 1.0):
         env = DreamVectorEnv(model, N, real_env="Pendulum-v1", termination_odds=odds)
         env.reset(seed=0)
         assert env.step(zeros())[2].all()

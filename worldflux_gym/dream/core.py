@@ -16,6 +16,7 @@ ended are reset from real start points (``starts.py``) according to the autorese
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -524,10 +525,10 @@ class DreamBatch:
             if term_prob is not None:
                 term_prob = term_prob.reshape(self.num_envs).float()
                 if self.termination_odds != 1.0:
-                    scaled = self.termination_odds * term_prob
-                    # (1 - p) first: scaled + 1 would round scaled away in float32 and make a certain
-                    # end (p = 1) under small odds 1 / 0 = inf, a false divergence
-                    term_prob = scaled / (scaled + (1.0 - term_prob))
+                    # odds x k is log-odds + log k: exact at p = 0 and 1 for any k > 0, where the
+                    # ratio k p / (k p + 1 - p) gives 0 / 0 once k p underflows float32
+                    log_odds = torch.logit(term_prob) + math.log(self.termination_odds)
+                    term_prob = torch.sigmoid(log_odds)
             self._check_finite(obs, reward, term_prob, uncertainty, skip=reset_now)
 
             if term_prob is None:
