@@ -67,8 +67,8 @@ def test_termination_odds_scale_the_odds_that_a_step_ends():
 
 
 def test_small_termination_odds_keep_a_certain_end_certain():
-    # p = 1 exactly (continue logit -120 rounds to it in float32): any odds leave it 1, never inf
-    model = constant_model("Pendulum-v1", continue_logit=-120.0)
+    # p = 1 exactly in float32 (continue logit -200), even with log(1e-50) = -115 added: never inf
+    model = constant_model("Pendulum-v1", continue_logit=-200.0)
     for odds in (1e-50, 1e-12, 1e-3, 1.0):
         env = DreamVectorEnv(model, N, real_env="Pendulum-v1", termination_odds=odds)
         env.reset(seed=0)

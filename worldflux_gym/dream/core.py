@@ -521,14 +521,15 @@ class DreamBatch:
             if self.report_uncertainty and out.uncertainty is not None:
                 uncertainty = out.uncertainty.reshape(self.num_envs).float()
                 reward = reward - self.uncertainty_penalty * uncertainty
-            term_prob = out.termination_prob
-            if term_prob is not None:
-                term_prob = term_prob.reshape(self.num_envs).float()
+            term_prob = None
+            if out.continue_logits is not None:
+                # the odds of ending times k are its log-odds (minus the continue logit) plus log k,
+                # taken from the model's logits: no round trip through a probability that float32
+                # has already rounded to 0 or 1
+                end_logits = -out.continue_logits.reshape(self.num_envs).float()
                 if self.termination_odds != 1.0:
-                    # odds x k is log-odds + log k: exact at p = 0 and 1 for any k > 0, where the
-                    # ratio k p / (k p + 1 - p) gives 0 / 0 once k p underflows float32
-                    log_odds = torch.logit(term_prob) + math.log(self.termination_odds)
-                    term_prob = torch.sigmoid(log_odds)
+                    end_logits = end_logits + math.log(self.termination_odds)
+                term_prob = torch.sigmoid(end_logits)
             self._check_finite(obs, reward, term_prob, uncertainty, skip=reset_now)
 
             if term_prob is None:
