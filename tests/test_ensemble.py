@@ -8,6 +8,7 @@ judged on the held-out episodes only.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +17,14 @@ import torch
 from gymnasium import spaces
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
-from worldflux_gym.core import ConfigError, SequenceBatch, SpaceError, create_world_model, from_pretrained
+from worldflux_gym.core import (
+    ConfigError,
+    SequenceBatch,
+    SpaceError,
+    TransitionBatch,
+    create_world_model,
+    from_pretrained,
+)
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
 from worldflux_gym.data.episode import Episode
 from worldflux_gym.dream.core import DreamBatch
@@ -442,6 +450,26 @@ def test_state_and_outputs_shapes(pendulum_spaces):
     assert model.io_contract()["predictions"] == ["obs", "reward", "continue_logits", "uncertainty"]
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_beta_nll_weighs_a_rows_mean_error_by_its_variance_to_the_power_beta_minus_one(
+    pendulum, pendulum_spaces, monkeypatch, beta
+):
+    """Two rows with the same mean error, one predicted with a narrow variance and one with a wide
+    one: plain NLL pulls the narrow row's mean e^(a-b) times harder, beta-NLL e^((1-beta)(a-b)) times."""
+    batch = pendulum.held_out_transitions()
+    steps = TransitionBatch(*(t[:2] for t in dataclasses.astuple(batch)))
+    model = create_world_model("ensemble:ci", *pendulum_spaces, nll_beta=beta)
+    members, d = model.config.members, model.target_dim
+    mean = (model._targets(steps) + 0.5).expand(members, -1, -1).clone().requires_grad_(True)
+    raw_logvar = torch.tensor([-4.0, 0.0]).view(1, 2, 1).expand(members, 2, d)
+    monkeypatch.setattr(model, "_forward", lambda x: torch.cat([mean, raw_logvar], dim=-1))
+    model.loss(steps).loss.backward()
+    logvar = model._split(torch.cat([mean, raw_logvar], dim=-1))[1].detach()
+    narrow_over_wide = (mean.grad[:, 0] / mean.grad[:, 1]).flatten()
+    expected = torch.exp((beta - 1.0) * (logvar[:, 0] - logvar[:, 1])).flatten()
+    torch.testing.assert_close(narrow_over_wide, expected, rtol=1e-4, atol=0.0)
+
+
 def test_spaces_and_config_errors(pendulum_spaces):
     with pytest.raises(SpaceError, match="dreamer"):
         create_world_model("ensemble:ci", spaces.Box(0, 255, (64, 64, 3), np.uint8), pendulum_spaces[1])
@@ -453,6 +481,8 @@ def test_spaces_and_config_errors(pendulum_spaces):
         create_world_model("ensemble:ci", *pendulum_spaces, noise_scale=-1.0)
     with pytest.raises(ConfigError, match="termination_positive_weight"):
         create_world_model("ensemble:ci", *pendulum_spaces, termination_positive_weight=0.0)
+    with pytest.raises(ConfigError, match="nll_beta must be in"):
+        create_world_model("ensemble:ci", *pendulum_spaces, nll_beta=2.0)
 
 
 def test_presets_in_the_catalog():

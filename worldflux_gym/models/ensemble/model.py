@@ -10,10 +10,10 @@ exactly when the *imagined* next state is one that ends an episode. (Sharing the
 with the Gaussian likelihood starved this rare-event head: on CartPole it barely told terminal steps
 from others.)
 
-Training (``loss``): Gaussian negative log-likelihood with soft-clamped log-variance between learned
-bounds, the small bound regulariser of PETS, and binary cross-entropy of the continue logit of the
-real ``o_{t+1}`` against ``batch.continue_target()`` (real terminations only; time limits count as
-continuing).
+Training (``loss``): Gaussian negative log-likelihood (or beta-NLL, ``nll_beta``) with soft-clamped
+log-variance between learned bounds, the small bound regulariser of PETS, and binary cross-entropy
+of the continue logit of the real ``o_{t+1}`` against ``batch.continue_target()`` (real terminations
+only; time limits count as continuing).
 
 With ``sequence_length`` H > 1 the model trains on windows of H real steps and adds an open-loop
 term: each member feeds its own mean predictions back for H steps from the window's first real
@@ -98,6 +98,10 @@ class EnsembleConfig:
     init_min_logvar: float = -10.0  # starting values of the learned log-variance bounds
     init_max_logvar: float = 0.5  # (normalised units, so the data's own variance is about 0)
     logvar_bound_weight: float = 0.01  # PETS: pulls max_logvar down and min_logvar up
+    # beta-NLL (Seitzer et al. 2022): each row's NLL is weighted by its predicted variance^beta (no
+    # gradient through the weight). Plain NLL (0) scales a row's mean gradient by 1/variance, so the
+    # members stop fitting the mean where they learned a wide variance: a walker's foot impacts.
+    nll_beta: float = 0.0
     termination_weight: float = 1.0  # weight of the continue-logit BCE in the loss
     # Weight of a terminal transition against a non-terminal one in that BCE. Terminations are rare
     # (about 1% of CartPole-v1 steps); above 1 the head learns a sharp termination rule sooner, at the
@@ -196,6 +200,11 @@ class EnsembleModel(WorldModel):
             raise ConfigError(f"need at least one hidden layer of width >= 1, got {config}")
         if config.noise_scale < 0:
             raise ConfigError(f"noise_scale must be >= 0 (0: no noise), got {config.noise_scale}")
+        if not 0.0 <= config.nll_beta <= 1.0:
+            raise ConfigError(
+                f"nll_beta must be in [0, 1] (0: plain Gaussian NLL, 0.5: beta-NLL's usual choice), "
+                f"got {config.nll_beta}"
+            )
         check_terminal_weight("ensemble", config.termination_positive_weight)
         if config.propagation not in ("ts1", "tsinf"):
             raise ConfigError(f"propagation must be 'ts1' or 'tsinf', got {config.propagation!r}")
@@ -354,7 +363,10 @@ class EnsembleModel(WorldModel):
         # NLL up to constants and a factor 1/2, averaged over rows and dimensions, per member.
         # Summing members (rather than averaging) trains each one as if it were alone.
         sq_err = (mean - target).pow(2)
-        nll = (sq_err * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+        row_nll = sq_err * torch.exp(-logvar) + logvar
+        if self.config.nll_beta:
+            row_nll = row_nll * torch.exp(logvar.detach() * self.config.nll_beta)
+        nll = row_nll.mean(dim=(1, 2)).sum()
         logits = self._continue_logits(steps.next_obs)
         goes_on = steps.continue_target()
         weight = continue_loss_weights(goes_on, self.config.termination_positive_weight)
