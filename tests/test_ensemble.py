@@ -454,8 +454,9 @@ def test_state_and_outputs_shapes(pendulum_spaces):
 def test_beta_nll_weighs_a_rows_mean_error_by_its_variance_to_the_power_beta_minus_one(
     pendulum, pendulum_spaces, monkeypatch, beta
 ):
-    """Two rows with the same mean error, one predicted with a narrow variance and one with a wide
-    one: plain NLL pulls the narrow row's mean e^(a-b) times harder, beta-NLL e^((1-beta)(a-b)) times."""
+    """Two rows with the same mean error, predicted with log-variances b (narrow) and a (wide): plain
+    NLL pulls the narrow row's mean e^(a-b) times harder than the wide one's, beta-NLL e^((1-beta)(a-b))
+    times (beta 1: alike, as plain squared error would)."""
     batch = pendulum.held_out_transitions()
     steps = TransitionBatch(*(t[:2] for t in dataclasses.astuple(batch)))
     model = create_world_model("ensemble:ci", *pendulum_spaces, nll_beta=beta)
