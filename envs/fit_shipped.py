@@ -30,7 +30,9 @@ The fit: ``family:preset`` with ``fit.overrides`` for ``fit.fit_steps`` updates 
 trainer settings), resumed when interrupted; then, where the spec has ``fit.closed_loop`` (the
 ensemble family), the closed-loop fine-tune under every checkpoint of the data's behaviour agents
 and every dream-trained agent (``worldflux_gym/pipelines/closed_loop.py``; the block's fields are
-``ClosedLoopConfig``'s, and its ``noise_scale`` is the shipped model's). The result is measured on
+``ClosedLoopConfig``'s, and its ``noise_scale`` is the shipped model's); then, where the spec has
+``fit.end_head`` (``fit_end_head``'s settings), the termination head alone refitted on the model's
+own one-step predictions (``worldflux_gym/training/end_head.py``). The result is measured on
 the held-out episodes (``training/model_quality.py``), written into ``envs/checkpoints/<name>/`` with
 ``starts.safetensors`` (real initial observations and real context windows for branched starts).
 The spec's ``data_provenance`` (real steps per source, the real returns they cover, seeds) and
@@ -63,6 +65,7 @@ from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
 from worldflux_gym.training import RunDirectory, fit_world_model
+from worldflux_gym.training.end_head import fit_end_head
 from worldflux_gym.training.model_quality import evaluate_model
 
 ENVS = Path(__file__).resolve().parent
@@ -344,6 +347,22 @@ def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
     return model
 
 
+def end_head(spec: dict, model, folder: Path, store: EpisodeStore):
+    """``model`` with its termination head refitted on its own one-step predictions of the train
+    split (``training/end_head.py``; ``fit.end_head`` holds ``fit_end_head``'s settings), kept in
+    ``folder/end_head``: a finished refit is loaded, not redone."""
+    out = folder / "end_head"
+    if not RunDirectory(out).holds_model():
+        settings = {"seed": int(spec["fit"].get("seed", 0)), **spec["fit"]["end_head"]}
+        model = fit_end_head(model, store, **settings)
+        model.save_pretrained(out)
+        return model
+    # only the head is taken: options set on ``model`` since (the spec's noise_scale) stay as they are
+    fitted = from_pretrained(out, device="cpu").termination_head()
+    model.termination_head().load_state_dict(fitted.state_dict())
+    return model.eval()
+
+
 def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
@@ -367,6 +386,8 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     )
     if "closed_loop" in fit:
         model = closed_loop(spec, work / name, behaviour_work)
+    if "end_head" in fit:
+        model = end_head(spec, model, work / name, store)
     fit_seconds = time.perf_counter() - started
     model = model.to("cpu").eval()
     quality = evaluate_model(model, store.buffer("validation"), seed=seed)

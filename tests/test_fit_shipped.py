@@ -9,8 +9,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import stable_baselines3
+import torch
 
+from worldflux_gym import create_world_model
 from worldflux_gym.agents import evaluate_agent
+from worldflux_gym.data import EpisodeBuffer, collect_episodes
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 sys.path.insert(0, str(ENVS))
@@ -64,6 +67,24 @@ def test_dream_agents_are_trained_once_then_collected_deterministic_and_sampled(
     summary = fit_shipped.summarise(records)
     key = f"PPO trained in {DREAM_ID} (pendulum_ppo)"
     assert summary["real_steps_by_source"] == {key: sum(r["real_steps"] for r in records)}
+
+
+def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
+    spec = {"fit": {"seed": 0, "end_head": {"updates": 2, "batch_size": 16}}}
+    data = EpisodeBuffer(collect_episodes("CartPole-v1", 300, seed=0, progress=False))
+    env = gym.make("CartPole-v1")
+    first = create_world_model("ensemble:ci", env.observation_space, env.action_space)
+    fit_shipped.end_head(spec, first, tmp_path, data)
+    assert (tmp_path / "end_head" / "config.json").is_file()
+
+    # A rerun (the spec's noise_scale changed since) takes the saved head and keeps everything else.
+    second = create_world_model("ensemble:ci", env.observation_space, env.action_space, noise_scale=0.35)
+    dynamics = {k: v.clone() for k, v in second.state_dict().items() if not k.startswith("termination_net.")}
+    out = fit_shipped.end_head(spec, second, tmp_path, data)
+    assert out.config.noise_scale == 0.35
+    for name, value in out.state_dict().items():
+        expected = first.state_dict()[name] if name.startswith("termination_net.") else dynamics[name]
+        assert torch.equal(value, expected), name
 
 
 def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path):

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from torch import nn
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
+from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.outputs import LossOutput, ModelOutput, Trajectory
 from worldflux_gym.core.spaces import (
     check_action_space,
@@ -153,6 +154,11 @@ class WorldModel(nn.Module, ABC):
         Families with input/output normalisation fit their statistics here (kept as buffers so that
         they are saved with the weights). The default does nothing.
         """
+
+    def termination_head(self) -> nn.Module:
+        """The module that reads a state's continue logit (refitted alone by
+        :func:`worldflux_gym.training.end_head.fit_end_head`)."""
+        raise ConfigError(f"the {self.family!r} family names no termination head")
 
     # --- description ------------------------------------------------------------------------
     @property

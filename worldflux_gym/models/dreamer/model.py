@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 import torch
 from gymnasium import spaces
+from torch import nn
 from torch.nn import functional as F
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
@@ -375,6 +376,9 @@ class DreamerModel(WorldModel):
         else:
             uncertainty = torch.full_like(deter[:, 0], float("nan"))
         return self._state(deter, stoch, uncertainty)
+
+    def termination_head(self) -> nn.Module:
+        return self.continue_head
 
     def decode(self, state: State) -> ModelOutput:
         """Observation mean ``[B, *obs_shape]``, expected reward ``[B]``, continue logits ``[B]``."""

@@ -531,6 +531,9 @@ class EnsembleModel(WorldModel):
         """``[E, B, D]`` member means -> ``[B]``: max over members of the L2 distance to their mean."""
         return (mean - mean.mean(dim=0)).norm(dim=-1).amax(dim=0)
 
+    def termination_head(self) -> nn.Module:
+        return self.termination_net
+
     def decode(self, state: State) -> ModelOutput:
         return ModelOutput(
             obs=state["obs"],

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from torch import nn
 from torch.func import functional_call
 
 from worldflux_gym.core import (
@@ -389,6 +390,9 @@ class TDMPC2Model(WorldModel):
             else:
                 tensors["uncertainty"] = torch.full_like(reward, float("nan"))
         return State(tensors)
+
+    def termination_head(self) -> nn.Module:
+        return self.continue_head
 
     def decode(self, state: State) -> ModelOutput:
         return ModelOutput(
