@@ -1,6 +1,6 @@
 """Fitting world models: the trainer (any family, through ``loss``), the run directory it writes,
-the one-call fit from a real env id, and uncertainty heads fitted onto a frozen dreamer or tdmpc2
-model.
+the one-call fit from a real env id, uncertainty heads fitted onto a frozen dreamer or tdmpc2
+model, and a termination head refitted on the model's own predictions (``end_head``).
 
 :func:`fit_world_model` goes from a real env id to a fitted checkpoint in one call: it collects
 real episodes (random actions unless given a policy) into ``RUN/data``, fits ``family:preset``
@@ -20,6 +20,7 @@ The loops built on top of it, the Dyna loop and the closed-loop fine-tune, are i
 :mod:`worldflux_gym.pipelines` (``docs/dyna.md``).
 """
 
+from worldflux_gym.training.end_head import fit_end_head
 from worldflux_gym.training.fit import fit_world_model
 from worldflux_gym.training.run_dir import RunDirectory, inspect_run_dir, trainer_state
 from worldflux_gym.training.trainer import Trainer, TrainerConfig
@@ -29,6 +30,7 @@ __all__ = [
     "RunDirectory",
     "Trainer",
     "TrainerConfig",
+    "fit_end_head",
     "fit_uncertainty_heads",
     "fit_world_model",
     "inspect_run_dir",
