@@ -21,6 +21,7 @@ termination. The dynamics, reward and uncertainty are exactly as they were.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.models.common import calibrated_continue_logits, continue_loss_weights
+
+if TYPE_CHECKING:
+    from worldflux_gym.data.store import EpisodeStore
 
 
 def end_head_loss(
@@ -43,6 +47,8 @@ def end_head_loss(
     state = model.observe(obs[:, :-1], action[:, :-1])
     state = model.transition(state, action[:, -1], deterministic=True, report_uncertainty=False)
     logits = model.decode(state).continue_logits
+    if logits is None:
+        raise ConfigError(f"the {model.family!r} model predicts no terminations")
     # decode reports calibrated logits; the weighted BCE is taken before that correction, as in the fit
     raw = logits - calibrated_continue_logits(torch.zeros(()), model.config)
     weight = continue_loss_weights(goes_on, model.config.termination_positive_weight)
@@ -51,7 +57,7 @@ def end_head_loss(
 
 def fit_end_head(
     model: WorldModel,
-    data: EpisodeBuffer | str | Path,
+    data: EpisodeBuffer | EpisodeStore | str | Path,
     *,
     updates: int = 3000,
     batch_size: int = 1024,
@@ -70,14 +76,13 @@ def fit_end_head(
 
     if isinstance(data, (str, Path)):
         data = EpisodeStore(data)
-    if isinstance(data, EpisodeStore):
-        data = data.buffer("train")
+    buffer = data.buffer("train") if isinstance(data, EpisodeStore) else data
     if updates < 1 or batch_size < 1 or context < 0:
         raise ConfigError(
             f"updates and batch_size must be >= 1 and context >= 0, got {updates}, {batch_size} and {context}"
         )
     head = model.termination_head()
-    if not data.terminated.any():
+    if not buffer.terminated.any():
         raise ConfigError("the data hold no real termination: there is nothing for the end head to learn")
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     rng = np.random.default_rng(seed)
@@ -90,7 +95,7 @@ def fit_end_head(
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             for _ in range(int(updates)):
-                batch = data.sample_sequences(batch_size, context + 1, rng).to(model.device)
+                batch = buffer.sample_sequences(batch_size, context + 1, rng).to(model.device)
                 valid = batch.mask.all(dim=1)
                 loss = end_head_loss(
                     model, batch.obs[valid], batch.action[valid], batch.continue_target()[valid, -1]
