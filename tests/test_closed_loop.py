@@ -20,6 +20,8 @@ from worldflux_gym.data.store import is_validation_episode
 from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
 from worldflux_gym.pipelines.closed_loop import (
     CLOSED_LOOP_JSON,
+    RESUME_DIR,
+    RESUME_JSON,
     behaviour_labels,
     closed_loop_record,
     differentiable_policy,
@@ -137,6 +139,46 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     with pytest.raises(ConfigError, match="logged by"):
         fine_tune_closed_loop(run, [_ppo_in_memory()], folder / "other", config, device="cpu", progress=False)
     assert closed_loop_record(run) is None
+
+
+def test_a_killed_fine_tune_resumes_from_its_last_resume_point_to_the_same_model(behaviour, monkeypatch):
+    folder, paths, _, data = behaviour
+    run = folder / "fit_for_resume"
+    fit_world_model(ENV, "ensemble:ci", run, data_dir=data, steps=50, progress=False)
+    config = ClosedLoopConfig(horizon=8, truncate=4, windows_per_policy=4, updates=10, checkpoint_every=3)
+    whole = fine_tune_closed_loop(run, paths, folder / "whole", config, device="cpu", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip_then_kill(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:  # in the 8th iteration, after the resume point of the 6th
+            raise Killed
+        return clip(*args, **kwargs)
+
+    out = folder / "killed"
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_then_kill)
+    with pytest.raises(Killed):
+        fine_tune_closed_loop(run, paths, out, config, device="cpu", progress=False)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    assert json.loads((out / RESUME_DIR / RESUME_JSON).read_text())["done"] == 6
+    assert not (out / "config.json").exists()
+
+    with pytest.raises(TrainingError, match="another config"):  # other settings do not go on from it
+        other = dataclasses.replace(config, learning_rate=1e-3)
+        fine_tune_closed_loop(run, paths, out, other, device="cpu", progress=False)
+    calls.clear()
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(1) or clip(*a, **k))
+    resumed = fine_tune_closed_loop(run, paths, out, config, device="cpu", progress=False)
+    assert len(calls) == 4  # iterations 7 to 10 only
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    assert closed_loop_record(out) == closed_loop_record(folder / "whole")
+    assert not (out / RESUME_DIR).exists()
 
 
 def test_cli_fine_tune(behaviour, capsys):

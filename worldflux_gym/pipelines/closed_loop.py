@@ -26,13 +26,18 @@ in between (``benchmarks/RESULTS.md``, "Audit").
 
 The result is a new checkpoint in ``out_dir`` (the source run is never modified), with
 ``closed_loop.json``: the source, the data store, the settings and the held-out closed-loop error
-before and after. It dreams and audits like any checkpoint. What it is for: dreaming (and auditing)
+before and after. While it runs, ``out_dir/resume`` holds a resume point every
+``checkpoint_every`` iterations: the same call after a kill goes on from there to the same weights
+(other settings are refused), and the folder is removed once the model is saved. It dreams and
+audits like any checkpoint. What it is for: dreaming (and auditing)
 the behaviour policies and policies near them; a policy far from all of them gains nothing certain.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +45,30 @@ from pathlib import Path
 import numpy as np
 import torch
 from gymnasium import spaces
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
 from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm.auto import tqdm
 
-from worldflux_gym.core.checkpoint import from_pretrained, to_json_bytes
+from worldflux_gym.core.checkpoint import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    from_pretrained,
+    recover_interrupted_write,
+    to_json_bytes,
+)
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.store import EpisodeStore
 from worldflux_gym.training.run_dir import CLOSED_LOOP_JSON, STATE_JSON, RunDirectory
-from worldflux_gym.training.trainer import TrainerConfig, sample_for
+from worldflux_gym.training.trainer import TrainerConfig, optimizer_state, restore_optimizer, sample_for
+
+RESUME_DIR = "resume"  # in out_dir while a fine-tune runs; removed when the model is saved
+RESUME_JSON = "closed_loop_progress.json"
+RESUME_TENSORS = "closed_loop_progress.safetensors"
 
 TorchPolicy = Callable[[torch.Tensor], torch.Tensor]  # observations [N, obs_dim] -> actions [N, act_dim]
 
@@ -76,9 +94,20 @@ class ClosedLoopConfig:
     # fall early, none makes them never fall (chosen on Walker2d-v5: benchmarks/RESULTS.md).
     noise_scale: float = 0.35
     seed: int = 0
+    # iterations between resume points (``out_dir/resume``): the Walker recipe's 1000 take over an
+    # hour on one core, and a rerun after a kill goes on from the last one with the same result
+    checkpoint_every: int = 50
 
     def check(self) -> None:
-        counts = ("horizon", "truncate", "windows_per_policy", "updates", "match_steps", "validation_windows")
+        counts = (
+            "horizon",
+            "truncate",
+            "windows_per_policy",
+            "updates",
+            "match_steps",
+            "validation_windows",
+            "checkpoint_every",
+        )
         for name in counts:
             if getattr(self, name) < 1:
                 raise ConfigError(f"ClosedLoopConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -241,8 +270,15 @@ def _fine_tune(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=fit.weight_decay)
     rng = np.random.default_rng(config.seed)
     model.train()
-    bar = tqdm(range(config.updates), desc="closed-loop fine-tune", disable=not progress)
-    for _ in bar:
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_every"}
+    identity = {"source": str(run_dir.resolve()), "policies": _policy_names(named), "config": settings}
+    resume = out_dir / RESUME_DIR
+    start = _load_resume_point(resume, identity, model, optimizer, rng)
+    bar = tqdm(
+        range(start, config.updates), initial=start, total=config.updates, desc="closed-loop fine-tune",
+        disable=not progress,
+    )  # fmt: skip
+    for iteration in bar:
         error = closed_loop(train, steps_of["train"], config.windows_per_policy, rng)
         loss = model.loss(sample(train, rng)).loss + config.weight * error.sum()
         if not torch.isfinite(loss):
@@ -255,6 +291,9 @@ def _fine_tune(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         bar.set_postfix(closed_loop=f"{float(error.detach().mean()):.3f}", refresh=False)
+        done = iteration + 1
+        if done % config.checkpoint_every == 0 and done < config.updates:
+            _save_resume_point(resume, identity, done, model, optimizer, rng)
     after = held_out()
     model.eval()
     model.config.noise_scale = config.noise_scale
@@ -263,14 +302,61 @@ def _fine_tune(
     record = {
         "source": str(run_dir.resolve()),
         "data": {"store": str(store_dir.resolve()), "env_id": store.env_id},
-        "policies": {name: str(agent) if isinstance(agent, (str, Path)) else type(agent).__name__
-                     for name, agent in named.items()},
+        "policies": _policy_names(named),
         "episodes_per_policy": {name: int((labels["train"] == i).sum()) for i, name in enumerate(named)},
         "config": dataclasses.asdict(config),
         "held_out_closed_loop_error": {"before": before, "after": after},
     }  # fmt: skip
     model.save_pretrained(out_dir, extra_files={CLOSED_LOOP_JSON: to_json_bytes(record)})
+    shutil.rmtree(resume, ignore_errors=True)
     return model
+
+
+def _policy_names(named: Mapping[str, str | Path | BaseAlgorithm]) -> dict[str, str]:
+    return {
+        name: str(agent) if isinstance(agent, (str, Path)) else type(agent).__name__
+        for name, agent in named.items()
+    }
+
+
+def _save_resume_point(
+    folder: Path, identity: dict, done: int, model: WorldModel, optimizer, rng: np.random.Generator
+) -> None:
+    """Model, optimizer and sampling state after ``done`` iterations, in one all-or-nothing write."""
+    tensors, param_groups = optimizer_state(optimizer)
+    progress = {
+        **identity,
+        "done": done,
+        "rng": rng.bit_generator.state,
+        "optimizer_param_groups": param_groups,
+    }
+    files = {RESUME_JSON: to_json_bytes(progress), RESUME_TENSORS: save_safetensors_bytes(tensors)}
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        model.save_pretrained(folder, extra_files=files)  # it runs the model once (its fingerprint)
+
+
+def _load_resume_point(
+    folder: Path, identity: dict, model: WorldModel, optimizer, rng: np.random.Generator
+) -> int:
+    """Restore what :func:`_save_resume_point` wrote; returns the iterations done (0 without one)."""
+    if not folder.is_dir():
+        return 0
+    # this fine-tune holds out_dir's lock: it is the folder's writer, so it may finish a killed write
+    recover_interrupted_write(folder, [CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE, RESUME_JSON, RESUME_TENSORS])
+    if not (folder / RESUME_JSON).is_file():
+        return 0
+    progress = json.loads((folder / RESUME_JSON).read_text())
+    differs = sorted(key for key in identity if progress.get(key) != identity[key])
+    if differs:
+        raise TrainingError(
+            f"{folder} is the resume point of a closed-loop fine-tune with another {' and '.join(differs)}; "
+            f"delete it to start this one afresh, or choose another out_dir"
+        )
+    model.load_state_dict(from_pretrained(folder, device=model.device).state_dict())
+    tensors = load_safetensors_bytes((folder / RESUME_TENSORS).read_bytes())
+    restore_optimizer(optimizer, tensors, progress["optimizer_param_groups"], model.device)
+    rng.bit_generator.state = progress["rng"]
+    return int(progress["done"])
 
 
 def _store_of(run_dir: Path) -> Path:

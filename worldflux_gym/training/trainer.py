@@ -240,19 +240,14 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------------
     def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        optimizer = self.optimizer.state_dict()
-        tensors = {
-            f"optimizer.{index}.{name}": value.detach().cpu().contiguous()
-            for index, state in optimizer["state"].items()
-            for name, value in state.items()
-        }
+        tensors, param_groups = optimizer_state(self.optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         info = {
             "step": self.step,
             "trainer_config": dataclasses.asdict(self.config),
-            "optimizer_param_groups": optimizer["param_groups"],
+            "optimizer_param_groups": param_groups,
             "data": self.data_info,
             "world_size": self.world_size,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -276,15 +271,7 @@ class Trainer:
         self.model.load_state_dict(saved.state_dict())
         info = json.loads(self.run.state_json.read_text())
         tensors = load_safetensors_bytes(self.run.state_tensors.read_bytes())
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
-        groups = info["optimizer_param_groups"]
-        for group in groups:
-            group["betas"] = tuple(group["betas"])
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        restore_optimizer(self.optimizer, tensors, info["optimizer_param_groups"], self.device)
         if self.world_size == 1:
             torch.set_rng_state(tensors["rng.torch"])
             if "rng.cuda" in tensors and self.device.type == "cuda":
@@ -505,6 +492,35 @@ class Trainer:
         metrics["step"] = float(self.step)
         self.model.eval()
         return metrics
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """An optimizer's state as safetensors-ready tensors (``optimizer.<param>.<name>``) and its
+    JSON-ready parameter groups: what a resume point saves."""
+    state = optimizer.state_dict()
+    tensors = {
+        f"optimizer.{index}.{name}": value.detach().cpu().contiguous()
+        for index, values in state["state"].items()
+        for name, value in values.items()
+    }
+    return tensors, state["param_groups"]
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    param_groups: list[dict[str, Any]],
+    device: torch.device,
+) -> None:
+    """Load what :func:`optimizer_state` saved (other keys of ``tensors`` are ignored)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value.to(device) if name != "step" else value
+    for group in param_groups:
+        group["betas"] = tuple(group["betas"])  # JSON made the tuple a list
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
 def sample_for(
