@@ -68,9 +68,11 @@ def test_a_head_refitted_on_predictions_is_sharp_and_as_calibrated_as_the_fit_ma
     assert 0.7 * real_rate < predicted.termination_prob.mean().item() < 1.35 * real_rate
 
 
-def test_data_without_a_termination_is_refused_with_the_reason():
+def test_data_without_a_termination_or_a_long_enough_episode_is_refused_with_the_reason():
     pendulum = real_buffer("Pendulum-v1", steps=400)
     env = gym.make("Pendulum-v1")
     model = create_world_model("ensemble:ci", env.observation_space, env.action_space)
     with pytest.raises(ConfigError, match="no real termination"):
         fit_end_head(model, pendulum, updates=1)
+    with pytest.raises(ConfigError, match="lower context"):  # windows all padding: no step to learn from
+        fit_end_head(_fresh("ensemble"), real_buffer("CartPole-v1"), updates=1, context=600)

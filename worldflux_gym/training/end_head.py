@@ -84,6 +84,11 @@ def fit_end_head(
     head = model.termination_head()
     if not buffer.terminated.any():
         raise ConfigError("the data hold no real termination: there is nothing for the end head to learn")
+    if not (buffer.lengths >= context + 1).any():
+        raise ConfigError(
+            f"no episode of the data holds context + 1 = {context + 1} steps: lower context "
+            f"(the longest holds {int(buffer.lengths.max())})"
+        )
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     rng = np.random.default_rng(seed)
     cuda = [model.device] if model.device.type == "cuda" else []
@@ -97,6 +102,8 @@ def fit_end_head(
             for _ in range(int(updates)):
                 batch = buffer.sample_sequences(batch_size, context + 1, rng).to(model.device)
                 valid = batch.mask.all(dim=1)
+                if not valid.any():  # every window ran into a short episode's padding
+                    continue
                 loss = end_head_loss(
                     model, batch.obs[valid], batch.action[valid], batch.continue_target()[valid, -1]
                 )
