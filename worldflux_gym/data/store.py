@@ -482,3 +482,11 @@ class EpisodeStore:
 
     def __repr__(self) -> str:
         return f"EpisodeStore({str(self.directory)!r}, env_id={self.env_id!r})"
+
+
+def training_buffer(data: EpisodeBuffer | EpisodeStore | str | Path) -> EpisodeBuffer:
+    """What a fit on ``data`` reads: a buffer as it is, or the training split of a store (or of the
+    store in a directory)."""
+    if isinstance(data, (str, Path)):
+        data = EpisodeStore(data)
+    return data.buffer("train") if isinstance(data, EpisodeStore) else data

@@ -21,7 +21,6 @@ termination. The dynamics, reward and uncertainty are exactly as they were.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,10 +29,8 @@ from torch.nn import functional as F
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.data.store import EpisodeStore, training_buffer
 from worldflux_gym.models.common import calibrated_continue_logits, continue_loss_weights
-
-if TYPE_CHECKING:
-    from worldflux_gym.data.store import EpisodeStore
 
 
 def end_head_loss(
@@ -72,11 +69,7 @@ def fit_end_head(
     AdamW step on the head alone (see the module docstring). Every other parameter is left exactly
     as it was. The result does not depend on the caller's torch RNG, which is left as it was.
     Returns the model in eval mode."""
-    from worldflux_gym.data.store import EpisodeStore
-
-    if isinstance(data, (str, Path)):
-        data = EpisodeStore(data)
-    buffer = data.buffer("train") if isinstance(data, EpisodeStore) else data
+    buffer = training_buffer(data)
     if updates < 1 or batch_size < 1 or context < 0:
         raise ConfigError(
             f"updates and batch_size must be >= 1 and context >= 0, got {updates}, {batch_size} and {context}"
