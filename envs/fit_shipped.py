@@ -54,6 +54,7 @@ from behaviour import BehaviourRun, train_behaviour
 
 from worldflux_gym.agents.train import read_training_summary, train_agent
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, from_pretrained
+from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.collect import (
     collect_episodes,
     collect_to_store,
@@ -299,7 +300,6 @@ def heldout_episodes(spec: dict, store: EpisodeStore | None) -> list[Episode]:
 def write_check(spec: dict, model, episodes: list, destination: Path) -> dict:
     """Ship ``episodes`` beside the weights and measure the model on them as the test will."""
     from worldflux_gym.core.checkpoint import atomic_write_files
-    from worldflux_gym.data.buffer import EpisodeBuffer
     from worldflux_gym.data.episode import episodes_to_bytes
 
     atomic_write_files(destination, {HELDOUT_FILE: episodes_to_bytes(episodes)})
@@ -349,11 +349,21 @@ def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
 
 def end_head(spec: dict, model, folder: Path, store: EpisodeStore):
     """``model`` with its termination head refitted on its own one-step predictions of the train
-    split (``training/end_head.py``; ``fit.end_head`` holds ``fit_end_head``'s settings), kept in
-    ``folder/end_head``: a finished refit is loaded, not redone."""
+    split (``training/end_head.py``; ``fit.end_head`` holds ``fit_end_head``'s settings, and
+    ``"keep_best": true`` keeps the head that reads best the validation episodes not shipped as
+    held-out), kept in ``folder/end_head``: a finished refit is loaded, not redone."""
     out = folder / "end_head"
     if not RunDirectory(out).holds_model():
         settings = {"seed": int(spec["fit"].get("seed", 0)), **spec["fit"]["end_head"]}
+        if settings.pop("keep_best", False):  # judged on validation episodes the shipped check does not use
+            shipped = {id(e) for e in heldout_episodes(spec, store)}
+            unshipped = [e for e in store.episodes("validation") if id(e) not in shipped]
+            if not unshipped:
+                raise ValueError(
+                    f"keep_best: every validation episode of {store.directory} is shipped as held-out "
+                    f"({HELDOUT_STEPS} steps); collect more data or drop keep_best from fit.end_head"
+                )
+            settings["validation"] = EpisodeBuffer(unshipped)
         model = fit_end_head(model, store, **settings)
         model.save_pretrained(out)
         return model

@@ -12,7 +12,7 @@ from worldflux_gym.core.checkpoint import from_pretrained
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.data import EpisodeBuffer, collect_episodes
 from worldflux_gym.training.end_head import fit_end_head
-from worldflux_gym.training.model_quality import evaluate_model
+from worldflux_gym.training.model_quality import evaluate_model, termination_balanced_accuracy
 
 
 def _fresh(family: str):
@@ -68,6 +68,36 @@ def test_a_head_refitted_on_predictions_is_sharp_and_as_calibrated_as_the_fit_ma
     assert 0.7 * real_rate < predicted.termination_prob.mean().item() < 1.35 * real_rate
 
 
+@pytest.mark.parametrize("learning_rate", [1e-3, 1.0])
+def test_keep_best_returns_the_head_that_reads_the_validation_ends_best(learning_rate):
+    # At a rate of 1.0 the head is wrecked (chance, 0.5, measured): keep-best gives back the head it
+    # started from (0.74); at 1e-3 it may stop before the last update (0.964 against 0.953).
+    validation = EpisodeBuffer(collect_episodes("CartPole-v1", 1500, seed=2, progress=False))
+
+    def refitted(keep_best: bool):
+        model = from_pretrained(fitted_checkpoint("CartPole-v1", "ensemble:ci"), device="cpu")
+        model.config = dataclasses.replace(
+            model.config, termination_positive_weight=10.0, calibrate_terminations=True
+        )
+        start = termination_balanced_accuracy(model, validation)
+        fit_end_head(
+            model,
+            real_buffer("CartPole-v1"),
+            updates=200,
+            batch_size=256,
+            learning_rate=learning_rate,
+            validation=validation if keep_best else None,
+            evaluate_every=50,
+        )
+        return start, termination_balanced_accuracy(model, validation)
+
+    start, last = refitted(keep_best=False)
+    _, best = refitted(keep_best=True)
+    assert best >= max(start, last)
+    if learning_rate == 1.0:
+        assert last < start and best == start
+
+
 def test_data_without_a_termination_or_a_long_enough_episode_is_refused_with_the_reason():
     pendulum = real_buffer("Pendulum-v1", steps=400)
     env = gym.make("Pendulum-v1")
@@ -76,3 +106,5 @@ def test_data_without_a_termination_or_a_long_enough_episode_is_refused_with_the
         fit_end_head(model, pendulum, updates=1)
     with pytest.raises(ConfigError, match="lower context"):  # windows all padding: no step to learn from
         fit_end_head(_fresh("ensemble"), real_buffer("CartPole-v1"), updates=1, context=600)
+    with pytest.raises(ConfigError, match="validation data hold no real termination"):
+        fit_end_head(_fresh("ensemble"), real_buffer("CartPole-v1"), updates=1, validation=pendulum)

@@ -13,7 +13,7 @@ import torch
 
 from worldflux_gym import create_world_model
 from worldflux_gym.agents import evaluate_agent
-from worldflux_gym.data import EpisodeBuffer, collect_episodes
+from worldflux_gym.data import EpisodeBuffer, collect_episodes, collect_to_store
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 sys.path.insert(0, str(ENVS))
@@ -85,6 +85,29 @@ def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path)
     for name, value in out.state_dict().items():
         expected = first.state_dict()[name] if name.startswith("termination_net.") else dynamics[name]
         assert torch.equal(value, expected), name
+
+
+def test_keep_best_judges_the_end_head_on_validation_episodes_the_shipped_check_does_not_use(
+    tmp_path, monkeypatch
+):
+    store = collect_to_store("CartPole-v1", 3000, tmp_path / "data", seed=0, progress=False)
+    spec = {"fit": {"seed": 0, "end_head": {"updates": 2, "batch_size": 16, "keep_best": True}}}
+    monkeypatch.setattr(fit_shipped, "HELDOUT_STEPS", 150)  # a shipped store's validation split is larger
+    seen = {}
+    monkeypatch.setattr(
+        fit_shipped, "fit_end_head", lambda model, data, **settings: seen.update(settings) or model
+    )
+    env = gym.make("CartPole-v1")
+    model = create_world_model("ensemble:ci", env.observation_space, env.action_space)
+    fit_shipped.end_head(spec, model, tmp_path, store)
+
+    shipped = fit_shipped.heldout_episodes(spec, store)
+    judged = seen["validation"]
+    assert "keep_best" not in seen and len(shipped) >= 1
+    assert len(judged.lengths) == store.num_episodes("validation") - len(shipped)
+    shipped_starts = {e.obs[0].tobytes() for e in shipped}
+    judged_starts = {obs.tobytes() for obs in judged.initial_observations().numpy()}
+    assert not shipped_starts & judged_starts
 
 
 def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path):

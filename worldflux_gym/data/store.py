@@ -490,3 +490,13 @@ def training_buffer(data: EpisodeBuffer | EpisodeStore | str | Path) -> EpisodeB
     if isinstance(data, (str, Path)):
         data = EpisodeStore(data)
     return data.buffer("train") if isinstance(data, EpisodeStore) else data
+
+
+def validation_buffer(
+    data: EpisodeBuffer | EpisodeStore | str | Path, device: str | torch.device = "cpu"
+) -> EpisodeBuffer:
+    """What a fit judges itself on: a buffer as it is, or the validation split of a store (or of the
+    store in a directory) on ``device``."""
+    if isinstance(data, (str, Path)):
+        data = EpisodeStore(data)
+    return data.buffer("validation", device) if isinstance(data, EpisodeStore) else data

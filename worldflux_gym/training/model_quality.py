@@ -139,9 +139,33 @@ def evaluate_model(
         correlation = float(np.corrcoef(reward_pred, reward_real)[0, 1])
     at_terminal = terminal_step_predictions(model, buffer, context)
     terminal_steps = 0 if at_terminal is None else len(at_terminal)
-    balanced = None
-    if term_prob is not None and at_terminal is not None and terminal_steps and not term_real.all():
-        true_positive = (at_terminal > 0.5).mean()
-        balanced = float((true_positive + (term_prob[~term_real] <= 0.5).mean()) / 2)
+    balanced = balanced_accuracy(term_prob, term_real, at_terminal)
     model.train(was_training)
     return ModelQuality(errors, correlation, balanced, windows, terminal_steps)
+
+
+def balanced_accuracy(
+    term_prob: np.ndarray | None, term_real: np.ndarray, at_terminal: np.ndarray | None
+) -> float | None:
+    """The module docstring's balanced accuracy from the predicted probabilities at the sampled
+    windows' steps and at every terminal step; ``None`` where the model predicts no termination or
+    the data hold no terminal or no non-terminal step."""
+    if term_prob is None or at_terminal is None or not len(at_terminal) or term_real.all():
+        return None
+    true_positive = (at_terminal > 0.5).mean()
+    return float((true_positive + (term_prob[~term_real] <= 0.5).mean()) / 2)
+
+
+def termination_balanced_accuracy(
+    model: WorldModel, buffer: EpisodeBuffer, context: int = 5, windows: int = 512, seed: int = 0
+) -> float | None:
+    """The termination balanced accuracy alone, as :func:`evaluate_model` measures it (one step
+    after ``context`` burned-in real steps), on the same ``windows`` for a given ``seed``."""
+    was_training = model.training
+    model.eval()
+    _, _, term_prob, term_real = one_step_predictions(
+        model, buffer, context, windows, np.random.default_rng(seed)
+    )
+    balanced = balanced_accuracy(term_prob, term_real, terminal_step_predictions(model, buffer, context))
+    model.train(was_training)
+    return balanced
