@@ -159,8 +159,9 @@ def balanced_accuracy(
 def termination_balanced_accuracy(
     model: WorldModel, buffer: EpisodeBuffer, context: int = 5, windows: int = 512, seed: int = 0
 ) -> float | None:
-    """The termination balanced accuracy alone, as :func:`evaluate_model` measures it (one step
-    after ``context`` burned-in real steps), on the same ``windows`` for a given ``seed``."""
+    """The termination balanced accuracy alone, measured as :func:`evaluate_model` does (one step
+    after ``context`` burned-in real steps); ``seed`` draws the windows, so calls with one seed on
+    one buffer compare heads on the same steps."""
     was_training = model.training
     model.eval()
     _, _, term_prob, term_real = one_step_predictions(
