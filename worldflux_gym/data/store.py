@@ -484,19 +484,11 @@ class EpisodeStore:
         return f"EpisodeStore({str(self.directory)!r}, env_id={self.env_id!r})"
 
 
-def training_buffer(data: EpisodeBuffer | EpisodeStore | str | Path) -> EpisodeBuffer:
-    """What a fit on ``data`` reads: a buffer as it is, or the training split of a store (or of the
-    store in a directory)."""
-    if isinstance(data, (str, Path)):
-        data = EpisodeStore(data)
-    return data.buffer("train") if isinstance(data, EpisodeStore) else data
-
-
-def validation_buffer(
-    data: EpisodeBuffer | EpisodeStore | str | Path, device: str | torch.device = "cpu"
+def split_buffer(
+    data: EpisodeBuffer | EpisodeStore | str | Path, split: str = "train", device: str | torch.device = "cpu"
 ) -> EpisodeBuffer:
-    """What a fit judges itself on: a buffer as it is, or the validation split of a store (or of the
-    store in a directory) on ``device``."""
+    """What a fit reads (``split="train"``) or judges itself on (``"validation"``): a buffer as it
+    is, or that split of a store (or of the store in a directory) on ``device``."""
     if isinstance(data, (str, Path)):
         data = EpisodeStore(data)
-    return data.buffer("validation", device) if isinstance(data, EpisodeStore) else data
+    return data.buffer(split, device) if isinstance(data, EpisodeStore) else data

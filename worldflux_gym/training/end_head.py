@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
-from worldflux_gym.data.store import EpisodeStore, training_buffer, validation_buffer
+from worldflux_gym.data.store import EpisodeStore, split_buffer
 from worldflux_gym.models.common import calibrated_continue_logits, continue_loss_weights
 from worldflux_gym.training.model_quality import termination_balanced_accuracy
 
@@ -77,13 +77,13 @@ def fit_end_head(
     ``validation`` (a buffer, or a store's validation split): keep the head that reads its episodes'
     ends best, measured before the first update, every ``evaluate_every`` updates and after the
     last. Returns the model in eval mode."""
-    buffer = training_buffer(data)
+    buffer = split_buffer(data)
     if updates < 1 or batch_size < 1 or context < 0 or evaluate_every < 1:
         raise ConfigError(
             "updates, batch_size and evaluate_every must be >= 1 and context >= 0, got "
             f"{updates}, {batch_size}, {evaluate_every} and {context}"
         )
-    held_out = None if validation is None else validation_buffer(validation, model.device)
+    held_out = None if validation is None else split_buffer(validation, "validation", model.device)
     head = model.termination_head()
     if not buffer.terminated.any():
         raise ConfigError("the data hold no real termination: there is nothing for the end head to learn")

@@ -23,7 +23,7 @@ import torch
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.data.buffer import EpisodeBuffer
-from worldflux_gym.data.store import EpisodeStore, training_buffer
+from worldflux_gym.data.store import EpisodeStore, split_buffer
 
 
 def with_uncertainty_heads(model: WorldModel, heads: int = 5, hidden: int | None = None) -> WorldModel:
@@ -75,7 +75,7 @@ def fit_uncertainty_heads(
     model with heads, in eval mode. The heads' result does not depend on the caller's torch RNG
     (seeded by ``seed``), and that RNG is left as it was.
     """
-    data = training_buffer(data)
+    data = split_buffer(data)
     if updates < 1 or batch_size < 1:
         raise ConfigError(f"updates and batch_size must be >= 1, got {updates} and {batch_size}")
     rng = np.random.default_rng(seed)
