@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
 
 import worldflux_gym.models.tdmpc2  # noqa: F401  (registers "tdmpc2")
 from worldflux_gym.core import (
@@ -37,13 +38,13 @@ class Fitted:
     env_id: str
 
 
-def fit(env_id: str, steps: int, updates: int, seed: int = 0, preset: str = "ci") -> Fitted:
+def fit(env_id: str, steps: int, updates: int, seed: int = 0, preset: str = "ci", **overrides) -> Fitted:
     episodes = collect_episodes(env_id, steps, seed=seed, progress=False)
     held_out = max(3, len(episodes) // 5)  # whole episodes: no window of the test set is trained on
     train, held = EpisodeBuffer(episodes[:-held_out]), EpisodeBuffer(episodes[-held_out:])
     env = gym.make(env_id)
     torch.manual_seed(seed)
-    model = create_world_model(f"tdmpc2:{preset}", env.observation_space, env.action_space)
+    model = create_world_model(f"tdmpc2:{preset}", env.observation_space, env.action_space, **overrides)
     env.close()
     model.adapt_to_data(train.all_transitions())
     # fused: one kernel for the whole update, ~15% faster per step on CPU for a model this small
@@ -72,6 +73,11 @@ def pendulum() -> Fitted:
 @pytest.fixture(scope="module")
 def walker() -> Fitted:
     return fit("Walker2d-v5", steps=6000, updates=250)
+
+
+@pytest.fixture(scope="module")
+def decoded_walker() -> Fitted:
+    return fit("Walker2d-v5", steps=6000, updates=250, observation_decoder=True)
 
 
 # --- contract ---------------------------------------------------------------------------------
@@ -279,6 +285,70 @@ def test_continue_learns_terminations_not_time_limits(walker, pendulum):
     p_truncated = torch.sigmoid(-state["continue_logits"])[steps.truncated].max().item()
     print(f"pendulum P(termination) at time limits: max {p_truncated:.4f}")
     assert p_truncated < 0.05
+
+
+# --- the observation decoder -------------------------------------------------------------------
+def test_observation_decoder_leaves_every_other_weight_its_gradient(walker):
+    """The decoder learns on detached latents: the world model learns exactly as it does without one."""
+    plain = walker.model
+    decoded = create_world_model(
+        "tdmpc2:ci", plain.observation_space, plain.action_space, observation_decoder=True
+    )
+    missing, unexpected = decoded.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(n.startswith("observation_decoder.") for n in missing)
+    assert decoded.capabilities.decodes_observations and not plain.capabilities.decodes_observations
+    batch = walker.train.sample_sequences(32, plain.sequence_length, np.random.default_rng(1))
+    grads = []
+    for model in (plain, decoded):
+        model.eval()  # no target update, no dropout: both losses see the same numbers
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the policy loss samples actions
+        model.loss(batch).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    decoder_grads = {n for n in grads[1] if n.startswith("observation_decoder.")}
+    assert decoder_grads  # the decoder itself learns
+    assert grads[0].keys() == grads[1].keys() - decoder_grads
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-5, atol=1e-7), name
+
+
+def test_observation_decoder_reads_held_out_walker_states(decoded_walker):
+    model, held = decoded_walker.model, decoded_walker.held.all_transitions()
+    scale = torch.as_tensor(decoded_walker.train.obs).float().std(0)
+    mean = torch.as_tensor(decoded_walker.train.obs).float().mean(0)
+
+    def error(prediction: torch.Tensor, target: torch.Tensor) -> float:
+        return ((prediction - target) / scale).pow(2).mean().item()
+
+    with torch.no_grad():
+        state = model.encode(held.obs)
+        reconstructed = model.decode(state).obs
+        dreamed = model.decode(model.transition(state, held.action)).obs
+    going_on = ~held.terminated  # a terminal step's next observation is one no dream step continues from
+    baseline = error(mean.expand_as(held.obs), held.obs)
+    persistence = error(held.obs[going_on], held.next_obs[going_on])
+    print(
+        f"held-out walker, standardised MSE: decoded {error(reconstructed, held.obs):.4f} (the training "
+        f"mean {baseline:.4f}); one dreamed step {error(dreamed[going_on], held.next_obs[going_on]):.4f} "
+        f"(persistence {persistence:.4f})"
+    )
+    assert reconstructed.shape == held.obs.shape
+    assert error(reconstructed, held.obs) < 0.3 * baseline
+    assert error(dreamed[going_on], held.next_obs[going_on]) < 0.6 * baseline
+
+
+def test_a_dream_over_a_decoding_tdmpc2_shows_the_real_observations(decoded_walker, tmp_path):
+    decoded_walker.model.save_pretrained(tmp_path / "decoded")
+    env = gym.make("WorldFlux/TDMPC2-Walker-v1", checkpoint=str(tmp_path / "decoded"))
+    real = gym.make("Walker2d-v5")
+    assert env.observation_space == real.observation_space
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    next_obs, *_ = env.step(env.action_space.sample())
+    assert obs.shape == (17,) and np.isfinite(next_obs).all() and not np.array_equal(obs, next_obs)
+    env.close()
+    real.close()
 
 
 def test_save_load_round_trip_is_exact(pendulum, tmp_path):

@@ -12,8 +12,12 @@ Components (every MLP is ``Linear -> LayerNorm -> Mish``, see ``networks.py``):
 - ``uncertainty_heads`` one-step predictors ``z_{t+1} ~ f_k(z_t, a_t)`` (Plan2Explore) whose
   disagreement is the model's uncertainty, see below.
 
-It decodes no observations: the dream env's observation space is the latent ``Box(0, 1, (latent_dim,))``
-and an observation wrapper encodes the real env's observations with :meth:`TDMPC2Model.encode`.
+It decodes no observations by default: the dream env's observation space is the latent
+``Box(0, 1, (latent_dim,))`` and an observation wrapper encodes the real env's observations with
+:meth:`TDMPC2Model.encode`. With ``observation_decoder`` a decoder ``o ~ g(z)`` is fitted beside the
+model on *detached* encoder latents (standardised observations, MSE): the representation learns
+exactly what it learns without one, and the dream shows observations in the real env's space, so an
+agent trained on the real env acts in it (and an agent trained in it acts in the real env) unwrapped.
 
 Alignment (``core/batch.py``): with ``obs`` o_0..o_T and ``action`` a_0..a_{T-1}, ``reward[:, t]`` is
 the target of ``R(z_t, a_t)`` and ``continue_target()[:, t]`` the target of ``C(z_t, a_t)``. Both
@@ -130,6 +134,8 @@ class TDMPC2Config:
     # uncertainty: Plan2Explore heads whose disagreement is the model's uncertainty; 0: none
     uncertainty_heads: int = 5
     uncertainty_hidden: int = 64  # width of the heads' two hidden layers
+    # decode observations from the latent (see the module docstring); the dream then shows them
+    observation_decoder: bool = False
 
     # A checkpoint saved before the heads existed has no `uncertainty_heads`: it has no heads (not the
     # preset's default). core/checkpoint.py fills fields missing from a saved config from this.
@@ -188,7 +194,7 @@ class TDMPC2Model(WorldModel):
 
     config_class = TDMPC2Config
     capabilities = Capabilities(
-        decodes_observations=False,
+        decodes_observations=False,  # with an observation_decoder it does; see __init__
         predicts_reward=True,
         predicts_termination=True,
         reports_uncertainty=True,  # with uncertainty heads (the presets); see __init__
@@ -254,8 +260,15 @@ class TDMPC2Model(WorldModel):
             self.uncertainty_net = DisagreementHeads(
                 first, za, config.uncertainty_heads, config.uncertainty_hidden, latent
             )
-        else:  # an instance's own capabilities: the io contract (and a checkpoint's fingerprint) follow
-            self.capabilities = dataclasses.replace(type(self).capabilities, reports_uncertainty=False)
+        self.observation_decoder: nn.Module | None = None
+        if config.observation_decoder:
+            self.observation_decoder = mlp(latent, hidden, self.obs_dim)
+        # an instance's own capabilities: the io contract (and a checkpoint's fingerprint) follow
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities,
+            reports_uncertainty=self.uncertainty_net is not None,
+            decodes_observations=self.observation_decoder is not None,
+        )
 
     # --- actions --------------------------------------------------------------------------------
     def action_to_features(self, action: torch.Tensor) -> torch.Tensor:
@@ -395,8 +408,13 @@ class TDMPC2Model(WorldModel):
         return self.continue_head
 
     def decode(self, state: State) -> ModelOutput:
+        obs = None
+        if self.observation_decoder is not None:
+            z = state["latent"]
+            obs = self.observation_decoder(z) * self.obs_std + self.obs_mean
+            obs = obs.view(*z.shape[:-1], *self.observation_space.shape)
         return ModelOutput(
-            obs=None,
+            obs=obs,
             reward=state["reward"],
             continue_logits=state["continue_logits"],
             uncertainty=state.tensors.get("uncertainty"),
@@ -489,7 +507,21 @@ class TDMPC2Model(WorldModel):
             heads_loss = self._heads_loss(z_encoded, action, z_target, mask)
             total = total + heads_loss
             components["uncertainty_heads"] = heads_loss.item()
+        if self.observation_decoder is not None:
+            # every real observation of the window, h(o_0) and the targets' h(o_{t+1}), all detached
+            z_seen = torch.cat([z_encoded[:, :1].detach(), z_target], dim=1)  # [B, T+1, L]
+            seen = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+            decoder_loss = self._decoder_loss(z_seen, batch.obs, seen)
+            total = total + decoder_loss
+            components["decoder"] = decoder_loss.item()
         return LossOutput(total, components)
+
+    def _decoder_loss(self, z: torch.Tensor, obs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """MSE of the decoder on detached latents ``[B, N, L]`` against the standardised observations."""
+        assert self.observation_decoder is not None
+        target = (obs.float().flatten(2) - self.obs_mean) / self.obs_std
+        error = (self.observation_decoder(z.detach()) - target).pow(2).mean(-1)
+        return _weighted_mean(error, weight)
 
     def uncertainty_head_loss(self, batch: SequenceBatch | TransitionBatch) -> torch.Tensor:
         """The uncertainty heads' loss alone, on a frozen world model (``fit_uncertainty_heads``):
