@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from dream_helpers import fitted_checkpoint
 
 import worldflux_gym  # noqa: F401  (registers the ids)
 from worldflux_gym.core.device import resolve_device
@@ -279,7 +280,9 @@ def test_record_dream_refuses_other_envs_agents_and_existing_videos(walker_agent
 def test_gymnasiums_checker_passes_on_the_latent_dream_render_check_included():
     from gymnasium.utils.env_checker import check_env
 
-    env = gym.make("WorldFlux/TDMPC2-Walker-v1")
+    latent = fitted_checkpoint("Walker2d-v5", "tdmpc2:ci", fit_steps=20)  # no observation decoder
+    env = gym.make("WorldFlux/TDMPC2-Walker-v2", checkpoint=str(latent))
+    assert env.observation_space.shape == (32,)  # the ci preset's latent
     assert env.unwrapped.metadata["render_modes"] == []  # nothing to draw, and it says so
     check_env(env.unwrapped)  # no skip_render_check
     env.close()

@@ -340,7 +340,7 @@ def test_observation_decoder_reads_held_out_walker_states(decoded_walker):
 
 def test_a_dream_over_a_decoding_tdmpc2_shows_the_real_observations(decoded_walker, tmp_path):
     decoded_walker.model.save_pretrained(tmp_path / "decoded")
-    env = gym.make("WorldFlux/TDMPC2-Walker-v1", checkpoint=str(tmp_path / "decoded"))
+    env = gym.make("WorldFlux/TDMPC2-Walker-v2", checkpoint=str(tmp_path / "decoded"))
     real = gym.make("Walker2d-v5")
     assert env.observation_space == real.observation_space
     check_env(env.unwrapped, skip_render_check=True)
