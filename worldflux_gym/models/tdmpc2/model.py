@@ -508,8 +508,8 @@ class TDMPC2Model(WorldModel):
             total = total + heads_loss
             components["uncertainty_heads"] = heads_loss.item()
         if self.observation_decoder is not None:
-            # every real observation of the window, h(o_0) and the targets' h(o_{t+1}), all detached
-            z_seen = torch.cat([z_encoded[:, :1].detach(), z_target], dim=1)  # [B, T+1, L]
+            # every real observation of the window: h(o_0) and the targets' h(o_{t+1})
+            z_seen = torch.cat([z_encoded[:, :1], z_target], dim=1)  # [B, T+1, L]
             seen = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
             decoder_loss = self._decoder_loss(z_seen, batch.obs, seen)
             total = total + decoder_loss
