@@ -15,7 +15,8 @@ their ratio. The real steps the dream's data cost are read from the spec's ``dat
 (collection) and the behaviour runs' records (the real steps that trained the behaviour agents).
 
 ``tune`` -- the ensemble's ``noise_scale`` chosen on the policies *in* the data (the data runs'
-checkpoints and random; rule in :func:`tune`), before the held-out figure is taken.
+checkpoints, frozen in ``envs/data_runs/`` where they are, and random; rule in :func:`tune`), before
+the held-out figure is taken.
 
 ``audit`` -- graded policies the dream's data never saw: every checkpoint of the spec's
 ``held_out_agents`` runs (other seeds, another algorithm; frozen in ``envs/held_out/``, the same
@@ -51,7 +52,7 @@ from worldflux_gym.dream import make_sb3_vec_env
 from worldflux_gym.dream.registration import find_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envs"))
-from behaviour import BehaviourRun, checkpoint_agents  # noqa: E402
+from behaviour import DATA_RUNS, HELD_OUT, BehaviourRun, checkpoint_agents  # noqa: E402
 
 
 def returns_of(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
@@ -126,15 +127,15 @@ def transfer(
     print(f"real steps the dream's data cost: {data_cost(spec)}")
 
 
-def policy_set(spec, runs: list[dict], behaviour_work: Path) -> dict:
-    """A random policy and every checkpoint of ``runs`` (frozen in ``envs/held_out/``, else trained
+def policy_set(spec, runs: list[dict], behaviour_work: Path, frozen: Path) -> dict:
+    """A random policy and every checkpoint of ``runs`` (frozen in the folder ``frozen``, else trained
     here if missing), by name; each maps a batch of observations to a batch of actions."""
     space = gym.make(spec.real_env).action_space
     space.seed(0)
     policies = {"random": lambda obs: np.stack([space.sample() for _ in range(len(obs))])}
     for r in runs:
         run = BehaviourRun(spec.real_env, r["algorithm"], int(r["seed"]), int(r["steps"]), int(r["every"]))
-        for steps, agent in checkpoint_agents(run, behaviour_work).items():
+        for steps, agent in checkpoint_agents(run, behaviour_work, frozen).items():
             policies[f"{run.name}_{steps // 1000}k"] = sb3_policy(agent)
     return policies
 
@@ -210,7 +211,7 @@ def audit(
             f"{spec.real_env}'s observations {real_shape}: the held-out policies act on real "
             "observations and cannot run there, so this audit does not apply to it"
         )
-    policies = policy_set(spec, held_out, behaviour_work)
+    policies = policy_set(spec, held_out, behaviour_work, HELD_OUT)
     how = f"make_vec(num_envs={dreamed_episodes})" if vector else "gym.make"
     print(
         f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and {dreamed_episodes} "
@@ -240,7 +241,7 @@ def tune(
     The rule, fixed before any figure: among the scales whose Spearman is >= 0.9, the smallest
     error; without one, the largest Spearman."""
     spec = find_spec(dream_id)
-    policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work)
+    policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work, DATA_RUNS)
     real = real_means(policies, spec.real_env, episodes)
     results = {}
     for scale in scales:

@@ -14,14 +14,17 @@ checkpoint. A run that was stopped continues from its last checkpoint (SB3 canno
 rollout or a SAC replay buffer exactly, so a continued run is not bit-for-bit the uninterrupted one;
 ``run.json`` says so).
 
-**Held-out runs are frozen in the repo** (``envs/held_out/<env>/<algo>_s<seed>/``): the runs that
-judge the dreams (``fit.held_out_agents``) are the same policies on every machine and in every
-session, so audit figures compare, and nobody retrains them (an hour for Walker2d's). Each checkpoint
-keeps only the weights it acts with, as safetensors (nothing to unpickle), and ``run.json`` its real
-return measured *with those weights* (same fixed resets). ``--freeze`` trains a run if needed and
-freezes it there::
+**Runs are frozen in the repo**, so that they are the same policies on every machine and in every
+session and nobody retrains them (an hour for a Walker2d run, and SB3 does not train bit for bit
+alike on two machines): the runs that judge the dreams (``fit.held_out_agents``) in
+``envs/held_out/<env>/<algo>_s<seed>/``, so audit figures compare; the runs whose checkpoints logged
+a shipped dream's data (``fit.data.agents``) in ``envs/data_runs/``, so its data can be collected
+again exactly. Each checkpoint keeps only the weights it acts with, as safetensors (nothing to
+unpickle), and ``run.json`` its real return measured *with those weights* (same fixed resets).
+``--freeze`` trains a run if needed and freezes it into one of the two::
 
-    python envs/behaviour.py Walker2d-v5 PPO --seed 1 --steps 1000000 --every 100000 --freeze
+    python envs/behaviour.py Walker2d-v5 PPO --seed 1 --steps 1000000 --every 100000 --freeze held_out
+    python envs/behaviour.py Walker2d-v5 PPO --seed 0 --steps 1000000 --every 100000 --freeze data_runs
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from worldflux_gym.agents import evaluate_agent
 ALGORITHMS = ("PPO", "SAC", "TD3", "A2C")
 EVALUATION_EPISODES = 10
 EVALUATION_SEED = 50_000  # resets of the checkpoints' scores: the same for every checkpoint and run
-FROZEN = Path(__file__).resolve().parent / "held_out"  # the committed held-out runs
+HELD_OUT = Path(__file__).resolve().parent / "held_out"  # frozen runs that judge the dreams
+DATA_RUNS = Path(__file__).resolve().parent / "data_runs"  # frozen runs that logged shipped data
 OFF_POLICY = ("SAC", "TD3")  # these act with their actor alone; their critics stay out of a frozen run
 
 
@@ -158,20 +162,29 @@ def frozen_weights(run: BehaviourRun, folder: Path, steps: int) -> Path:
     return run.checkpoint(folder, steps).with_suffix(".safetensors")
 
 
-def load_frozen(run: BehaviourRun, steps: int, folder: Path = FROZEN) -> BaseAlgorithm:
+def load_frozen(run: BehaviourRun, steps: int, folder: Path = HELD_OUT) -> BaseAlgorithm:
     """Checkpoint ``steps`` of a frozen run as an SB3 agent (SB3 defaults, as the runs were trained)
     that acts like the checkpoint it was frozen from; it was not saved to be trained further."""
-    cls = getattr(stable_baselines3, run.algorithm)
-    options = {"buffer_size": 1} if run.algorithm in OFF_POLICY else {}
-    env = gym.make(run.env_id)
-    agent = cls("MlpPolicy", env, seed=run.seed, device="cpu", **options)
+    return load_checkpoint(frozen_weights(run, folder, steps), run.algorithm, run.env_id, run.seed)
+
+
+def load_checkpoint(path: Path, algorithm: str, env_id: str, seed: int = 0) -> BaseAlgorithm:
+    """A checkpoint of an ``algorithm`` run on ``env_id`` as an SB3 agent, from either file
+    :func:`run_checkpoints` gives: the run's own save (``.zip``) or its frozen acting weights
+    (``.safetensors``; ``seed`` seeds the SB3 constructor they are loaded into)."""
+    cls = getattr(stable_baselines3, algorithm)
+    if Path(path).suffix != ".safetensors":
+        return cls.load(path, device="cpu")
+    options = {"buffer_size": 1} if algorithm in OFF_POLICY else {}
+    env = gym.make(env_id)
+    agent = cls("MlpPolicy", env, seed=seed, device="cpu", **options)
     env.close()  # SB3's constructor only needed its spaces
-    _acting_module(agent, run.algorithm).load_state_dict(load_file(frozen_weights(run, folder, steps)))
+    _acting_module(agent, algorithm).load_state_dict(load_file(path))
     agent.policy.set_training_mode(False)
     return agent
 
 
-def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
+def freeze(run: BehaviourRun, work: Path, folder: Path = HELD_OUT) -> None:
     """Copy the finished run's acting weights from ``work`` into ``folder`` and score each copy."""
     run.folder(folder).mkdir(parents=True, exist_ok=True)
     cls = getattr(stable_baselines3, run.algorithm)
@@ -202,7 +215,7 @@ def freeze(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> None:
     _write_record(run, folder, record)  # last: a freeze that a kill interrupted is not a frozen run
 
 
-def frozen_record(run: BehaviourRun, folder: Path = FROZEN) -> dict | None:
+def frozen_record(run: BehaviourRun, folder: Path = HELD_OUT) -> dict | None:
     """The frozen run's ``run.json`` (``None`` when the run is not frozen); refuses a frozen run that
     is not ``run`` (another length or saving interval than the spec now asks for)."""
     path = run.folder(folder) / "run.json"
@@ -219,13 +232,20 @@ def frozen_record(run: BehaviourRun, folder: Path = FROZEN) -> dict | None:
     return record
 
 
-def checkpoint_agents(run: BehaviourRun, work: Path, folder: Path = FROZEN) -> dict[int, BaseAlgorithm]:
-    """Every checkpoint of ``run`` as an agent, by steps: the frozen copies when the run is frozen,
+def run_checkpoints(run: BehaviourRun, work: Path, folder: Path = HELD_OUT) -> dict[int, Path]:
+    """Every checkpoint of ``run`` by steps: its frozen weights when the run is frozen in ``folder``,
     else the run's own saves (trained into ``work`` if missing)."""
     if frozen_record(run, folder) is not None:
-        return {steps: load_frozen(run, steps, folder) for steps in run.checkpoints(work)}
-    cls = getattr(stable_baselines3, run.algorithm)
-    return {steps: cls.load(path, device="cpu") for steps, path in train_behaviour(run, work).items()}
+        return {steps: frozen_weights(run, folder, steps) for steps in run.checkpoints(work)}
+    return train_behaviour(run, work)
+
+
+def checkpoint_agents(run: BehaviourRun, work: Path, folder: Path = HELD_OUT) -> dict[int, BaseAlgorithm]:
+    """Every checkpoint of ``run`` as an agent, by steps (from :func:`run_checkpoints`)."""
+    return {
+        steps: load_checkpoint(path, run.algorithm, run.env_id, run.seed)
+        for steps, path in run_checkpoints(run, work, folder).items()
+    }
 
 
 def main() -> None:
@@ -237,14 +257,19 @@ def main() -> None:
     parser.add_argument("--every", type=int, required=True)
     parser.add_argument("--work", default="runs/behaviour", help="where the runs go")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--freeze", action="store_true", help=f"then freeze the run into {FROZEN}")
+    parser.add_argument(
+        "--freeze",
+        choices=("held_out", "data_runs"),
+        help="then freeze the run into envs/held_out (it judges dreams) or envs/data_runs (it logged "
+        "a shipped dream's data)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     np.random.seed(args.seed)
     run = BehaviourRun(args.env_id, args.algorithm, args.seed, args.steps, args.every)
     train_behaviour(run, Path(args.work))
     if args.freeze:
-        freeze(run, Path(args.work))
+        freeze(run, Path(args.work), HELD_OUT if args.freeze == "held_out" else DATA_RUNS)
 
 
 if __name__ == "__main__":

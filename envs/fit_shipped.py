@@ -11,7 +11,9 @@ A spec's ``fit.data`` says what the model sees, all of it collected here, seeded
 - ``agents``: behaviour agents across the skill range, from falling to expert: every saved
   checkpoint of SB3 runs on the *real* env (``envs/behaviour.py``: algorithm, seed, length, saving
   interval), each acting for ``steps_per_checkpoint`` steps, half deterministically and half with
-  its own action noise (so the data holds each policy's states and the states next to them);
+  its own action noise (so the data holds each policy's states and the states next to them). A run
+  frozen in ``envs/data_runs/`` is read from there (the same policies on every machine, so the same
+  data); any other is trained into ``--behaviour-work`` when missing;
 - ``dream_agents``: agents trained only in an earlier shipped dream (a Dyna round, MBPO's cure for
   a policy that exploits its model: the real states such an agent reaches are the ones its dream got
   wrong). Each group is ``worldflux-gym train-agent`` of ``dream_id`` with ``recipe``, ``steps``,
@@ -50,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from behaviour import BehaviourRun, train_behaviour
+from behaviour import DATA_RUNS, BehaviourRun, checkpoint_agents, load_checkpoint, run_checkpoints
 
 from worldflux_gym.agents.train import read_training_summary, train_agent
 from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, from_pretrained
@@ -61,7 +63,7 @@ from worldflux_gym.data.collect import (
     scaled_random_policy,
 )
 from worldflux_gym.data.episode import Episode
-from worldflux_gym.data.policy import load_sb3_policy
+from worldflux_gym.data.policy import as_policy, load_sb3_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
@@ -148,7 +150,7 @@ def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
             )
 
     for r, run in zip(data.get("agents", []), behaviour_runs(spec, "agents")):
-        for steps, path in run.checkpoints(behaviour_work).items():
+        for steps, path in run_checkpoints(run, behaviour_work, DATA_RUNS).items():
             add_agent(
                 f"{run.name}_{steps}",
                 path,
@@ -179,6 +181,11 @@ def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
             space = gym.make(spec["real_env"]).action_space
             scale = source["scale"] if isinstance(space, gym.spaces.Box) else 1.0
             policy = None if scale == 1.0 else scaled_random_policy(space, scale, source["seed"])
+        elif "checkpoint_steps" in source:  # a behaviour run's save or frozen copy
+            checkpoint = load_checkpoint(
+                source["policy"], source["algorithm"], spec["real_env"], source["run_seed"]
+            )
+            policy = as_policy(checkpoint, source["deterministic"])
         else:
             policy = load_sb3_policy(
                 source["policy"], source["algorithm"], deterministic=source["deterministic"]
@@ -217,7 +224,7 @@ def provenance_of(source: dict, store: EpisodeStore) -> dict:
 def collect(spec: dict, name: str, work: Path, behaviour_work: Path) -> tuple[EpisodeStore, list[dict]]:
     """Train the behaviour agents the data needs, collect every source, and merge them."""
     for run in behaviour_runs(spec, "agents"):
-        train_behaviour(run, behaviour_work)
+        run_checkpoints(run, behaviour_work, DATA_RUNS)
     train_dream_agents(spec, behaviour_work)
     merged_dir = work / name / "data"
     if (merged_dir / MERGED_RECORD).is_file():
@@ -338,9 +345,12 @@ def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
     out = folder / "closed_loop"
     config = ClosedLoopConfig(**spec["fit"]["closed_loop"])
     if not RunDirectory(out).holds_model():
-        runs = behaviour_runs(spec, "agents")
-        policies = [path for run in runs for path in run.checkpoints(behaviour_work).values()]
-        policies += [agent["path"] for agent in dream_agents(spec, behaviour_work)]
+        policies: dict[str, Any] = {
+            f"{run.name}_{steps}": agent
+            for run in behaviour_runs(spec, "agents")
+            for steps, agent in checkpoint_agents(run, behaviour_work, DATA_RUNS).items()
+        }
+        policies.update({agent["path"].stem: agent["path"] for agent in dream_agents(spec, behaviour_work)})
         fine_tune_closed_loop(folder / "run", policies, out, config, device="cpu")
     model = from_pretrained(out, device="cpu")
     model.config.noise_scale = config.noise_scale  # the spec's noise_scale_choice, made after the fine-tune

@@ -160,6 +160,44 @@ def test_a_frozen_checkpoint_acts_as_the_agent_it_was_frozen_from(tmp_path, env_
     assert sorted(behaviour.checkpoint_agents(run, work, frozen)) == sorted(run.checkpoints(work))
 
 
+def test_a_data_run_frozen_in_data_runs_collects_the_data_its_own_saves_collect(tmp_path, monkeypatch):
+    run, work = trained_tiny_run(tmp_path, "CartPole-v1", "A2C")
+    agents = [
+        {
+            "algorithm": "A2C",
+            "seed": run.seed,
+            "steps": run.steps,
+            "every": run.every,
+            "steps_per_checkpoint": 120,
+        }
+    ]
+    spec = {"real_env": run.env_id, "fit": {"seed": 0, "data": {"agents": agents}}}
+    monkeypatch.setattr(fit_shipped, "DATA_RUNS", tmp_path / "data_runs")
+
+    def collected(sources: list[dict], where: str) -> list[tuple[dict, list]]:
+        out = []
+        for source in sources:
+            store = fit_shipped.collect_source(spec, source, tmp_path / where / source["name"])
+            provenance = fit_shipped.provenance_of(source, store)
+            out.append(({k: v for k, v in provenance.items() if k != "policy"}, store.episodes("all")))
+        return out
+
+    from_saves = collected(fit_shipped.sources(spec, work), "saves")
+    behaviour.freeze(run, work, tmp_path / "data_runs")
+    for path in run.checkpoints(work).values():
+        path.unlink()  # what a new machine has: the frozen copies only
+    sources = fit_shipped.sources(spec, work)
+    assert [Path(s["policy"]).suffix for s in sources] == [".safetensors"] * 4
+    assert [s["deterministic"] for s in sources] == [True, False, True, False]
+    from_frozen = collected(sources, "frozen")
+    assert not any(p.is_file() for p in run.checkpoints(work).values())  # nothing was trained again
+    for (saved_record, saved), (frozen_record, frozen) in zip(from_saves, from_frozen):
+        assert saved_record == frozen_record and len(saved) == len(frozen)
+        for a, b in zip(saved, frozen):
+            np.testing.assert_array_equal(a.obs, b.obs)
+            np.testing.assert_array_equal(a.action, b.action)
+
+
 def test_a_frozen_run_of_another_length_is_refused(tmp_path):
     run, work = trained_tiny_run(tmp_path, "CartPole-v1", "A2C")
     behaviour.freeze(run, work, tmp_path / "held_out")
@@ -196,7 +234,7 @@ def test_every_shipped_spec_judges_its_dream_on_frozen_held_out_runs():
         assert record is not None, f"{run.env_id} {run.name} is not frozen in envs/held_out/"
         assert sorted(int(s) for s in record["checkpoints"]) == sorted(run.checkpoints(Path(".")))
         for steps in run.checkpoints(Path(".")):
-            assert behaviour.frozen_weights(run, behaviour.FROZEN, steps).is_file()
+            assert behaviour.frozen_weights(run, behaviour.HELD_OUT, steps).is_file()
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
