@@ -237,6 +237,22 @@ def test_every_shipped_spec_judges_its_dream_on_frozen_held_out_runs():
             assert behaviour.frozen_weights(run, behaviour.HELD_OUT, steps).is_file()
 
 
+def test_no_run_both_logs_data_and_judges_the_dreams():
+    """A policy in a dream's data cannot be one it is judged on: not in a spec, not among the frozen runs."""
+    for spec_path in sorted(ENVS.glob("*.json")):
+        spec = json.loads(spec_path.read_text())
+        data = set(fit_shipped.behaviour_runs(spec, "agents"))
+        judges = set(fit_shipped.behaviour_runs(spec, "held_out_agents"))
+        both = {(r.algorithm, r.seed) for r in data} & {(r.algorithm, r.seed) for r in judges}
+        assert not both, f"{spec_path.name}: {sorted(both)} both in fit.data.agents and fit.held_out_agents"
+    frozen_data = {p.relative_to(behaviour.DATA_RUNS) for p in behaviour.DATA_RUNS.glob("*/*") if p.is_dir()}
+    frozen_judges = {p.relative_to(behaviour.HELD_OUT) for p in behaviour.HELD_OUT.glob("*/*") if p.is_dir()}
+    assert frozen_data, "envs/data_runs/ holds no frozen run"
+    assert not frozen_data & frozen_judges, (
+        f"frozen as data and as a judge: {sorted(frozen_data & frozen_judges)}"
+    )
+
+
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_frozen_held_out_checkpoints_still_score_what_their_record_says(env_id):
     """The committed weights reproduce the returns committed beside them (each run's first save)."""
