@@ -17,8 +17,8 @@ rollout or a SAC replay buffer exactly, so a continued run is not bit-for-bit th
 **Runs are frozen in the repo**, so that they are the same policies on every machine and in every
 session and nobody retrains them (an hour for a Walker2d run, and SB3 does not train bit for bit
 alike on two machines): the runs that judge the dreams (``fit.held_out_agents``) in
-``envs/held_out/<env>/<algo>_s<seed>/``, so audit figures compare; the runs whose checkpoints logged
-a shipped dream's data (``fit.data.agents``) in ``envs/data_runs/``, so its data can be collected
+``envs/held_out/<env>/<algo>_s<seed>/``, so audit figures compare; the runs whose checkpoints log a
+shipped dream's data (``fit.data.agents``) in ``envs/data_runs/``, so its data can be collected
 again exactly. Each checkpoint keeps only the weights it acts with, as safetensors (nothing to
 unpickle), and ``run.json`` its real return measured *with those weights* (same fixed resets).
 ``--freeze`` trains a run if needed and freezes it into one of the two::
@@ -49,7 +49,7 @@ ALGORITHMS = ("PPO", "SAC", "TD3", "A2C")
 EVALUATION_EPISODES = 10
 EVALUATION_SEED = 50_000  # resets of the checkpoints' scores: the same for every checkpoint and run
 HELD_OUT = Path(__file__).resolve().parent / "held_out"  # frozen runs that judge the dreams
-DATA_RUNS = Path(__file__).resolve().parent / "data_runs"  # frozen runs that logged shipped data
+DATA_RUNS = Path(__file__).resolve().parent / "data_runs"  # frozen runs that log shipped dreams' data
 OFF_POLICY = ("SAC", "TD3")  # these act with their actor alone; their critics stay out of a frozen run
 
 
@@ -187,7 +187,6 @@ def load_checkpoint(path: Path, algorithm: str, env_id: str, seed: int = 0) -> B
 def freeze(run: BehaviourRun, work: Path, folder: Path = HELD_OUT) -> None:
     """Copy the finished run's acting weights from ``work`` into ``folder`` and score each copy."""
     run.folder(folder).mkdir(parents=True, exist_ok=True)
-    cls = getattr(stable_baselines3, run.algorithm)
     trained = run.record(work)
     record = {
         "env_id": run.env_id,
@@ -201,7 +200,7 @@ def freeze(run: BehaviourRun, work: Path, folder: Path = HELD_OUT) -> None:
     if "continued_from" in trained:  # stopped and continued there: not the uninterrupted run
         record["continued_from"] = trained["continued_from"]
     for steps, path in run.checkpoints(work).items():
-        module = _acting_module(cls.load(path, device="cpu"), run.algorithm)
+        module = _acting_module(load_checkpoint(path, run.algorithm, run.env_id), run.algorithm)
         weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
         save_file(weights, frozen_weights(run, folder, steps))
         copy = load_frozen(run, steps, folder)
@@ -260,7 +259,7 @@ def main() -> None:
     parser.add_argument(
         "--freeze",
         choices=("held_out", "data_runs"),
-        help="then freeze the run into envs/held_out (it judges dreams) or envs/data_runs (it logged "
+        help="then freeze the run into envs/held_out (it judges dreams) or envs/data_runs (it logs "
         "a shipped dream's data)",
     )
     args = parser.parse_args()
