@@ -44,6 +44,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from worldflux_gym.agents import evaluate_agent
+from worldflux_gym.data.policy import load_sb3_agent
 
 ALGORITHMS = ("PPO", "SAC", "TD3", "A2C")
 EVALUATION_EPISODES = 10
@@ -132,7 +133,7 @@ def train_behaviour(run: BehaviourRun, work: Path) -> dict[int, Path]:
     env = gym.make(run.env_id)
     torch.manual_seed(run.seed)
     if done:
-        agent = cls.load(run.checkpoint(work, done[-1]), env=env, device="cpu")
+        agent = load_sb3_agent(run.checkpoint(work, done[-1]), run.algorithm, env=env)
         record["continued_from"] = record.get("continued_from", []) + [done[-1]]
         offset = record["checkpoints"][str(done[-1])]["seconds"]
     else:
@@ -172,9 +173,9 @@ def load_checkpoint(path: Path, algorithm: str, env_id: str, seed: int = 0) -> B
     """A checkpoint of an ``algorithm`` run on ``env_id`` as an SB3 agent, from either file
     :func:`run_checkpoints` gives: the run's own save (``.zip``) or its frozen acting weights
     (``.safetensors``; ``seed`` seeds the SB3 constructor they are loaded into)."""
-    cls = getattr(stable_baselines3, algorithm)
     if Path(path).suffix != ".safetensors":
-        return cls.load(path, device="cpu")
+        return load_sb3_agent(path, algorithm)
+    cls = getattr(stable_baselines3, algorithm)
     options = {"buffer_size": 1} if algorithm in OFF_POLICY else {}
     env = gym.make(env_id)
     agent = cls("MlpPolicy", env, seed=seed, device="cpu", **options)

@@ -63,7 +63,7 @@ from worldflux_gym.data.collect import (
     scaled_random_policy,
 )
 from worldflux_gym.data.episode import Episode
-from worldflux_gym.data.policy import as_policy, load_sb3_policy
+from worldflux_gym.data.policy import as_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import save_starts
 from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
@@ -181,15 +181,11 @@ def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
             space = gym.make(spec["real_env"]).action_space
             scale = source["scale"] if isinstance(space, gym.spaces.Box) else 1.0
             policy = None if scale == 1.0 else scaled_random_policy(space, scale, source["seed"])
-        elif "checkpoint_steps" in source:  # a behaviour run's save or frozen copy
+        else:  # a behaviour run's save or frozen copy, or an agent trained in a dream
             checkpoint = load_checkpoint(
                 source["policy"], source["algorithm"], spec["real_env"], source["run_seed"]
             )
             policy = as_policy(checkpoint, source["deterministic"])
-        else:
-            policy = load_sb3_policy(
-                source["policy"], source["algorithm"], deterministic=source["deterministic"]
-            )
         torch.manual_seed(source["seed"] + have)  # SB3's stochastic actions draw from torch's generator
         collect_to_store(
             spec["real_env"],
