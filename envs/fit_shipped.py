@@ -38,15 +38,19 @@ own one-step predictions (``worldflux_gym/training/end_head.py``). The result is
 the held-out episodes (``training/model_quality.py``), written into ``envs/checkpoints/<name>/`` with
 ``starts.safetensors`` (real initial observations and real context windows for branched starts).
 The spec's ``data_provenance`` (real steps per source, the real returns they cover, seeds) and
-``validation`` blocks are rewritten with what was measured.
+``validation`` blocks are rewritten with what was measured; its ``fit_seconds_cpu`` sums each
+stage's wall-clock seconds over every call that ran it (``<work>/<name>/seconds.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,7 @@ HELDOUT_SEED = 9_000_000  # fresh held-out episodes for weights whose fit store 
 # how tests/test_shipped.py re-measures a shipped model on its held-out episodes
 CHECK_SETTINGS = {"horizons": [1, 5, 25], "context": 5, "windows": 256, "seed": 0}
 MERGED_RECORD = "sources.json"  # written last into the merged store's folder: the merge is complete
+STAGE_SECONDS = "seconds.json"  # in <work>/<name>/: each fitting stage's wall-clock seconds over every call
 
 
 def behaviour_runs(spec: dict, key: str) -> list[BehaviourRun]:
@@ -379,6 +384,24 @@ def end_head(spec: dict, model, folder: Path, store: EpisodeStore):
     return model.eval()
 
 
+@contextmanager
+def stage_clock(folder: Path, stage: str) -> Iterator[None]:
+    """Add the seconds this call spends in ``stage`` to ``folder/seconds.json``, also when it is
+    interrupted: a fit resumed over several calls then records all of them (a stage found finished
+    adds next to nothing). Only a killed process's last stretch is lost."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        path = folder / STAGE_SECONDS
+        seconds = json.loads(path.read_text()) if path.is_file() else {}
+        seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - started, 1)
+        folder.mkdir(parents=True, exist_ok=True)
+        pending = path.with_suffix(".tmp")
+        pending.write_text(json.dumps(seconds, indent=1) + "\n")
+        os.replace(pending, path)
+
+
 def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     spec_path = ENVS / f"{name}.json"
     spec = json.loads(spec_path.read_text())
@@ -389,22 +412,24 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     if stage == "data":
         spec_path.write_text(json.dumps(spec, indent=2) + "\n")
         return spec["data_provenance"]
-    started = time.perf_counter()
-    model = fit_world_model(
-        spec["real_env"],
-        f"{spec['family']}:{spec['preset']}",
-        work / name / "run",
-        data_dir=store.directory,
-        steps=int(fit["fit_steps"]),
-        seed=seed,
-        trainer={"validate_every": 1000, "checkpoint_every": 1000, **fit.get("trainer", {})},
-        **fit.get("overrides", {}),
-    )
+    with stage_clock(work / name, "fit"):
+        model = fit_world_model(
+            spec["real_env"],
+            f"{spec['family']}:{spec['preset']}",
+            work / name / "run",
+            data_dir=store.directory,
+            steps=int(fit["fit_steps"]),
+            seed=seed,
+            trainer={"validate_every": 1000, "checkpoint_every": 1000, **fit.get("trainer", {})},
+            **fit.get("overrides", {}),
+        )
     if "closed_loop" in fit:
-        model = closed_loop(spec, work / name, behaviour_work)
+        with stage_clock(work / name, "closed_loop"):
+            model = closed_loop(spec, work / name, behaviour_work)
     if "end_head" in fit:
-        model = end_head(spec, model, work / name, store)
-    fit_seconds = time.perf_counter() - started
+        with stage_clock(work / name, "end_head"):
+            model = end_head(spec, model, work / name, store)
+    stage_seconds = json.loads((work / name / STAGE_SECONDS).read_text())
     model = model.to("cpu").eval()
     quality = evaluate_model(model, store.buffer("validation"), seed=seed)
 
@@ -424,7 +449,8 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
         "real_steps": store.num_steps(),
         "held_out_episodes": store.num_episodes("validation"),
         "fit_updates": int(fit["fit_steps"]),
-        "fit_seconds_cpu": round(fit_seconds, 1),
+        "fit_seconds_cpu": round(sum(stage_seconds.values()), 1),  # every call's, on this machine
+        "fit_seconds_by_stage": stage_seconds,
         "parameters": model.num_parameters(),
         "checkpoint_mb": round(size_mb, 2),
         **quality.as_dict(),

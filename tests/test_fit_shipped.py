@@ -4,6 +4,7 @@ dream as data sources) and ``behaviour.py``'s checkpoint scores and frozen held-
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -108,6 +109,19 @@ def test_keep_best_judges_the_end_head_on_validation_episodes_the_shipped_check_
     shipped_starts = {e.obs[0].tobytes() for e in shipped}
     judged_starts = {obs.tobytes() for obs in judged.initial_observations().numpy()}
     assert not shipped_starts & judged_starts
+
+
+def test_a_stage_resumed_over_several_calls_records_all_their_seconds(tmp_path, monkeypatch):
+    clock = iter([0.0, 5.0, 10.0, 12.5, 20.0, 21.0])
+    monkeypatch.setattr(fit_shipped, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    folder = tmp_path / "walker"
+    with pytest.raises(KeyboardInterrupt), fit_shipped.stage_clock(folder, "fit"):
+        raise KeyboardInterrupt  # the first call is stopped half-way through the fit
+    with fit_shipped.stage_clock(folder, "fit"):
+        pass  # the second goes on from the fit's resume point
+    with fit_shipped.stage_clock(folder, "end_head"):
+        pass
+    assert json.loads((folder / fit_shipped.STAGE_SECONDS).read_text()) == {"fit": 7.5, "end_head": 1.0}
 
 
 def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path):
