@@ -332,6 +332,28 @@ def test_loading_changes_nothing_while_a_write_is_committed_but_unapplied(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # nothing moved or removed
 
 
+def test_a_write_completed_between_a_readers_files_is_read_again_not_called_corrupt(
+    model, pendulum_spaces, tmp_path, monkeypatch
+):
+    # A loaded machine: the reader has metadata.json of one write, then a whole other write is
+    # applied before it reads the weights. Nothing is in progress when it compares them.
+    model.save_pretrained(tmp_path)
+    other = create_world_model("tiny-mlp:ci", *pendulum_spaces)
+    read = ckpt.read_committed
+    writes = []
+
+    def read_after_a_write(directory, name):
+        if name == ckpt.WEIGHTS_FILE and not writes:
+            writes.append(other.save_pretrained(tmp_path))
+        return read(directory, name)
+
+    monkeypatch.setattr(ckpt, "read_committed", read_after_a_write)
+    loaded = from_pretrained(tmp_path)
+    assert writes and not ckpt.interrupted_write(tmp_path, ())
+    for a, b in zip(_outputs(other), _outputs(loaded)):  # the newer write, whole
+        assert torch.equal(a, b)
+
+
 def test_a_users_own_pending_file_survives_writes(model, tmp_path):
     (tmp_path / ".notes.pending").write_bytes(b"mine")
     model.save_pretrained(tmp_path)

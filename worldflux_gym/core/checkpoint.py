@@ -312,7 +312,9 @@ def _read_snapshot(directory: Path) -> tuple[dict[str, Any], bytes, bytes, str, 
     read without changing anything.
 
     A writer may commit a new checkpoint while we read; then the three files come from different
-    writes and the checksums disagree: read again (a few times, while a write is in progress)."""
+    writes and the checksums disagree: read again (a few times) while a write is in progress or
+    ``metadata.json`` changed under us (on a loaded machine a whole write can be applied between two
+    of our reads). Checksums that disagree with neither are a damaged checkpoint."""
     attempts = 5
     for attempt in range(1, attempts + 1):
         metadata = read_metadata(directory)
@@ -332,7 +334,9 @@ def _read_snapshot(directory: Path) -> tuple[dict[str, Any], bytes, bytes, str, 
             None,
             config_digest,
         )
-        if consistent or attempt == attempts or not interrupted_write(directory, ()):
+        if consistent or attempt == attempts:
+            break
+        if read_metadata(directory) == metadata and not interrupted_write(directory, ()):
             break
         time.sleep(0.05 * attempt)
     return metadata, config, weights, weights_digest, config_digest
