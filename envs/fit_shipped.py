@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -59,7 +58,14 @@ import torch
 from behaviour import DATA_RUNS, BehaviourRun, checkpoint_agents, load_checkpoint, run_checkpoints
 
 from worldflux_gym.agents.train import read_training_summary, train_agent
-from worldflux_gym.core.checkpoint import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, from_pretrained
+from worldflux_gym.core.checkpoint import (
+    CONFIG_FILE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    atomic_write_files,
+    from_pretrained,
+    to_json_bytes,
+)
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.collect import (
     collect_episodes,
@@ -396,10 +402,7 @@ def stage_clock(folder: Path, stage: str) -> Iterator[None]:
         path = folder / STAGE_SECONDS
         seconds = json.loads(path.read_text()) if path.is_file() else {}
         seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - started, 1)
-        folder.mkdir(parents=True, exist_ok=True)
-        pending = path.with_suffix(".tmp")
-        pending.write_text(json.dumps(seconds, indent=1) + "\n")
-        os.replace(pending, path)
+        atomic_write_files(folder, {STAGE_SECONDS: to_json_bytes(seconds)})
 
 
 def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:

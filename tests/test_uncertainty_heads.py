@@ -31,10 +31,8 @@ from worldflux_gym.dream.registration import load_specs
 from worldflux_gym.training import Trainer, TrainerConfig, fit_uncertainty_heads
 
 FAMILIES = ["dreamer", "tdmpc2"]
-# Short windows keep the Dreamer fit a few seconds; TD-MPC2's ci preset already uses 3 steps. At 250
-# Dreamer updates whether its heads flag a long dream hung on the fit's float details (unsure share of a
-# 60-step dream 0.03-0.37 over eight seeds, under 0.1 on four: seed 0 on one CPU, not on another);
-# at 1000 it was 0.27-0.66 on each of four seeds tried, the two weakest included.
+# Short windows keep the Dreamer fit short; TD-MPC2's ci preset already uses 3 steps. 1000 Dreamer
+# updates, not fewer: at 250 whether its heads flag a long dream depended on the CPU's float details.
 FIT = {"dreamer": ({"sequence_length": 8}, 1000), "tdmpc2": ({}, 150)}
 
 
