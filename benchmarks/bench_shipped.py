@@ -35,10 +35,13 @@ correlation of the two rankings, and the mean absolute error as a share of the r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -48,11 +51,12 @@ from stable_baselines3 import PPO
 import worldflux_gym  # noqa: F401  (registers the ids)
 from worldflux_gym.agents.train import StopAfterSeconds, train_agent
 from worldflux_gym.audit.stats import spearman
+from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
 from worldflux_gym.dream import make_sb3_vec_env
 from worldflux_gym.dream.registration import find_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envs"))
-from behaviour import DATA_RUNS, HELD_OUT, BehaviourRun, checkpoint_agents  # noqa: E402
+from behaviour import DATA_RUNS, HELD_OUT, BehaviourRun, load_checkpoint, run_checkpoints  # noqa: E402
 
 
 def returns_of(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
@@ -127,16 +131,23 @@ def transfer(
     print(f"real steps the dream's data cost: {data_cost(spec)}")
 
 
-def policy_set(spec, runs: list[dict], behaviour_work: Path, frozen: Path) -> dict:
+class Policy(NamedTuple):
+    act: Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch of actions
+    fingerprint: str  # what it is, for the real-returns cache: its weights' sha256, or "random"
+
+
+def policy_set(spec, runs: list[dict], behaviour_work: Path, frozen: Path) -> dict[str, Policy]:
     """A random policy and every checkpoint of ``runs`` (frozen in the folder ``frozen``, else trained
-    here if missing), by name; each maps a batch of observations to a batch of actions."""
+    here if missing), by name."""
     space = gym.make(spec.real_env).action_space
     space.seed(0)
-    policies = {"random": lambda obs: np.stack([space.sample() for _ in range(len(obs))])}
+    policies = {"random": Policy(lambda obs: np.stack([space.sample() for _ in range(len(obs))]), "random")}
     for r in runs:
         run = BehaviourRun(spec.real_env, r["algorithm"], int(r["seed"]), int(r["steps"]), int(r["every"]))
-        for steps, agent in checkpoint_agents(run, behaviour_work, frozen).items():
-            policies[f"{run.name}_{steps // 1000}k"] = sb3_policy(agent)
+        for steps, path in run_checkpoints(run, behaviour_work, frozen).items():
+            agent = load_checkpoint(path, run.algorithm, run.env_id, run.seed)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            policies[f"{run.name}_{steps // 1000}k"] = Policy(sb3_policy(agent), digest)
     return policies
 
 
@@ -152,15 +163,20 @@ def first_episode_returns(policy, envs: gym.vector.VectorEnv, seed: int) -> np.n
     return totals
 
 
-def dream_means(policies: dict, dream_id: str, episodes: int, vector: bool, **options) -> np.ndarray:
+def dream_means(
+    policies: dict[str, Policy], dream_id: str, episodes: int, vector: bool, **options
+) -> np.ndarray:
     """Mean dreamed return of each policy: ``episodes`` episodes through ``gym.make(dream_id)``
     (default options, or ``options``), or as one ``gym.make_vec(dream_id, num_envs=episodes)`` batch."""
     if vector:
         envs = gym.make_vec(dream_id, num_envs=episodes, **options)
-        return np.asarray([first_episode_returns(p, envs, seed=20_000).mean() for p in policies.values()])
+        return np.asarray([first_episode_returns(p.act, envs, seed=20_000).mean() for p in policies.values()])
     env = gym.make(dream_id, **options)
     return np.asarray(
-        [returns_of(lambda o, p=p: p(o[None])[0], env, episodes, 20_000).mean() for p in policies.values()]
+        [
+            returns_of(lambda o, p=p: p.act(o[None])[0], env, episodes, 20_000).mean()
+            for p in policies.values()
+        ]
     )
 
 
@@ -168,11 +184,29 @@ def checkpoint_option(checkpoint: Path | None) -> dict:
     return {} if checkpoint is None else {"checkpoint": checkpoint}
 
 
-def real_means(policies: dict, real_env: str, episodes: int) -> np.ndarray:
+def real_means(policies: dict[str, Policy], real_env: str, episodes: int, cache: Path) -> np.ndarray:
+    """Mean real return of each policy over ``episodes`` seeded episodes.
+
+    The same frozen policies are judged against every candidate dream, and their real episodes are
+    most of an audit's time, so each policy's returns are kept in ``cache/real_returns.json``, keyed
+    by what determines them: the env, the policy's weights, the episodes and seed, the versions of
+    gymnasium and torch. The random policy is never kept: its actions depend on the draws before it."""
+    path = cache / "real_returns.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    versions = f"gymnasium={gym.__version__} torch={torch.__version__}"
     env = gym.make(real_env)
-    return np.asarray(
-        [returns_of(lambda o, p=p: p(o[None])[0], env, episodes, 20_000).mean() for p in policies.values()]
-    )
+    means = []
+    for policy in policies.values():
+        key = f"{real_env} {policy.fingerprint} episodes={episodes} seed=20000 {versions}"
+        if policy.fingerprint == "random" or key not in kept:
+            returns = returns_of(lambda o, p=policy: p.act(o[None])[0], env, episodes, 20_000)
+            if policy.fingerprint != "random":
+                kept[key] = returns.tolist()
+                atomic_write_files(cache, {path.name: to_json_bytes(kept)})
+        else:
+            returns = np.asarray(kept[key])
+        means.append(returns.mean())
+    return np.asarray(means)
 
 
 def fidelity(dream: np.ndarray, real: np.ndarray) -> tuple[float, float]:
@@ -184,6 +218,7 @@ def fidelity(dream: np.ndarray, real: np.ndarray) -> tuple[float, float]:
 def audit(
     dream_id: str,
     behaviour_work: Path,
+    work: Path,
     episodes: int,
     dreamed_episodes: int,
     vector: bool,
@@ -217,7 +252,7 @@ def audit(
         f"\n{dream_id}: {len(policies)} held-out policies, {episodes} real and {dreamed_episodes} "
         f"dreamed episodes each ({how}; options {options or 'none'})"
     )
-    real = real_means(policies, spec.real_env, episodes)
+    real = real_means(policies, spec.real_env, episodes, work)
     dream = dream_means(policies, dream_id, dreamed_episodes, vector, **options)
     print(f"{'policy':<16} {'real':>9} {'dream':>9}")
     for name, r, d in zip(policies, real, dream):
@@ -231,6 +266,7 @@ def audit(
 def tune(
     dream_id: str,
     behaviour_work: Path,
+    work: Path,
     episodes: int,
     dreamed_episodes: int,
     scales: list[float],
@@ -242,7 +278,7 @@ def tune(
     error; without one, the largest Spearman."""
     spec = find_spec(dream_id)
     policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work, DATA_RUNS)
-    real = real_means(policies, spec.real_env, episodes)
+    real = real_means(policies, spec.real_env, episodes, work)
     results = {}
     for scale in scales:
         options = {**checkpoint_option(checkpoint), "noise_scale": scale}
@@ -270,7 +306,9 @@ def main() -> None:
         "--dreamed-episodes", type=int, help="audit, tune: dreamed episodes per policy (default: --episodes)"
     )
     parser.add_argument("--real-episodes", type=int, default=10, help="episodes per agent (transfer)")
-    parser.add_argument("--work", default="runs/bench_shipped")
+    parser.add_argument(
+        "--work", default="runs/bench_shipped", help="its files (one bench_shipped at a time per folder)"
+    )
     parser.add_argument("--behaviour-work", default="runs/behaviour")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -297,6 +335,7 @@ def main() -> None:
         audit(
             args.dream_id,
             Path(args.behaviour_work),
+            work,
             args.episodes,
             dreamed,
             args.vector,
@@ -305,7 +344,7 @@ def main() -> None:
         )
     else:
         scales = [float(s) for s in args.noise_scales.split(",")]
-        tune(args.dream_id, Path(args.behaviour_work), args.episodes, dreamed, scales, args.checkpoint)
+        tune(args.dream_id, Path(args.behaviour_work), work, args.episodes, dreamed, scales, args.checkpoint)
 
 
 if __name__ == "__main__":
