@@ -250,7 +250,7 @@ def collect(spec: dict, name: str, work: Path, behaviour_work: Path) -> tuple[Ep
     with merged:
         for store in stores:
             merged.extend(store.episodes("all"))
-    (merged_dir / MERGED_RECORD).write_text(json.dumps(provenance, indent=1) + "\n")
+    atomic_write_files(merged_dir, {MERGED_RECORD: to_json_bytes(provenance)})  # a torn mark would not parse
     return EpisodeStore(merged_dir), provenance
 
 

@@ -124,6 +124,25 @@ def test_a_stage_resumed_over_several_calls_records_all_their_seconds(tmp_path, 
     assert json.loads((folder / fit_shipped.STAGE_SECONDS).read_text()) == {"fit": 7.5, "end_head": 1.0}
 
 
+def test_a_merge_without_its_completion_mark_is_redone_and_a_marked_one_is_reused(tmp_path):
+    spec = {"real_env": "Pendulum-v1", "fit": {"seed": 0, "data": {"random": {"steps": 400}}}}
+    store, provenance = fit_shipped.collect(spec, "pendulum", tmp_path, tmp_path / "behaviour")
+    merged = tmp_path / "pendulum" / "data"
+    mark = merged / fit_shipped.MERGED_RECORD
+    episodes = len(list(store.episodes("all")))
+    assert episodes == 2 and json.loads(mark.read_text()) == provenance
+
+    written = mark.stat().st_mtime_ns
+    _, again = fit_shipped.collect(spec, "pendulum", tmp_path, tmp_path / "behaviour")
+    assert again == provenance and mark.stat().st_mtime_ns == written  # complete: read, not redone
+
+    mark.unlink()  # a kill after the episodes were merged, before the mark
+    (merged / "stray").write_text("left by the interrupted merge")
+    store, again = fit_shipped.collect(spec, "pendulum", tmp_path, tmp_path / "behaviour")
+    assert again == provenance and mark.is_file() and not (merged / "stray").exists()
+    assert len(list(store.episodes("all"))) == episodes  # merged once, not appended twice
+
+
 def test_behaviour_checkpoints_score_the_same_when_the_run_is_repeated(tmp_path):
     """A checkpoint's recorded real return is reproducible: same seed, same run, same figure."""
     run = behaviour.BehaviourRun("CartPole-v1", "A2C", seed=3, steps=100, every=50)
