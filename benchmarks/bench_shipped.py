@@ -20,7 +20,8 @@ the held-out figure is taken.
 
 ``audit`` -- graded policies the dream's data never saw: every checkpoint of the spec's
 ``held_out_agents`` runs (other seeds, another algorithm; frozen in ``envs/held_out/``, the same
-policies everywhere; ``envs/behaviour.py`` trains a run that is not) and a random policy. Each is
+policies everywhere; ``envs/behaviour.py`` trains a run that is not; ``--held-out-runs`` names other
+frozen runs, e.g. a second draw of walkers) and a random policy. Each is
 run for ``--episodes`` real and ``--dreamed-episodes`` dreamed episodes (``gym.make(id)``, or one
 ``gym.make_vec(id)`` batch with ``--vector``; default options, ``--noise-scale`` dreams at another
 scale). A sampled dream's mean over a few episodes is noisy, so many dreamed episodes (cheap in one
@@ -209,6 +210,21 @@ def real_means(policies: dict[str, Policy], real_env: str, episodes: int, cache:
     return np.asarray(means)
 
 
+def parse_runs(text: str) -> list[dict]:
+    """``"PPO:4:1000000:100000,SAC:2:200000:50000"`` (algorithm:seed:steps:every) as run entries."""
+    runs = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+            raise SystemExit(
+                f"error: --held-out-runs entry {item!r} is not ALGORITHM:SEED:STEPS:EVERY "
+                "(e.g. PPO:4:1000000:100000)"
+            )
+        algorithm, seed, steps, every = parts
+        runs.append({"algorithm": algorithm, "seed": int(seed), "steps": int(steps), "every": int(every)})
+    return runs
+
+
 def fidelity(dream: np.ndarray, real: np.ndarray) -> tuple[float, float]:
     """(Spearman of the two rankings, mean absolute error as a share of the real spread)."""
     spread = real.max() - real.min()
@@ -223,14 +239,16 @@ def audit(
     dreamed_episodes: int,
     vector: bool,
     held_out_from: str | None,
+    held_out_runs: list[dict] | None,
     options: dict,
 ) -> None:
-    """``options``: dream options beside the id's defaults (``checkpoint_option``, ``noise_scale``)."""
+    """``options``: dream options beside the id's defaults (``checkpoint_option``, ``noise_scale``);
+    ``held_out_runs``: judge on these runs instead of the spec's ``held_out_agents``."""
     spec = find_spec(dream_id)
     source = find_spec(held_out_from) if held_out_from else spec
     if source.real_env != spec.real_env:
         raise SystemExit(f"error: {held_out_from} is a dream of {source.real_env}, not of {spec.real_env}")
-    held_out = source.fit.get("held_out_agents", [])
+    held_out = held_out_runs or source.fit.get("held_out_agents", [])
     if not held_out:
         raise SystemExit(
             f"error: the spec of {source.id} names no fit.held_out_agents to audit on; pass "
@@ -318,6 +336,12 @@ def main() -> None:
         "--held-out-from", metavar="ID", help="audit: the held-out agents of this id's spec (same real env)"
     )
     parser.add_argument(
+        "--held-out-runs",
+        metavar="RUNS",
+        help="audit: these frozen runs instead of the spec's held-out agents, ALGORITHM:SEED:STEPS:EVERY "
+        "comma-separated (envs/held_out/; e.g. a second draw of walkers)",
+    )
+    parser.add_argument(
         "--noise-scale", type=float, help="audit: dream at this noise_scale instead of the id's default"
     )
     args = parser.parse_args()
@@ -340,6 +364,7 @@ def main() -> None:
             dreamed,
             args.vector,
             args.held_out_from,
+            parse_runs(args.held_out_runs) if args.held_out_runs else None,
             options,
         )
     else:
