@@ -136,6 +136,9 @@ class Policy(NamedTuple):
     act: Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch of actions
     fingerprint: str  # what it is, for the real-returns cache: its weights' sha256, or "random"
 
+    def act_one(self, obs: np.ndarray) -> np.ndarray:
+        return self.act(obs[None])[0]
+
 
 def policy_set(spec, runs: list[dict], behaviour_work: Path, frozen: Path) -> dict[str, Policy]:
     """A random policy and every checkpoint of ``runs`` (frozen in the folder ``frozen``, else trained
@@ -173,12 +176,7 @@ def dream_means(
         envs = gym.make_vec(dream_id, num_envs=episodes, **options)
         return np.asarray([first_episode_returns(p.act, envs, seed=20_000).mean() for p in policies.values()])
     env = gym.make(dream_id, **options)
-    return np.asarray(
-        [
-            returns_of(lambda o, p=p: p.act(o[None])[0], env, episodes, 20_000).mean()
-            for p in policies.values()
-        ]
-    )
+    return np.asarray([returns_of(p.act_one, env, episodes, 20_000).mean() for p in policies.values()])
 
 
 def checkpoint_option(checkpoint: Path | None) -> dict:
@@ -200,7 +198,7 @@ def real_means(policies: dict[str, Policy], real_env: str, episodes: int, cache:
     for policy in policies.values():
         key = f"{real_env} {policy.fingerprint} episodes={episodes} seed=20000 {versions}"
         if policy.fingerprint == "random" or key not in kept:
-            returns = returns_of(lambda o, p=policy: p.act(o[None])[0], env, episodes, 20_000)
+            returns = returns_of(policy.act_one, env, episodes, 20_000)
             if policy.fingerprint != "random":
                 kept[key] = returns.tolist()
                 atomic_write_files(cache, {path.name: to_json_bytes(kept)})
@@ -345,6 +343,8 @@ def main() -> None:
         "--noise-scale", type=float, help="audit: dream at this noise_scale instead of the id's default"
     )
     args = parser.parse_args()
+    if args.held_out_from and args.held_out_runs:
+        parser.error("--held-out-from and --held-out-runs both name the held-out policies: pass one of them")
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
