@@ -2,7 +2,7 @@
 
 1. ``gym.make("WorldFlux/Ensemble-Walker-v3")``: the shipped ensemble model of Walker2d-v5 as an env
    (fitted on random motion and on the checkpoints of a real-env PPO run);
-2. train the dream's agent recipe inside it for ``--minutes`` of CPU time: PPO over a batch of short
+2. train the dream's agent recipe inside it for ``--minutes`` of wall-clock time: PPO over a batch of short
    dreamed walks that branch from real states, with the model's uncertainty as a cost
    (``agents/ppo_walker_branched.json``);
 3. evaluate the agent in the real Walker2d-v5 (and in the dream, to see the gap), next to a
