@@ -132,6 +132,10 @@ def transfer(
     print(f"real steps the dream's data cost: {data_cost(spec)}")
 
 
+# the first seed of every audited episode, real and dreamed (part of the real-returns cache's key)
+EPISODE_SEED = 20_000
+
+
 class Policy(NamedTuple):
     act: Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch of actions
     fingerprint: str  # what it is, for the real-returns cache: its weights' sha256, or "random"
@@ -174,9 +178,11 @@ def dream_means(
     (default options, or ``options``), or as one ``gym.make_vec(dream_id, num_envs=episodes)`` batch."""
     if vector:
         envs = gym.make_vec(dream_id, num_envs=episodes, **options)
-        return np.asarray([first_episode_returns(p.act, envs, seed=20_000).mean() for p in policies.values()])
+        return np.asarray(
+            [first_episode_returns(p.act, envs, seed=EPISODE_SEED).mean() for p in policies.values()]
+        )
     env = gym.make(dream_id, **options)
-    return np.asarray([returns_of(p.act_one, env, episodes, 20_000).mean() for p in policies.values()])
+    return np.asarray([returns_of(p.act_one, env, episodes, EPISODE_SEED).mean() for p in policies.values()])
 
 
 def checkpoint_option(checkpoint: Path | None) -> dict:
@@ -196,9 +202,9 @@ def real_means(policies: dict[str, Policy], real_env: str, episodes: int, cache:
     env = gym.make(real_env)
     means = []
     for policy in policies.values():
-        key = f"{real_env} {policy.fingerprint} episodes={episodes} seed=20000 {versions}"
+        key = f"{real_env} {policy.fingerprint} episodes={episodes} seed={EPISODE_SEED} {versions}"
         if policy.fingerprint == "random" or key not in kept:
-            returns = returns_of(policy.act_one, env, episodes, 20_000)
+            returns = returns_of(policy.act_one, env, episodes, EPISODE_SEED)
             if policy.fingerprint != "random":
                 kept[key] = returns.tolist()
                 atomic_write_files(cache, {path.name: to_json_bytes(kept)})
