@@ -134,6 +134,18 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     assert second["source"] == str(out.resolve()) and second["data"] == record["data"]
     assert second["held_out_closed_loop_error"]["before"] == pytest.approx(error["after"], rel=1e-5)
 
+    # a checkpoint that records no store (a shipped one, as a Dyna round starts from) is tuned on the
+    # store it is given, and refused without one before anything is written
+    bare, tuned = folder / "bare", folder / "bare_tuned"
+    from_pretrained(out).save_pretrained(bare)
+    with pytest.raises(TrainingError, match="records no episode store"):
+        fine_tune_closed_loop(bare, paths, tuned, shorter, device="cpu", progress=False)
+    assert not tuned.exists()
+    fine_tune_closed_loop(bare, paths, tuned, shorter, device="cpu", progress=False, store=data)
+    third = closed_loop_record(tuned)
+    assert third["source"] == str(bare.resolve()) and third["data"] == record["data"]
+    assert third["held_out_closed_loop_error"]["before"] == pytest.approx(error["after"], rel=1e-5)
+
     with pytest.raises(TrainingError, match="already holds a model"):
         fine_tune_closed_loop(run, paths, out, config, device="cpu", progress=False)
     with pytest.raises(ConfigError, match="logged by"):

@@ -179,19 +179,25 @@ def fine_tune_closed_loop(
     config: ClosedLoopConfig | None = None,
     device: str = "auto",
     progress: bool = True,
+    store: str | Path | None = None,
 ) -> WorldModel:
     """Fine-tune the ensemble fitted in ``run_dir`` with the closed-loop term of every behaviour
     policy in ``policies`` (SB3 agents that logged part of its data with deterministic actions) and
-    save it in ``out_dir``; returns the model. See the module doc."""
+    save it in ``out_dir``; returns the model. See the module doc.
+
+    ``store``: the episode store to tune on; by default the one ``run_dir`` records (its fit's, or an
+    earlier fine-tune's). A Dyna round passes its own: the fitted data plus the real episodes of
+    agents trained in ``run_dir``'s dream (``run_dir`` may then be any saved checkpoint)."""
     config = config or ClosedLoopConfig()
     config.check()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    store_dir = Path(store) if store is not None else _store_of(run_dir)
     out = RunDirectory(out_dir)
     _refuse_existing(out)
     # one writer of out_dir (not a fit's run: no fit's files are expected there)
     with out.lock(f"a closed-loop fine-tune of {run_dir}", reentrant=False, refuse_foreign=False):
         _refuse_existing(out)  # written by another writer in between
-        return _fine_tune(policies, run_dir, out_dir, config, device, progress)
+        return _fine_tune(policies, run_dir, store_dir, out_dir, config, device, progress)
 
 
 def _refuse_existing(out: RunDirectory) -> None:
@@ -202,7 +208,13 @@ def _refuse_existing(out: RunDirectory) -> None:
 
 
 def _fine_tune(
-    policies, run_dir: Path, out_dir: Path, config: ClosedLoopConfig, device: str, progress: bool
+    policies,
+    run_dir: Path,
+    store_dir: Path,
+    out_dir: Path,
+    config: ClosedLoopConfig,
+    device: str,
+    progress: bool,
 ) -> WorldModel:
     model = from_pretrained(run_dir, device=resolve_device(device))
     if not hasattr(model, "closed_loop_error"):
@@ -210,7 +222,6 @@ def _fine_tune(
             f"closed-loop fine-tuning is for the ensemble family; {run_dir} holds "
             f"{model.family}:{model.preset}"
         )
-    store_dir = _store_of(run_dir)
     store = EpisodeStore(store_dir)
     train, validation = store.buffer("train", model.device), store.buffer("validation", model.device)
     if isinstance(policies, Mapping):
@@ -271,7 +282,12 @@ def _fine_tune(
     rng = np.random.default_rng(config.seed)
     model.train()
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_every"}
-    identity = {"source": str(run_dir.resolve()), "policies": _policy_names(named), "config": settings}
+    identity = {
+        "source": str(run_dir.resolve()),
+        "store": str(store_dir.resolve()),
+        "policies": _policy_names(named),
+        "config": settings,
+    }
     resume = out_dir / RESUME_DIR
     start = _load_resume_point(resume, identity, model, optimizer, rng)
     bar = tqdm(
@@ -366,7 +382,7 @@ def _store_of(run_dir: Path) -> Path:
     if store is None:
         raise TrainingError(
             f"{run_dir} records no episode store (neither {STATE_JSON} of a fit run nor {CLOSED_LOOP_JSON}); "
-            "fine-tune a run of `worldflux-gym fit` or an earlier fine-tune"
+            "fine-tune a run of `worldflux-gym fit` or an earlier fine-tune, or pass store=DIR"
         )
     return store
 
