@@ -21,6 +21,14 @@ A spec's ``fit.data`` says what the model sees, all of it collected here, seeded
   (trained there when missing); each agent then acts in the real env for ``steps_per_agent`` steps,
   half deterministically and half sampling its actions.
 
+``fit.dyna_rounds``: Dyna rounds on the model fitted so far (after the stages below), in order. In
+round ``n`` the model so far is saved with its real starts as ``<work>/<name>/dyna_round<n>/base``;
+each of the round's ``dream_agents`` groups (``recipe``, ``steps``, ``env_options``, ``seeds``,
+``steps_per_agent``, as above) is trained in that dream (the spec's own id with the base weights)
+and acts in the real env; the round's store holds every source so far, the new ones last; the base is
+fine-tuned closed-loop on it (the round's ``closed_loop`` block) under every logger so far, and its
+termination head refitted as in ``fit.end_head``. The last round's model and store are what ships.
+
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
 the data: ``benchmarks/bench_shipped.py --stage audit`` checks the dream on them, loaded from their
 frozen copies in ``envs/held_out/`` (``envs/behaviour.py``). Every source is a store of its own
@@ -75,7 +83,7 @@ from worldflux_gym.data.collect import (
 from worldflux_gym.data.episode import Episode
 from worldflux_gym.data.policy import as_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
-from worldflux_gym.dream.starts import save_starts
+from worldflux_gym.dream.starts import STARTS_FILE, save_starts
 from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
 from worldflux_gym.training import RunDirectory, fit_world_model
 from worldflux_gym.training.end_head import fit_end_head
@@ -100,20 +108,25 @@ def behaviour_runs(spec: dict, key: str) -> list[BehaviourRun]:
     ]
 
 
-def dream_agents(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
-    """Every agent of the spec's ``fit.data.dream_agents`` groups: where it is saved and how it is trained."""
+def dream_agents(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str, Any]]:
+    """Every agent of the spec's ``fit.data.dream_agents`` groups and of its first ``rounds`` Dyna
+    rounds' groups (``round``: its number; 0 for the data's): where it is saved, how it is trained."""
+    groups = [(0, group) for group in spec["fit"]["data"].get("dream_agents", [])]
+    for number, dyna_round in enumerate(spec["fit"].get("dyna_rounds", [])[:rounds], start=1):
+        groups += [(number, {**group, "dream_id": spec["id"]}) for group in dyna_round["dream_agents"]]
     out = []
-    for group in spec["fit"]["data"].get("dream_agents", []):
+    for number, group in groups:
         for seed in group["seeds"]:
             path = behaviour_work / spec["real_env"] / "dream" / f"{group['name']}_s{seed}.zip"
-            out.append({**group, "seed": int(seed), "path": path})
+            out.append({**group, "seed": int(seed), "path": path, "round": number})
     return out
 
 
-def train_dream_agents(spec: dict, behaviour_work: Path) -> None:
-    for agent in dream_agents(spec, behaviour_work):
+def train_dream_agents(agents: list[dict[str, Any]], checkpoint: Path | None = None) -> None:
+    """Train those of ``agents`` not saved yet, in their ``dream_id`` (with ``checkpoint``'s weights)."""
+    for agent in agents:
         if not agent["path"].is_file():
-            print(f"  training {agent['path'].name} in {agent['dream_id']}")
+            print(f"  training {agent['path'].name} in {agent['dream_id']} {checkpoint or ''}")
             train_agent(
                 agent["dream_id"],
                 agent["path"],
@@ -121,13 +134,28 @@ def train_dream_agents(spec: dict, behaviour_work: Path) -> None:
                 steps=int(agent["steps"]),
                 seed=agent["seed"],
                 env_options=agent.get("env_options"),
+                checkpoint=checkpoint,
                 progress=False,
                 tensorboard=False,
             )
 
 
-def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
-    """Every data source of ``spec`` in a fixed order: name, policy, steps, seed."""
+def behaviour_policies(spec: dict, behaviour_work: Path, rounds: int = 0) -> dict[str, Any]:
+    """Every logger whose deterministic actions are in the data, by name: the behaviour runs'
+    checkpoints and the dream-trained agents (those of the first ``rounds`` Dyna rounds too)."""
+    policies: dict[str, Any] = {
+        f"{run.name}_{steps}": agent
+        for run in behaviour_runs(spec, "agents")
+        for steps, agent in checkpoint_agents(run, behaviour_work, DATA_RUNS).items()
+    }
+    for agent in dream_agents(spec, behaviour_work, rounds):
+        policies[agent["path"].stem] = agent["path"]
+    return policies
+
+
+def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str, Any]]:
+    """Every data source of ``spec`` (and of its first ``rounds`` Dyna rounds) in a fixed order: name,
+    policy, steps, seed. A round's sources come after all earlier ones, so theirs keep their seeds."""
     data, seed = spec["fit"]["data"], int(spec["fit"].get("seed", 0))
     out: list[dict[str, Any]] = []
     random = data.get("random")
@@ -170,14 +198,14 @@ def sources(spec: dict, behaviour_work: Path) -> list[dict[str, Any]]:
                 run_seed=run.seed,
                 checkpoint_steps=steps,
             )
-    for agent in dream_agents(spec, behaviour_work):
+    for agent in dream_agents(spec, behaviour_work, rounds):
         add_agent(
             f"{agent['name']}_s{agent['seed']}",
             agent["path"],
             read_training_summary(agent["path"])["algorithm"],
             int(agent["steps_per_agent"]),
             run_seed=agent["seed"],
-            trained_in=agent["dream_id"],
+            trained_in=agent["dream_id"] if agent["round"] == 0 else f"Dyna round {agent['round']}",
             group=agent["name"],
         )
     return out
@@ -228,16 +256,19 @@ def provenance_of(source: dict, store: EpisodeStore) -> dict:
     return record
 
 
-def collect(spec: dict, name: str, work: Path, behaviour_work: Path) -> tuple[EpisodeStore, list[dict]]:
-    """Train the behaviour agents the data needs, collect every source, and merge them."""
+def collect(
+    spec: dict, name: str, work: Path, behaviour_work: Path, rounds: int = 0
+) -> tuple[EpisodeStore, list[dict]]:
+    """Train the behaviour agents the data needs, collect every source, and merge them (with the
+    sources of the first ``rounds`` Dyna rounds, whose agents must be trained already)."""
     for run in behaviour_runs(spec, "agents"):
         run_checkpoints(run, behaviour_work, DATA_RUNS)
-    train_dream_agents(spec, behaviour_work)
-    merged_dir = work / name / "data"
+    train_dream_agents(dream_agents(spec, behaviour_work))
+    merged_dir = work / name / (f"dyna_round{rounds}" if rounds else "") / "data"
     if (merged_dir / MERGED_RECORD).is_file():
         return EpisodeStore(merged_dir), json.loads((merged_dir / MERGED_RECORD).read_text())
     provenance, stores = [], []
-    for source in sources(spec, behaviour_work):
+    for source in sources(spec, behaviour_work, rounds):
         store = collect_source(spec, source, work / name / "sources" / source["name"])
         stores.append(store)
         provenance.append(provenance_of(source, store))
@@ -352,12 +383,7 @@ def closed_loop(spec: dict, folder: Path, behaviour_work: Path):
     out = folder / "closed_loop"
     config = ClosedLoopConfig(**spec["fit"]["closed_loop"])
     if not RunDirectory(out).holds_model():
-        policies: dict[str, Any] = {
-            f"{run.name}_{steps}": agent
-            for run in behaviour_runs(spec, "agents")
-            for steps, agent in checkpoint_agents(run, behaviour_work, DATA_RUNS).items()
-        }
-        policies.update({agent["path"].stem: agent["path"] for agent in dream_agents(spec, behaviour_work)})
+        policies = behaviour_policies(spec, behaviour_work)
         fine_tune_closed_loop(folder / "run", policies, out, config, device="cpu")
     model = from_pretrained(out, device="cpu")
     model.config.noise_scale = config.noise_scale  # the spec's noise_scale_choice, made after the fine-tune
@@ -388,6 +414,42 @@ def end_head(spec: dict, model, folder: Path, store: EpisodeStore):
     fitted = from_pretrained(out, device="cpu").termination_head()
     model.termination_head().load_state_dict(fitted.state_dict())
     return model.eval()
+
+
+def save_with_starts(model, store: EpisodeStore, destination: Path, seed: int) -> None:
+    """``model`` and its real starts (initial observations and context windows of ``store``'s train
+    split, for branched starts) into ``destination``, replacing what is there."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    model.save_pretrained(destination)
+    train = store.buffer("train")
+    rng = np.random.default_rng(seed)
+    context_obs, context_action = train.sample_contexts(min(2048, train.num_steps), 8, rng)
+    save_starts(destination, train.initial_observations().cpu(), context_obs.cpu(), context_action.cpu())
+
+
+def dyna_round(
+    spec: dict, number: int, model, store: EpisodeStore, name: str, work: Path, behaviour_work: Path
+) -> tuple[Any, EpisodeStore, list[dict]]:
+    """Round ``number`` of ``fit.dyna_rounds`` on ``model`` (fitted on ``store``): its agents trained
+    in ``model``'s dream, their real episodes added, the model fine-tuned closed-loop on them (and its
+    end head refitted). Every step is kept in ``<work>/<name>/dyna_round<n>``: a rerun goes on."""
+    folder = work / name / f"dyna_round{number}"
+    base = folder / "base"
+    if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):
+        save_with_starts(model, store, base, int(spec["fit"].get("seed", 0)))
+    train_dream_agents([a for a in dream_agents(spec, behaviour_work, number) if a["round"] == number], base)
+    store, provenance = collect(spec, name, work, behaviour_work, number)
+    out = folder / "closed_loop"
+    config = ClosedLoopConfig(**spec["fit"]["dyna_rounds"][number - 1]["closed_loop"])
+    if not RunDirectory(out).holds_model():
+        policies = behaviour_policies(spec, behaviour_work, number)
+        fine_tune_closed_loop(base, policies, out, config, device="cpu", store=store.directory)
+    model = from_pretrained(out, device="cpu")
+    model.config.noise_scale = config.noise_scale
+    if "end_head" in spec["fit"]:
+        model = end_head(spec, model, folder, store)
+    return model, store, provenance
 
 
 @contextmanager
@@ -432,18 +494,16 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     if "end_head" in fit:
         with stage_clock(work / name, "end_head"):
             model = end_head(spec, model, work / name, store)
+    for number in range(1, len(fit.get("dyna_rounds", [])) + 1):
+        with stage_clock(work / name, f"dyna_round{number}"):
+            model, store, provenance = dyna_round(spec, number, model, store, name, work, behaviour_work)
+        spec["data_provenance"] = summarise(provenance)
     stage_seconds = json.loads((work / name / STAGE_SECONDS).read_text())
     model = model.to("cpu").eval()
     quality = evaluate_model(model, store.buffer("validation"), seed=seed)
 
     destination = ENVS / spec["checkpoint"]
-    if destination.exists():
-        shutil.rmtree(destination)
-    model.save_pretrained(destination)
-    train = store.buffer("train")
-    rng = np.random.default_rng(seed)
-    context_obs, context_action = train.sample_contexts(min(2048, train.num_steps), 8, rng)
-    save_starts(destination, train.initial_observations().cpu(), context_obs.cpu(), context_action.cpu())
+    save_with_starts(model, store, destination, seed)
 
     check = write_check(spec, model, heldout_episodes(spec, store), destination)
     size_mb = sum(f.stat().st_size for f in destination.iterdir()) / 2**20

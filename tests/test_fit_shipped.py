@@ -1,5 +1,6 @@
-"""The scripts of ``envs/``: ``fit_shipped.py``'s Dyna round (agents trained in an earlier shipped
-dream as data sources) and ``behaviour.py``'s checkpoint scores and frozen held-out runs."""
+"""The scripts of ``envs/``: ``fit_shipped.py``'s dream-trained data sources (agents trained in an
+earlier shipped dream) and Dyna rounds (agents trained in the model fitted so far), and
+``behaviour.py``'s checkpoint scores and frozen held-out runs."""
 
 import json
 import sys
@@ -15,6 +16,8 @@ import torch
 from worldflux_gym import create_world_model
 from worldflux_gym.agents import evaluate_agent
 from worldflux_gym.data import EpisodeBuffer, collect_episodes, collect_to_store
+from worldflux_gym.pipelines.closed_loop import closed_loop_record
+from worldflux_gym.training import fit_world_model
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 sys.path.insert(0, str(ENVS))
@@ -39,11 +42,11 @@ def spec_with_dream_agents() -> dict:
 
 def test_dream_agents_are_trained_once_then_collected_deterministic_and_sampled(tmp_path):
     spec = spec_with_dream_agents()
-    fit_shipped.train_dream_agents(spec, tmp_path)
     agents = fit_shipped.dream_agents(spec, tmp_path)
+    fit_shipped.train_dream_agents(agents)
     assert [a["path"].name for a in agents] == ["pendulum_ppo_s0.zip", "pendulum_ppo_s1.zip"]
     trained = [a["path"].stat().st_mtime_ns for a in agents]
-    fit_shipped.train_dream_agents(spec, tmp_path)  # a rerun keeps the agents it finds
+    fit_shipped.train_dream_agents(agents)  # a rerun keeps the agents it finds
     assert [a["path"].stat().st_mtime_ns for a in agents] == trained
     summary = fit_shipped.read_training_summary(agents[1]["path"])
     assert summary["dream_id"] == DREAM_ID and summary["seed"] == 1
@@ -68,6 +71,54 @@ def test_dream_agents_are_trained_once_then_collected_deterministic_and_sampled(
     summary = fit_shipped.summarise(records)
     key = f"PPO trained in {DREAM_ID} (pendulum_ppo)"
     assert summary["real_steps_by_source"] == {key: sum(r["real_steps"] for r in records)}
+
+
+def test_a_dyna_round_trains_in_the_model_so_far_and_fine_tunes_it_on_the_new_episodes(tmp_path):
+    group = {"name": "round1_ppo", "recipe": "ppo_pendulum", "env_options": {"max_episode_steps": 50},
+             "steps": 64, "seeds": [0], "steps_per_agent": 300}  # fmt: skip
+    tune = {"updates": 2, "horizon": 8, "truncate": 4, "windows_per_policy": 2}
+    fit = {
+        "seed": 0,
+        "data": {"random": {"steps": 1000}},
+        "dyna_rounds": [{"dream_agents": [group], "closed_loop": tune}],
+    }
+    spec = {"id": DREAM_ID, "real_env": "Pendulum-v1", "fit": fit}
+    work, behaviour_work = tmp_path / "work", tmp_path / "behaviour"
+    store, _ = fit_shipped.collect(spec, "toy", work, behaviour_work)  # 5 random episodes, the 5th held out
+    run = work / "toy" / "run"
+    model = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", run, data_dir=store.directory, steps=20, progress=False
+    )
+    tuned, round_store, provenance = fit_shipped.dyna_round(
+        spec, 1, model, store, "toy", work, behaviour_work
+    )
+
+    folder = work / "toy" / "dyna_round1"
+    agent = behaviour_work / "Pendulum-v1" / "dream" / "round1_ppo_s0.zip"
+    summary = fit_shipped.read_training_summary(agent)
+    assert (
+        summary["dream_id"] == DREAM_ID
+        and Path(summary["checkpoint"]).resolve() == (folder / "base").resolve()
+    )
+    assert [p["name"] for p in provenance] == ["random_scale1.0", "round1_ppo_s0_det", "round1_ppo_s0_noisy"]
+    assert provenance[-1]["trained_in"] == "Dyna round 1"
+    # the fitted data comes first and keeps its split; the agent's real episodes are added after it
+    assert round_store.directory == folder / "data"
+    assert round_store.num_episodes("all") == store.num_episodes("all") + 2
+    held_out = {e.obs[0].tobytes() for e in store.episodes("validation")}
+    assert held_out <= {e.obs[0].tobytes() for e in round_store.episodes("validation")}
+    record = closed_loop_record(folder / "closed_loop")
+    assert record["source"] == str((folder / "base").resolve())
+    assert record["data"]["store"] == str(round_store.directory.resolve())
+    assert record["episodes_per_policy"] == {"round1_ppo_s0": 1}  # its deterministic episode
+    assert any(
+        not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values())
+    )
+
+    trained = agent.stat().st_mtime_ns  # a rerun finds every step done and ends with the same model
+    again, _, _ = fit_shipped.dyna_round(spec, 1, model, store, "toy", work, behaviour_work)
+    assert agent.stat().st_mtime_ns == trained
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
 
 
 def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
