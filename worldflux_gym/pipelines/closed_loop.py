@@ -191,12 +191,12 @@ def fine_tune_closed_loop(
     config = config or ClosedLoopConfig()
     config.check()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    store_dir = Path(store) if store is not None else _store_of(run_dir)
     out = RunDirectory(out_dir)
     _refuse_existing(out)
     # one writer of out_dir (not a fit's run: no fit's files are expected there)
     with out.lock(f"a closed-loop fine-tune of {run_dir}", reentrant=False, refuse_foreign=False):
         _refuse_existing(out)  # written by another writer in between
+        store_dir = Path(store) if store is not None else _store_of(run_dir)
         return _fine_tune(policies, run_dir, store_dir, out_dir, config, device, progress)
 
 
