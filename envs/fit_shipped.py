@@ -126,7 +126,8 @@ def train_dream_agents(agents: list[dict[str, Any]], checkpoint: Path | None = N
     """Train those of ``agents`` not saved yet, in their ``dream_id`` (with ``checkpoint``'s weights)."""
     for agent in agents:
         if not agent["path"].is_file():
-            print(f"  training {agent['path'].name} in {agent['dream_id']} {checkpoint or ''}")
+            weights = f" with the weights of {checkpoint}" if checkpoint else ""
+            print(f"  training {agent['path'].name} in {agent['dream_id']}{weights}")
             train_agent(
                 agent["dream_id"],
                 agent["path"],
