@@ -26,7 +26,8 @@ round ``n`` the model so far is saved with its real starts as ``<work>/<name>/dy
 each of the round's ``dream_agents`` groups (``recipe``, ``steps``, ``env_options``, ``seeds``,
 ``steps_per_agent``, as above) is trained in that dream (the spec's own id with the base weights)
 and acts in the real env; the round's store holds every source so far, the new ones last; the base is
-fine-tuned closed-loop on it (the round's ``closed_loop`` block) under every logger so far, and its
+fine-tuned closed-loop on it (the round's ``closed_loop`` block, whose ``recent_share`` draws that
+share of the model's own loss from the round's new steps) under every logger so far, and its
 termination head refitted as in ``fit.end_head``. The last round's model and store are what ships.
 
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
@@ -440,9 +441,11 @@ def dyna_round(
     if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):
         save_with_starts(model, store, base, int(spec["fit"].get("seed", 0)))
     train_dream_agents([a for a in dream_agents(spec, behaviour_work, number) if a["round"] == number], base)
+    # the earlier data come first in the round's store, so its new train steps start after theirs
+    new_from = store.num_steps("train")
     store, provenance = collect(spec, name, work, behaviour_work, number)
     out = folder / "closed_loop"
-    config = ClosedLoopConfig(**spec["fit"]["dyna_rounds"][number - 1]["closed_loop"])
+    config = ClosedLoopConfig(**spec["fit"]["dyna_rounds"][number - 1]["closed_loop"], recent_from=new_from)
     if not RunDirectory(out).holds_model():
         policies = behaviour_policies(spec, behaviour_work, number)
         fine_tune_closed_loop(base, policies, out, config, device="cpu", store=store.directory)

@@ -153,6 +153,39 @@ def test_fine_tune_lowers_the_held_out_closed_loop_error_and_keeps_the_source(be
     assert closed_loop_record(run) is None
 
 
+def test_a_recent_share_fits_the_steps_after_recent_from_better(behaviour):
+    """A Dyna round's new episodes come last in its store; ``recent_share`` gives them weight."""
+    folder, paths, agents, data = behaviour
+    run = folder / "fit_for_recent"
+    fit_world_model(ENV, "ensemble:ci", run, data_dir=data, steps=50, progress=False)
+    train = EpisodeStore(data).buffer("train")
+    labels = behaviour_labels(train, [differentiable_policy(a, a.action_space) for a in agents])
+    first = int(np.flatnonzero(labels == 1)[0])
+    assert (labels[first:] == 1).all()  # ppo_b logged the last episodes
+    recent_from = int(train.step_start[first])
+    config = ClosedLoopConfig(
+        horizon=8, truncate=4, windows_per_policy=2, updates=100, learning_rate=1e-3, weight=0.0
+    )
+    uniform = fine_tune_closed_loop(run, paths, folder / "uniform", config, device="cpu", progress=False)
+    recent_config = dataclasses.replace(config, recent_share=1.0, recent_from=recent_from)
+    recent = fine_tune_closed_loop(run, paths, folder / "recent", recent_config, device="cpu", progress=False)
+
+    def loss(model, steps: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(model.loss(train.transitions(steps)).loss)
+
+    later, earlier = np.arange(recent_from, train.num_steps), np.arange(recent_from)
+    assert loss(recent, later) < loss(uniform, later)
+    assert loss(recent, earlier) > loss(uniform, earlier)
+    assert closed_loop_record(folder / "recent")["config"]["recent_from"] == recent_from
+
+    past = dataclasses.replace(recent_config, recent_from=train.num_steps)
+    with pytest.raises(ConfigError, match="past the"):
+        fine_tune_closed_loop(run, paths, folder / "past", past, device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="recent_share"):
+        dataclasses.replace(config, recent_share=1.5).check()
+
+
 def test_a_killed_fine_tune_resumes_from_its_last_resume_point_to_the_same_model(behaviour, monkeypatch):
     folder, paths, _, data = behaviour
     run = folder / "fit_for_resume"

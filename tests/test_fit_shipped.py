@@ -76,7 +76,7 @@ def test_dream_agents_are_trained_once_then_collected_deterministic_and_sampled(
 def test_a_dyna_round_trains_in_the_model_so_far_and_fine_tunes_it_on_the_new_episodes(tmp_path):
     group = {"name": "round1_ppo", "recipe": "ppo_pendulum", "env_options": {"max_episode_steps": 50},
              "steps": 64, "seeds": [0], "steps_per_agent": 300}  # fmt: skip
-    tune = {"updates": 2, "horizon": 8, "truncate": 4, "windows_per_policy": 2}
+    tune = {"updates": 2, "horizon": 8, "truncate": 4, "windows_per_policy": 2, "recent_share": 0.5}
     fit = {
         "seed": 0,
         "data": {"random": {"steps": 1000}},
@@ -111,6 +111,12 @@ def test_a_dyna_round_trains_in_the_model_so_far_and_fine_tunes_it_on_the_new_ep
     assert record["source"] == str((folder / "base").resolve())
     assert record["data"]["store"] == str(round_store.directory.resolve())
     assert record["episodes_per_policy"] == {"round1_ppo_s0": 1}  # its deterministic episode
+    # half of each batch of the model's own loss is drawn from the train steps after the fitted data's
+    earlier = store.episodes("train")
+    assert record["config"]["recent_from"] == sum(len(e) for e in earlier) == store.num_steps("train")
+    ordered = round_store.episodes("train")
+    assert [e.obs[0].tobytes() for e in ordered[: len(earlier)]] == [e.obs[0].tobytes() for e in earlier]
+    assert len(ordered) > len(earlier)
     assert any(
         not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values())
     )

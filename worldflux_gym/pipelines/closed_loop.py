@@ -93,6 +93,11 @@ class ClosedLoopConfig:
     # this fraction of the members' std. Fitted to one-step errors, the full std makes dreamed walkers
     # fall early, none makes them never fall (chosen on Walker2d-v5: benchmarks/RESULTS.md).
     noise_scale: float = 0.35
+    # a share of each batch of the model's own loss from the train steps after the first
+    # `recent_from` (a Dyna round's new episodes, appended last; see EpisodeBuffer): uniform draws
+    # give a round's few new steps next to no weight beside a large store
+    recent_share: float = 0.0
+    recent_from: int = 0
     seed: int = 0
     # iterations between resume points (``out_dir/resume``): the Walker recipe's 1000 take over an
     # hour on one core, and a rerun after a kill goes on from the last one with the same result
@@ -114,6 +119,11 @@ class ClosedLoopConfig:
         if self.learning_rate <= 0 or self.weight < 0 or self.grad_clip <= 0 or self.noise_scale < 0:
             raise ConfigError(
                 "ClosedLoopConfig.learning_rate and grad_clip must be positive, weight and noise_scale >= 0"
+            )
+        if not 0.0 <= self.recent_share <= 1.0 or self.recent_from < 0:
+            raise ConfigError(
+                f"ClosedLoopConfig.recent_share must be in [0, 1] and recent_from >= 0, got "
+                f"{self.recent_share} and {self.recent_from}"
             )
 
 
@@ -223,7 +233,15 @@ def _fine_tune(
             f"{model.family}:{model.preset}"
         )
     store = EpisodeStore(store_dir)
-    train, validation = store.buffer("train", model.device), store.buffer("validation", model.device)
+    train = store.buffer(
+        "train", model.device, recent_from=config.recent_from, recent_share=config.recent_share
+    )
+    validation = store.buffer("validation", model.device)
+    if config.recent_share and config.recent_from >= train.num_steps:
+        raise ConfigError(
+            f"ClosedLoopConfig.recent_from={config.recent_from} is past the {train.num_steps} train steps of "
+            f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from"
+        )
     if isinstance(policies, Mapping):
         named = dict(policies)
     else:
