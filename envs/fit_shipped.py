@@ -75,6 +75,7 @@ from worldflux_gym.core.checkpoint import (
     from_pretrained,
     to_json_bytes,
 )
+from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.collect import (
     collect_episodes,
@@ -445,7 +446,13 @@ def dyna_round(
     new_from = store.num_steps("train")
     store, provenance = collect(spec, name, work, behaviour_work, number)
     out = folder / "closed_loop"
-    config = ClosedLoopConfig(**spec["fit"]["dyna_rounds"][number - 1]["closed_loop"], recent_from=new_from)
+    block = spec["fit"]["dyna_rounds"][number - 1]["closed_loop"]
+    if "recent_from" in block:
+        raise ConfigError(
+            f"fit.dyna_rounds[{number - 1}].closed_loop sets recent_from: remove it, the round sets it to "
+            f"where its new episodes start ({new_from})"
+        )
+    config = ClosedLoopConfig(**block, recent_from=new_from)
     if not RunDirectory(out).holds_model():
         policies = behaviour_policies(spec, behaviour_work, number)
         fine_tune_closed_loop(base, policies, out, config, device="cpu", store=store.directory)

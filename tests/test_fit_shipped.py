@@ -15,6 +15,7 @@ import torch
 
 from worldflux_gym import create_world_model
 from worldflux_gym.agents import evaluate_agent
+from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.data import EpisodeBuffer, collect_episodes, collect_to_store
 from worldflux_gym.pipelines.closed_loop import closed_loop_record
 from worldflux_gym.training import fit_world_model
@@ -125,6 +126,10 @@ def test_a_dyna_round_trains_in_the_model_so_far_and_fine_tunes_it_on_the_new_ep
     again, _, _ = fit_shipped.dyna_round(spec, 1, model, store, "toy", work, behaviour_work)
     assert agent.stat().st_mtime_ns == trained
     assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
+
+    tune["recent_from"] = 0  # the round sets it; a spec that sets it too is told to remove it
+    with pytest.raises(ConfigError, match="remove it"):
+        fit_shipped.dyna_round(spec, 1, model, store, "toy", work, behaviour_work)
 
 
 def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
