@@ -437,22 +437,23 @@ def dyna_round(
     """Round ``number`` of ``fit.dyna_rounds`` on ``model`` (fitted on ``store``): its agents trained
     in ``model``'s dream, their real episodes added, the model fine-tuned closed-loop on them (and its
     end head refitted). Every step is kept in ``<work>/<name>/dyna_round<n>``: a rerun goes on."""
-    folder = work / name / f"dyna_round{number}"
-    base = folder / "base"
-    if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):
-        save_with_starts(model, store, base, int(spec["fit"].get("seed", 0)))
-    train_dream_agents([a for a in dream_agents(spec, behaviour_work, number) if a["round"] == number], base)
     # the earlier data come first in the round's store, so its new train steps start after theirs
     new_from = store.num_steps("train")
-    store, provenance = collect(spec, name, work, behaviour_work, number)
-    out = folder / "closed_loop"
     block = spec["fit"]["dyna_rounds"][number - 1]["closed_loop"]
-    if "recent_from" in block:
+    if "recent_from" in block:  # refused before any agent is trained or any step collected
         raise ConfigError(
             f"fit.dyna_rounds[{number - 1}].closed_loop sets recent_from: remove it, the round sets it to "
             f"where its new episodes start ({new_from})"
         )
     config = ClosedLoopConfig(**block, recent_from=new_from)
+    config.check()
+    folder = work / name / f"dyna_round{number}"
+    base = folder / "base"
+    if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):
+        save_with_starts(model, store, base, int(spec["fit"].get("seed", 0)))
+    train_dream_agents([a for a in dream_agents(spec, behaviour_work, number) if a["round"] == number], base)
+    store, provenance = collect(spec, name, work, behaviour_work, number)
+    out = folder / "closed_loop"
     if not RunDirectory(out).holds_model():
         policies = behaviour_policies(spec, behaviour_work, number)
         fine_tune_closed_loop(base, policies, out, config, device="cpu", store=store.directory)
