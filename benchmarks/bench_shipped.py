@@ -58,6 +58,7 @@ from worldflux_gym.dream.registration import find_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "envs"))
 from behaviour import DATA_RUNS, HELD_OUT, BehaviourRun, load_checkpoint, run_checkpoints  # noqa: E402
+from fit_shipped import data_run_blocks  # noqa: E402
 
 
 def returns_of(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
@@ -81,7 +82,7 @@ def sb3_policy(agent):
 def data_cost(spec) -> dict:
     """Real steps collected for the dream's data, and real steps that trained its behaviour agents."""
     provenance = json.loads(spec.path.read_text()).get("data_provenance", {})
-    behaviour = sum(int(r["steps"]) for r in spec.fit.get("data", {}).get("agents", []))
+    behaviour = sum(int(r["steps"]) for r in data_run_blocks(spec.fit)) if "data" in spec.fit else 0
     return {"collected": provenance.get("real_steps"), "behaviour_training": behaviour}
 
 
@@ -299,7 +300,7 @@ def tune(
     The rule, fixed before any figure: among the scales whose Spearman is >= 0.9, the smallest
     error; without one, the largest Spearman."""
     spec = find_spec(dream_id)
-    policies = policy_set(spec, spec.fit["data"].get("agents", []), behaviour_work, DATA_RUNS)
+    policies = policy_set(spec, data_run_blocks(spec.fit), behaviour_work, DATA_RUNS)
     real = real_means(policies, spec.real_env, episodes, work)
     results = {}
     for scale in scales:

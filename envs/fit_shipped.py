@@ -25,7 +25,8 @@ A spec's ``fit.data`` says what the model sees, all of it collected here, seeded
 round ``n`` the model so far is saved with its real starts as ``<work>/<name>/dyna_round<n>/base``;
 each of the round's ``dream_agents`` groups (``recipe``, ``steps``, ``env_options``, ``seeds``,
 ``steps_per_agent``, as above) is trained in that dream (the spec's own id with the base weights)
-and acts in the real env; the round's store holds every source so far, the new ones last; the base is
+and acts in the real env, as do the checkpoints of the round's real-env ``agents`` runs (as in
+``fit.data``); the round's store holds every source so far, the new ones last; the base is
 fine-tuned closed-loop on it (the round's ``closed_loop`` block, whose ``recent_share`` draws that
 share of the model's own loss from the round's new steps) under every logger so far, and its
 termination head refitted as in ``fit.end_head``. The last round's model and store are what ships.
@@ -102,12 +103,29 @@ MERGED_RECORD = "sources.json"  # written last into the merged store's folder: t
 STAGE_SECONDS = "seconds.json"  # in <work>/<name>/: each fitting stage's wall-clock seconds over every call
 
 
-def behaviour_runs(spec: dict, key: str) -> list[BehaviourRun]:
-    runs = spec["fit"]["data"].get("agents", []) if key == "agents" else spec["fit"].get(key, [])
-    return [
-        BehaviourRun(spec["real_env"], r["algorithm"], int(r["seed"]), int(r["steps"]), int(r["every"]))
-        for r in runs
-    ]
+def agent_blocks(fit: dict, number: int) -> list[dict]:
+    """The real-env runs whose checkpoints log data in round ``number`` (0: ``fit.data.agents``)."""
+    if number == 0:
+        return fit["data"].get("agents", [])
+    return fit["dyna_rounds"][number - 1].get("agents", [])
+
+
+def data_run_blocks(fit: dict, rounds: int | None = None) -> list[dict]:
+    """Every real-env run in the data: ``fit.data.agents`` and those of the first ``rounds`` Dyna
+    rounds (of all of them when ``rounds`` is None)."""
+    last = len(fit.get("dyna_rounds", [])) if rounds is None else rounds
+    return [block for number in range(last + 1) for block in agent_blocks(fit, number)]
+
+
+def behaviour_run(env_id: str, block: dict) -> BehaviourRun:
+    algorithm, seed, steps, every = block["algorithm"], block["seed"], block["steps"], block["every"]
+    return BehaviourRun(env_id, algorithm, int(seed), int(steps), int(every))
+
+
+def behaviour_runs(spec: dict, key: str, rounds: int | None = None) -> list[BehaviourRun]:
+    """``key`` "agents": the runs of :func:`data_run_blocks`; else the runs ``fit[key]`` names."""
+    blocks = data_run_blocks(spec["fit"], rounds) if key == "agents" else spec["fit"].get(key, [])
+    return [behaviour_run(spec["real_env"], block) for block in blocks]
 
 
 def dream_agents(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str, Any]]:
@@ -115,7 +133,8 @@ def dream_agents(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict
     rounds' groups (``round``: its number; 0 for the data's): where it is saved, how it is trained."""
     groups = [(0, group) for group in spec["fit"]["data"].get("dream_agents", [])]
     for number, dyna_round in enumerate(spec["fit"].get("dyna_rounds", [])[:rounds], start=1):
-        groups += [(number, {**group, "dream_id": spec["id"]}) for group in dyna_round["dream_agents"]]
+        in_model_so_far = [{**group, "dream_id": spec["id"]} for group in dyna_round.get("dream_agents", [])]
+        groups += [(number, group) for group in in_model_so_far]
     out = []
     for number, group in groups:
         for seed in group["seeds"]:
@@ -148,7 +167,7 @@ def behaviour_policies(spec: dict, behaviour_work: Path, rounds: int = 0) -> dic
     checkpoints and the dream-trained agents (those of the first ``rounds`` Dyna rounds too)."""
     policies: dict[str, Any] = {
         f"{run.name}_{steps}": agent
-        for run in behaviour_runs(spec, "agents")
+        for run in behaviour_runs(spec, "agents", rounds)
         for steps, agent in checkpoint_agents(run, behaviour_work, DATA_RUNS).items()
     }
     for agent in dream_agents(spec, behaviour_work, rounds):
@@ -159,9 +178,9 @@ def behaviour_policies(spec: dict, behaviour_work: Path, rounds: int = 0) -> dic
 def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str, Any]]:
     """Every data source of ``spec`` (and of its first ``rounds`` Dyna rounds) in a fixed order: name,
     policy, steps, seed. A round's sources come after all earlier ones, so theirs keep their seeds."""
-    data, seed = spec["fit"]["data"], int(spec["fit"].get("seed", 0))
+    seed = int(spec["fit"].get("seed", 0))
     out: list[dict[str, Any]] = []
-    random = data.get("random")
+    random = spec["fit"]["data"].get("random")
     if random:
         scales = random.get("action_scales", [1.0])
         for i, scale in enumerate(scales):
@@ -191,26 +210,29 @@ def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str,
                 }
             )
 
-    for r, run in zip(data.get("agents", []), behaviour_runs(spec, "agents")):
-        for steps, path in run_checkpoints(run, behaviour_work, DATA_RUNS).items():
+    trained_in_dreams = dream_agents(spec, behaviour_work, rounds)
+    for number in range(rounds + 1):  # each round: its real-env runs, then its dream-trained agents
+        for block in agent_blocks(spec["fit"], number):
+            run = behaviour_run(spec["real_env"], block)
+            for steps, path in run_checkpoints(run, behaviour_work, DATA_RUNS).items():
+                add_agent(
+                    f"{run.name}_{steps}",
+                    path,
+                    run.algorithm,
+                    int(block["steps_per_checkpoint"]),
+                    run_seed=run.seed,
+                    checkpoint_steps=steps,
+                )
+        for agent in (a for a in trained_in_dreams if a["round"] == number):
             add_agent(
-                f"{run.name}_{steps}",
-                path,
-                run.algorithm,
-                int(r["steps_per_checkpoint"]),
-                run_seed=run.seed,
-                checkpoint_steps=steps,
+                f"{agent['name']}_s{agent['seed']}",
+                agent["path"],
+                read_training_summary(agent["path"])["algorithm"],
+                int(agent["steps_per_agent"]),
+                run_seed=agent["seed"],
+                trained_in=agent["dream_id"] if number == 0 else f"Dyna round {number}",
+                group=agent["name"],
             )
-    for agent in dream_agents(spec, behaviour_work, rounds):
-        add_agent(
-            f"{agent['name']}_s{agent['seed']}",
-            agent["path"],
-            read_training_summary(agent["path"])["algorithm"],
-            int(agent["steps_per_agent"]),
-            run_seed=agent["seed"],
-            trained_in=agent["dream_id"] if agent["round"] == 0 else f"Dyna round {agent['round']}",
-            group=agent["name"],
-        )
     return out
 
 
@@ -264,7 +286,7 @@ def collect(
 ) -> tuple[EpisodeStore, list[dict]]:
     """Train the behaviour agents the data needs, collect every source, and merge them (with the
     sources of the first ``rounds`` Dyna rounds, whose agents must be trained already)."""
-    for run in behaviour_runs(spec, "agents"):
+    for run in behaviour_runs(spec, "agents", rounds):
         run_checkpoints(run, behaviour_work, DATA_RUNS)
     train_dream_agents(dream_agents(spec, behaviour_work))
     merged_dir = work / name / (f"dyna_round{rounds}" if rounds else "") / "data"
@@ -434,12 +456,19 @@ def save_with_starts(model, store: EpisodeStore, destination: Path, seed: int) -
 def dyna_round(
     spec: dict, number: int, model, store: EpisodeStore, name: str, work: Path, behaviour_work: Path
 ) -> tuple[Any, EpisodeStore, list[dict]]:
-    """Round ``number`` of ``fit.dyna_rounds`` on ``model`` (fitted on ``store``): its agents trained
-    in ``model``'s dream, their real episodes added, the model fine-tuned closed-loop on them (and its
-    end head refitted). Every step is kept in ``<work>/<name>/dyna_round<n>``: a rerun goes on."""
+    """Round ``number`` of ``fit.dyna_rounds`` on ``model`` (fitted on ``store``): its dream agents
+    trained in ``model``'s dream, their real episodes and those of its real-env runs' checkpoints
+    added, the model fine-tuned closed-loop on them (and its end head refitted). Every step is kept
+    in ``<work>/<name>/dyna_round<n>``: a rerun goes on."""
     # the earlier data come first in the round's store, so its new train steps start after theirs
     new_from = store.num_steps("train")
-    block = spec["fit"]["dyna_rounds"][number - 1]["closed_loop"]
+    dyna_block = spec["fit"]["dyna_rounds"][number - 1]
+    if not (dyna_block.get("agents") or dyna_block.get("dream_agents")):
+        raise ConfigError(
+            f"fit.dyna_rounds[{number - 1}] adds no data: give it real-env runs (agents) or agents "
+            "trained in the model so far (dream_agents), or remove the round"
+        )
+    block = dyna_block["closed_loop"]
     if "recent_from" in block:  # refused before any agent is trained or any step collected
         raise ConfigError(
             f"fit.dyna_rounds[{number - 1}].closed_loop sets recent_from: remove it, the round sets it to "

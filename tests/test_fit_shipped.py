@@ -1,5 +1,5 @@
 """The scripts of ``envs/``: ``fit_shipped.py``'s dream-trained data sources (agents trained in an
-earlier shipped dream) and Dyna rounds (agents trained in the model fitted so far), and
+earlier shipped dream) and Dyna rounds (agents trained in the model fitted so far, real-env runs), and
 ``behaviour.py``'s checkpoint scores and frozen held-out runs."""
 
 import json
@@ -130,6 +130,46 @@ def test_a_dyna_round_trains_in_the_model_so_far_and_fine_tunes_it_on_the_new_ep
     tune["recent_from"] = 0  # the round sets it; a spec that sets it too is told to remove it
     with pytest.raises(ConfigError, match="remove it"):
         fit_shipped.dyna_round(spec, 1, model, store, "toy", work, behaviour_work)
+
+
+def test_a_round_of_real_env_runs_adds_their_checkpoints_episodes_and_fine_tunes_under_them(tmp_path):
+    run, behaviour_work = trained_tiny_run(tmp_path, "Pendulum-v1", "A2C")  # saved at 50 and 100 steps
+    block = {"algorithm": "A2C", "seed": run.seed, "steps": run.steps, "every": run.every,
+             "steps_per_checkpoint": 400}  # fmt: skip
+    tune = {"updates": 2, "horizon": 8, "truncate": 4, "windows_per_policy": 2}
+    fit = {
+        "seed": 0,
+        "data": {"random": {"steps": 1000}},
+        "dyna_rounds": [{"agents": [block], "closed_loop": tune}],
+    }
+    spec = {"id": DREAM_ID, "real_env": "Pendulum-v1", "fit": fit}
+    assert fit_shipped.data_run_blocks(fit) == [block] and fit_shipped.data_run_blocks(fit, 0) == []
+    work = tmp_path / "shipped"
+    store, provenance = fit_shipped.collect(spec, "toy", work, behaviour_work)
+    assert [p["name"] for p in provenance] == ["random_scale1.0"]  # the fit sees no round's data
+    model = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", work / "toy" / "run", data_dir=store.directory, steps=20, progress=False
+    )
+    tuned, round_store, provenance = fit_shipped.dyna_round(
+        spec, 1, model, store, "toy", work, behaviour_work
+    )
+
+    names = ["a2c_s2_50_det", "a2c_s2_50_noisy", "a2c_s2_100_det", "a2c_s2_100_noisy"]
+    assert [p["name"] for p in provenance] == ["random_scale1.0", *names]
+    assert [p["checkpoint_steps"] for p in provenance[1:]] == [50, 50, 100, 100]
+    assert all(p["real_steps"] == 200 for p in provenance[1:])  # whole 200-step episodes
+    assert round_store.num_steps("all") == sum(p["real_steps"] for p in provenance)
+    record = closed_loop_record(work / "toy" / "dyna_round1" / "closed_loop")
+    assert sorted(record["episodes_per_policy"]) == ["a2c_s2_100", "a2c_s2_50"]
+    assert record["config"]["recent_from"] == store.num_steps("train")
+    assert any(
+        not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), model.state_dict().values())
+    )
+
+    fit["dyna_rounds"].append({"closed_loop": tune})  # a round with nothing new is refused before any work
+    with pytest.raises(ConfigError, match="adds no data"):
+        fit_shipped.dyna_round(spec, 2, tuned, round_store, "toy", work, behaviour_work)
+    assert not (work / "toy" / "dyna_round2").exists()
 
 
 def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
