@@ -240,6 +240,24 @@ def test_cli_fine_tune(behaviour, capsys):
     assert from_pretrained(out).config.noise_scale == 0.25
     assert f"--checkpoint {out}" in capsys.readouterr().out
 
+    # a manual Dyna round: fitted on the early episodes, tuned on the store they grew into
+    early = folder / "early_data"
+    collect_to_store(ENV, 400, early, seed=0, progress=False)
+    collect_to_store(ENV, 2000, early, policy=paths[0], seed=100, progress=False)
+    recent_from = EpisodeStore(early).num_steps("train")
+    early_run = folder / "fit_on_early"
+    fit_world_model(ENV, "ensemble:ci", early_run, data_dir=early, steps=50, progress=False)
+    tuned = folder / "cli_round"
+    round_args = ["fine-tune", str(early_run), "--policy", *map(str, paths), "--out", str(tuned)]
+    grown = ["--data", str(data), "--recent-share", "0.5", "--recent-from", str(recent_from)]
+    assert main([*round_args, *grown, "--horizon", "8", "--updates", "2", "--device", "cpu"]) == 0
+    record = closed_loop_record(tuned)
+    assert record["data"]["store"] == str(data.resolve())
+    assert (record["config"]["recent_share"], record["config"]["recent_from"]) == (0.5, recent_from)
+    past = ["--data", str(early), "--recent-share", "0.5", "--recent-from", str(recent_from)]
+    assert main([*round_args[:-1], str(folder / "cli_past"), *past, "--device", "cpu"]) != 0
+    assert "past the" in capsys.readouterr().err
+
 
 def test_fine_tune_without_held_out_episodes_of_the_policies(tmp_path, capsys):
     """Held out (every tenth episode, the fifth first) are random-action episodes only: the fine-tune

@@ -216,9 +216,14 @@ def _fine_tune(args: argparse.Namespace) -> int:
     _device(args)
     check_output_dir(args.out, "--out")
     config = ClosedLoopConfig(
-        horizon=args.horizon, updates=args.updates, seed=args.seed, noise_scale=args.noise_scale
+        horizon=args.horizon,
+        updates=args.updates,
+        seed=args.seed,
+        noise_scale=args.noise_scale,
+        recent_share=args.recent_share,
+        recent_from=args.recent_from,
     )
-    fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device)
+    fine_tune_closed_loop(args.run, args.policy, args.out, config, device=args.device, store=args.data)
     error = closed_loop_record(args.out)["held_out_closed_loop_error"]
     held_out = (
         f"held-out closed-loop error {error['before']:.3f} -> {error['after']:.3f}"
@@ -489,6 +494,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the SB3 agents that logged the data ({TRUSTED})",
     )
     p.add_argument("--out", required=True, help="new directory for the fine-tuned model (RUN is kept)")
+    p.add_argument(
+        "--data",
+        metavar="STORE",
+        help="episode store to tune on (default: RUN's); e.g. RUN's store with new episodes appended",
+    )
+    _option(
+        p,
+        "--recent-share",
+        SHARE,
+        closed_loop["recent_share"],
+        "share of each batch of the model's own loss drawn from the train steps after --recent-from",
+    )
+    _option(
+        p,
+        "--recent-from",
+        NON_NEGATIVE,
+        closed_loop["recent_from"],
+        "train steps of the store before its new episodes",
+    )
     _option(p, "--horizon", POSITIVE, closed_loop["horizon"], "steps of each closed-loop rollout")
     _option(p, "--updates", POSITIVE, closed_loop["updates"])
     noise = "its sampled dreams use this x its std"

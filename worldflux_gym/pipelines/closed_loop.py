@@ -240,7 +240,8 @@ def _fine_tune(
     if config.recent_share and config.recent_from >= train.num_steps:
         raise ConfigError(
             f"ClosedLoopConfig.recent_from={config.recent_from} is past the {train.num_steps} train steps of "
-            f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from"
+            f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from; "
+            "set recent_from to the train steps before the new episodes, or recent_share to 0"
         )
     if isinstance(policies, Mapping):
         named = dict(policies)
