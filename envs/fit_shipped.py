@@ -286,9 +286,7 @@ def collect(
 ) -> tuple[EpisodeStore, list[dict]]:
     """Train the behaviour agents the data needs, collect every source, and merge them (with the
     sources of the first ``rounds`` Dyna rounds, whose agents must be trained already)."""
-    for run in behaviour_runs(spec, "agents", rounds):
-        run_checkpoints(run, behaviour_work, DATA_RUNS)
-    train_dream_agents(dream_agents(spec, behaviour_work))
+    train_dream_agents(dream_agents(spec, behaviour_work))  # the behaviour runs are trained by sources()
     merged_dir = work / name / (f"dyna_round{rounds}" if rounds else "") / "data"
     if (merged_dir / MERGED_RECORD).is_file():
         return EpisodeStore(merged_dir), json.loads((merged_dir / MERGED_RECORD).read_text())
@@ -468,13 +466,13 @@ def dyna_round(
             f"fit.dyna_rounds[{number - 1}] adds no data: give it real-env runs (agents) or agents "
             "trained in the model so far (dream_agents), or remove the round"
         )
-    block = dyna_block["closed_loop"]
-    if "recent_from" in block:  # refused before any agent is trained or any step collected
+    closed_loop_block = dyna_block["closed_loop"]
+    if "recent_from" in closed_loop_block:  # refused before any agent is trained or any step collected
         raise ConfigError(
             f"fit.dyna_rounds[{number - 1}].closed_loop sets recent_from: remove it, the round sets it to "
             f"where its new episodes start ({new_from})"
         )
-    config = ClosedLoopConfig(**block, recent_from=new_from)
+    config = ClosedLoopConfig(**closed_loop_block, recent_from=new_from)
     config.check()
     folder = work / name / f"dyna_round{number}"
     base = folder / "base"
