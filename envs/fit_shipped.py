@@ -128,15 +128,20 @@ def behaviour_runs(spec: dict, key: str, rounds: int | None = None) -> list[Beha
     return [behaviour_run(spec["real_env"], block) for block in blocks]
 
 
-def dream_agents(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str, Any]]:
+def dream_agents(
+    spec: dict, behaviour_work: Path, rounds: int = 0, only_round: int | None = None
+) -> list[dict[str, Any]]:
     """Every agent of the spec's ``fit.data.dream_agents`` groups and of its first ``rounds`` Dyna
-    rounds' groups (``round``: its number; 0 for the data's): where it is saved, how it is trained."""
+    rounds' groups (``round``: its number; 0 for the data's): where it is saved, how it is trained.
+    ``only_round``: that round's agents alone."""
     groups = [(0, group) for group in spec["fit"]["data"].get("dream_agents", [])]
     for number, dyna_round in enumerate(spec["fit"].get("dyna_rounds", [])[:rounds], start=1):
         in_model_so_far = [{**group, "dream_id": spec["id"]} for group in dyna_round.get("dream_agents", [])]
         groups += [(number, group) for group in in_model_so_far]
     out = []
     for number, group in groups:
+        if only_round is not None and number != only_round:
+            continue
         for seed in group["seeds"]:
             path = behaviour_work / spec["real_env"] / "dream" / f"{group['name']}_s{seed}.zip"
             out.append({**group, "seed": int(seed), "path": path, "round": number})
@@ -210,7 +215,6 @@ def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str,
                 }
             )
 
-    trained_in_dreams = dream_agents(spec, behaviour_work, rounds)
     for number in range(rounds + 1):  # each round: its real-env runs, then its dream-trained agents
         for block in agent_blocks(spec["fit"], number):
             run = behaviour_run(spec["real_env"], block)
@@ -223,7 +227,7 @@ def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str,
                     run_seed=run.seed,
                     checkpoint_steps=steps,
                 )
-        for agent in (a for a in trained_in_dreams if a["round"] == number):
+        for agent in dream_agents(spec, behaviour_work, rounds, only_round=number):
             add_agent(
                 f"{agent['name']}_s{agent['seed']}",
                 agent["path"],
@@ -478,7 +482,7 @@ def dyna_round(
     base = folder / "base"
     if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):
         save_with_starts(model, store, base, int(spec["fit"].get("seed", 0)))
-    train_dream_agents([a for a in dream_agents(spec, behaviour_work, number) if a["round"] == number], base)
+    train_dream_agents(dream_agents(spec, behaviour_work, number, only_round=number), base)
     store, provenance = collect(spec, name, work, behaviour_work, number)
     out = folder / "closed_loop"
     if not RunDirectory(out).holds_model():

@@ -257,6 +257,9 @@ def test_cli_fine_tune(behaviour, capsys):
     past = ["--data", str(early), "--recent-share", "0.5", "--recent-from", str(recent_from)]
     assert main([*round_args[:-1], str(folder / "cli_past"), *past, "--device", "cpu"]) != 0
     assert "past the" in capsys.readouterr().err
+    assert main([*round_args[:-1], str(folder / "cli_nowhere"), "--data", str(folder / "nowhere")]) != 0
+    assert "is not an episode store" in capsys.readouterr().err
+    assert not (folder / "cli_past").exists() and not (folder / "cli_nowhere").exists()  # refused: none made
 
 
 def test_fine_tune_without_held_out_episodes_of_the_policies(tmp_path, capsys):

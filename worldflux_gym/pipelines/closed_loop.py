@@ -201,13 +201,25 @@ def fine_tune_closed_loop(
     config = config or ClosedLoopConfig()
     config.check()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    store_dir = Path(store) if store is not None else _store_of(run_dir)
+    _check_store(store_dir, config)  # before out_dir is made, so that a refused fine-tune leaves none
     out = RunDirectory(out_dir)
     _refuse_existing(out)
     # one writer of out_dir (not a fit's run: no fit's files are expected there)
     with out.lock(f"a closed-loop fine-tune of {run_dir}", reentrant=False, refuse_foreign=False):
         _refuse_existing(out)  # written by another writer in between
-        store_dir = Path(store) if store is not None else _store_of(run_dir)
         return _fine_tune(policies, run_dir, store_dir, out_dir, config, device, progress)
+
+
+def _check_store(store_dir: Path, config: ClosedLoopConfig) -> None:
+    """Refuse a store that is not one, or that has no train steps from ``config.recent_from`` on."""
+    train_steps = EpisodeStore(store_dir).num_steps("train")
+    if config.recent_share and config.recent_from >= train_steps:
+        raise ConfigError(
+            f"ClosedLoopConfig.recent_from={config.recent_from} is past the {train_steps} train steps of "
+            f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from; "
+            "set recent_from to the train steps before the new episodes, or recent_share to 0"
+        )
 
 
 def _refuse_existing(out: RunDirectory) -> None:
@@ -237,12 +249,6 @@ def _fine_tune(
         "train", model.device, recent_from=config.recent_from, recent_share=config.recent_share
     )
     validation = store.buffer("validation", model.device)
-    if config.recent_share and config.recent_from >= train.num_steps:
-        raise ConfigError(
-            f"ClosedLoopConfig.recent_from={config.recent_from} is past the {train.num_steps} train steps of "
-            f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from; "
-            "set recent_from to the train steps before the new episodes, or recent_share to 0"
-        )
     if isinstance(policies, Mapping):
         named = dict(policies)
     else:
