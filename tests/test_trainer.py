@@ -539,7 +539,9 @@ def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_p
         "dyna": lambda out: run_dyna(
             "Pendulum-v1", "tiny-mlp:ci", out, DynaConfig(real_steps=10, initial_steps=5)
         ),
-        "fine-tune": lambda out: fine_tune_closed_loop(tmp_path / "some-run", ["agent.zip"], out),
+        "fine-tune": lambda out: fine_tune_closed_loop(
+            tmp_path / "some-run", ["agent.zip"], out, store=pendulum_store.directory
+        ),
     }.items():
         out = tmp_path / name
         ready = fork.Event()
