@@ -213,8 +213,11 @@ def fine_tune_closed_loop(
 
 def _check_store(store_dir: Path, config: ClosedLoopConfig) -> None:
     """Refuse a store that is not one, or that has no train steps from ``config.recent_from`` on."""
-    train_steps = EpisodeStore(store_dir).num_steps("train")
-    if config.recent_share and config.recent_from >= train_steps:
+    store = EpisodeStore(store_dir)
+    if not config.recent_share:
+        return
+    train_steps = store.num_steps("train")
+    if config.recent_from >= train_steps:
         raise ConfigError(
             f"ClosedLoopConfig.recent_from={config.recent_from} is past the {train_steps} train steps of "
             f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from; "
