@@ -201,21 +201,22 @@ def fine_tune_closed_loop(
     config = config or ClosedLoopConfig()
     config.check()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    store_dir = Path(store) if store is not None else _store_of(run_dir)
-    _check_store(store_dir, config)  # before out_dir is made, so that a refused fine-tune leaves none
+    # opened and checked before out_dir is made, so that a refused fine-tune leaves none
+    episodes = _open_store(Path(store) if store is not None else _store_of(run_dir), config)
     out = RunDirectory(out_dir)
     _refuse_existing(out)
     # one writer of out_dir (not a fit's run: no fit's files are expected there)
     with out.lock(f"a closed-loop fine-tune of {run_dir}", reentrant=False, refuse_foreign=False):
         _refuse_existing(out)  # written by another writer in between
-        return _fine_tune(policies, run_dir, store_dir, out_dir, config, device, progress)
+        return _fine_tune(policies, run_dir, episodes, out_dir, config, device, progress)
 
 
-def _check_store(store_dir: Path, config: ClosedLoopConfig) -> None:
-    """Refuse a store that is not one, or that has no train steps from ``config.recent_from`` on."""
+def _open_store(store_dir: Path, config: ClosedLoopConfig) -> EpisodeStore:
+    """The store at ``store_dir``, refused if it is not one or has no train steps from
+    ``config.recent_from`` on (when ``config.recent_share`` draws from them)."""
     store = EpisodeStore(store_dir)
     if not config.recent_share:
-        return
+        return store
     train_steps = store.num_steps("train")
     if config.recent_from >= train_steps:
         raise ConfigError(
@@ -223,6 +224,7 @@ def _check_store(store_dir: Path, config: ClosedLoopConfig) -> None:
             f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from; "
             "set recent_from to the train steps before the new episodes, or recent_share to 0"
         )
+    return store
 
 
 def _refuse_existing(out: RunDirectory) -> None:
@@ -235,7 +237,7 @@ def _refuse_existing(out: RunDirectory) -> None:
 def _fine_tune(
     policies,
     run_dir: Path,
-    store_dir: Path,
+    store: EpisodeStore,
     out_dir: Path,
     config: ClosedLoopConfig,
     device: str,
@@ -247,7 +249,7 @@ def _fine_tune(
             f"closed-loop fine-tuning is for the ensemble family; {run_dir} holds "
             f"{model.family}:{model.preset}"
         )
-    store = EpisodeStore(store_dir)
+    store_dir = store.directory
     train = store.buffer(
         "train", model.device, recent_from=config.recent_from, recent_share=config.recent_share
     )
