@@ -249,7 +249,8 @@ def test_a_recent_share_reaches_the_training_batches_and_bad_values_are_refused(
     last_episode = torch.as_tensor(pendulum_store.episodes("train")[-1].obs[:-1], dtype=torch.float32)
     batch = trainer.sample_batch()
     assert (batch.obs[:, None, :] == last_episode[None]).all(-1).any(-1).all()  # every transition from it
-    for bad in (dict(recent_share=1.5), dict(recent_share=-0.5), dict(recent_from=-1)):
+    past_the_data = dict(recent_from=recent_from + 200, recent_share=0.5)
+    for bad in (dict(recent_share=1.5), dict(recent_share=-0.5), dict(recent_from=-1), past_the_data):
         with pytest.raises(ConfigError, match="TrainerConfig.recent_"):
             Trainer(_model(pendulum_store), pendulum_store, _config(**bad), tmp_path / "b")
     pair = (pendulum_store.buffer("train"), None)

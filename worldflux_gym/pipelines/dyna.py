@@ -278,8 +278,10 @@ def _run_dyna(
         round_index = len(record["rounds"])
         started = time.perf_counter()
 
+        # the first round fits before the agents have collected anything: no recent share yet
+        own_share = config.own_share if store.num_steps("train") > record["own_from"] else 0.0
         overrides, trainer = _fit_settings(model_dir)
-        trainer.update(recent_from=record["own_from"], recent_share=config.own_share)
+        trainer.update(recent_from=record["own_from"], recent_share=own_share)
         with warnings.catch_warnings():
             if round_index == 0 and record.get("prior_updates"):
                 # the copied prior was fitted on the same episodes under another path: not worth a word
@@ -301,9 +303,7 @@ def _run_dyna(
         model = from_pretrained(model_dir, device=config.device)
         branched = config.starts == "branched"
         starts = (
-            store.buffer(
-                "train", device=model.device, recent_from=record["own_from"], recent_share=config.own_share
-            )
+            store.buffer("train", device=model.device, recent_from=record["own_from"], recent_share=own_share)
             if branched
             else None
         )

@@ -208,6 +208,13 @@ class Trainer:
                 recent_from=self.config.recent_from,
                 recent_share=self.config.recent_share,
             )
+            if self.config.recent_share and self.config.recent_from >= train.num_steps:
+                raise ConfigError(
+                    f"TrainerConfig.recent_from={self.config.recent_from} is past the {train.num_steps} "
+                    f"train steps of {data.directory}: no recent steps to draw "
+                    f"recent_share={self.config.recent_share} of each batch from; set recent_from to the "
+                    "train steps before the new episodes, or recent_share to 0"
+                )
             validation = data.buffer("validation", self.device) if data.num_episodes("validation") else None
             info = {"env_id": data.env_id, "store": str(data.directory)}
         else:
