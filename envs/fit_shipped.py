@@ -26,10 +26,15 @@ round ``n`` the model so far is saved with its real starts as ``<work>/<name>/dy
 each of the round's ``dream_agents`` groups (``recipe``, ``steps``, ``env_options``, ``seeds``,
 ``steps_per_agent``, as above) is trained in that dream (the spec's own id with the base weights)
 and acts in the real env, as do the checkpoints of the round's real-env ``agents`` runs (as in
-``fit.data``); the round's store holds every source so far, the new ones last; the base is
-fine-tuned closed-loop on it (the round's ``closed_loop`` block, whose ``recent_share`` draws that
-share of the model's own loss from the round's new steps) under every logger so far, and its
-termination head refitted as in ``fit.end_head``. The last round's model and store are what ships.
+``fit.data``); its ``held_corners`` (``steps``, ``hold``) add real steps of random corners of the
+action box, each held for ``hold`` steps (where dream-trained agents push their actions). The
+round's store holds every source so far, the new ones last. The base is then tuned on it by one of
+two blocks, either of whose ``recent_share`` draws that share of each batch from the round's new
+steps: ``closed_loop`` (``ClosedLoopConfig``'s fields), a closed-loop fine-tune under every logger
+so far; or ``fine_tune`` (``updates``, ``seed``, ``trainer``: trainer settings, ``overrides``: model
+config fields such as the ensemble's ``sequence_length``), a fit that starts from the base's weights
+and normalisation. Its termination head is then refitted as in ``fit.end_head``. The last round's
+model and store are what ships.
 
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
 the data: ``benchmarks/bench_shipped.py --stage audit`` checks the dream on them, loaded from their
@@ -81,6 +86,7 @@ from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.collect import (
     collect_episodes,
     collect_to_store,
+    held_corner_policy,
     scaled_random_policy,
 )
 from worldflux_gym.data.episode import Episode
@@ -237,6 +243,17 @@ def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str,
                 trained_in=agent["dream_id"] if number == 0 else f"Dyna round {number}",
                 group=agent["name"],
             )
+        corners = spec["fit"]["dyna_rounds"][number - 1].get("held_corners") if number else None
+        if corners:
+            out.append(
+                {
+                    "name": f"held_corners_round{number}",
+                    "kind": "held_corners",
+                    "hold": [int(n) for n in corners.get("hold", (10, 100))],
+                    "steps": int(corners["steps"]),
+                    "seed": seed + 200_000 + 1000 * number,
+                }
+            )
     return out
 
 
@@ -249,6 +266,9 @@ def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
             space = gym.make(spec["real_env"]).action_space
             scale = source["scale"] if isinstance(space, gym.spaces.Box) else 1.0
             policy = None if scale == 1.0 else scaled_random_policy(space, scale, source["seed"])
+        elif source["kind"] == "held_corners":
+            space = gym.make(spec["real_env"]).action_space
+            policy = held_corner_policy(space, tuple(source["hold"]), source["seed"] + have)
         else:  # a behaviour run's save or frozen copy, or an agent trained in a dream
             checkpoint = load_checkpoint(
                 source["policy"], source["algorithm"], spec["real_env"], source["run_seed"]
@@ -316,8 +336,8 @@ def summarise(provenance: list[dict]) -> dict:
     """Real steps per kind of source, and the real returns the data cover."""
     by_kind: dict[str, int] = {}
     for p in provenance:
-        if p["kind"] == "random":
-            key = "random"
+        if p["kind"] in ("random", "held_corners"):
+            key = p["kind"]
         elif "trained_in" in p:
             key = f"{p['algorithm']} trained in {p['trained_in']} ({p['group']})"
         else:
@@ -459,37 +479,56 @@ def dyna_round(
     spec: dict, number: int, model, store: EpisodeStore, name: str, work: Path, behaviour_work: Path
 ) -> tuple[Any, EpisodeStore, list[dict]]:
     """Round ``number`` of ``fit.dyna_rounds`` on ``model`` (fitted on ``store``): its dream agents
-    trained in ``model``'s dream, their real episodes and those of its real-env runs' checkpoints
-    added, the model fine-tuned closed-loop on them (and its end head refitted). Every step is kept
-    in ``<work>/<name>/dyna_round<n>``: a rerun goes on."""
+    trained in ``model``'s dream, their real episodes, those of its real-env runs' checkpoints and
+    its held box corners added, the model tuned on them (its ``closed_loop`` or ``fine_tune`` block)
+    and its end head refitted. Every step is kept in ``<work>/<name>/dyna_round<n>``: a rerun goes on."""
     # the earlier data come first in the round's store, so its new train steps start after theirs
     new_from = store.num_steps("train")
     dyna_block = spec["fit"]["dyna_rounds"][number - 1]
-    if not (dyna_block.get("agents") or dyna_block.get("dream_agents")):
+    where = f"fit.dyna_rounds[{number - 1}]"
+    if not any(dyna_block.get(key) for key in ("agents", "dream_agents", "held_corners")):
         raise ConfigError(
-            f"fit.dyna_rounds[{number - 1}] adds no data: give it real-env runs (agents) or agents "
-            "trained in the model so far (dream_agents), or remove the round"
+            f"{where} adds no data: give it real-env runs (agents), agents trained in the model so far "
+            "(dream_agents) or held box corners (held_corners), or remove the round"
         )
-    closed_loop_block = dyna_block["closed_loop"]
-    if "recent_from" in closed_loop_block:  # refused before any agent is trained or any step collected
-        raise ConfigError(
-            f"fit.dyna_rounds[{number - 1}].closed_loop sets recent_from: remove it, the round sets it to "
-            f"where its new episodes start ({new_from})"
+    if ("closed_loop" in dyna_block) == ("fine_tune" in dyna_block):
+        raise ConfigError(f"{where} needs one tuning block: closed_loop or fine_tune")
+    tuning = dyna_block.get("closed_loop") or dyna_block["fine_tune"]
+    if "recent_from" in tuning or "recent_from" in tuning.get("trainer", {}):
+        raise ConfigError(  # refused before any agent is trained or any step collected
+            f"{where} sets recent_from: remove it, the round sets it to where its new episodes "
+            f"start ({new_from})"
         )
-    config = ClosedLoopConfig(**closed_loop_block, recent_from=new_from)
-    config.check()
+    if "closed_loop" in dyna_block:
+        config = ClosedLoopConfig(**tuning, recent_from=new_from)
+        config.check()
     folder = work / name / f"dyna_round{number}"
     base = folder / "base"
     if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):
         save_with_starts(model, store, base, int(spec["fit"].get("seed", 0)))
     train_dream_agents(dream_agents(spec, behaviour_work, number, only_round=number), base)
     store, provenance = collect(spec, name, work, behaviour_work, number)
-    out = folder / "closed_loop"
-    if not RunDirectory(out).holds_model():
-        policies = behaviour_policies(spec, behaviour_work, number)
-        fine_tune_closed_loop(base, policies, out, config, device="cpu", store=store.directory)
-    model = from_pretrained(out, device="cpu")
-    model.config.noise_scale = config.noise_scale
+    if "closed_loop" in dyna_block:
+        out = folder / "closed_loop"
+        if not RunDirectory(out).holds_model():
+            policies = behaviour_policies(spec, behaviour_work, number)
+            fine_tune_closed_loop(base, policies, out, config, device="cpu", store=store.directory)
+        model = from_pretrained(out, device="cpu")
+        model.config.noise_scale = config.noise_scale
+    else:
+        model = fit_world_model(
+            spec["real_env"],
+            f"{spec['family']}:{spec['preset']}",
+            folder / "fine_tune",
+            data_dir=store.directory,
+            steps=int(tuning["updates"]),
+            seed=int(tuning.get("seed", spec["fit"].get("seed", 0))),
+            device="cpu",
+            trainer={**tuning.get("trainer", {}), "recent_from": new_from},
+            progress=False,
+            init_from=base,
+            **tuning.get("overrides", {}),
+        )
     if "end_head" in spec["fit"]:
         model = end_head(spec, model, folder, store)
     return model, store, provenance

@@ -134,3 +134,23 @@ def test_image_observations_are_resized_rendered_frames():
     assert first.obs.shape[1:] == (32, 32, 3) and first.obs.dtype == np.uint8
     np.testing.assert_array_equal(first.obs[0], resize_frame(_real_cartpole_frame(), 32))
     assert not np.array_equal(first.obs[0], first.obs[-1])  # the frames follow the cart
+
+
+def test_held_corner_actions_sit_on_the_bounds_and_each_is_held_for_its_span():
+    from worldflux_gym.data.collect import held_corner_policy
+
+    space = gym.spaces.Box(low=np.float32([-1.0, 0.0]), high=np.float32([2.0, 0.5]))
+    obs = np.zeros((3, 4))
+    policy = held_corner_policy(space, hold=(5, 8), seed=0)
+    actions = np.stack([policy(obs) for _ in range(200)])  # [time, env, dim]
+    assert ((actions == space.low) | (actions == space.high)).all()
+    for env in range(3):
+        changes = np.flatnonzero((np.diff(actions[:, env], axis=0) != 0).any(-1)) + 1
+        spans = np.diff(np.concatenate([[0], changes]))
+        # a corner drawn again may repeat the last one, so a span is one hold or several
+        assert spans.min() >= 5 and len(changes) >= 200 // (8 * 4)
+    again = held_corner_policy(space, hold=(5, 8), seed=0)
+    assert np.array_equal(np.stack([again(obs) for _ in range(200)]), actions)
+    assert not np.array_equal(
+        np.stack([held_corner_policy(space, (5, 8), 1)(obs) for _ in range(200)]), actions
+    )

@@ -1,6 +1,7 @@
 """The scripts of ``envs/``: ``fit_shipped.py``'s dream-trained data sources (agents trained in an
-earlier shipped dream) and Dyna rounds (agents trained in the model fitted so far, real-env runs), and
-``behaviour.py``'s checkpoint scores and frozen held-out runs."""
+earlier shipped dream) and Dyna rounds (agents trained in the model fitted so far, real-env runs, held
+box corners; tuned closed loop or by a fit from the base's weights), and ``behaviour.py``'s
+checkpoint scores and frozen held-out runs."""
 
 import json
 import sys
@@ -18,7 +19,7 @@ from worldflux_gym.agents import evaluate_agent
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.data import EpisodeBuffer, collect_episodes, collect_to_store
 from worldflux_gym.pipelines.closed_loop import closed_loop_record
-from worldflux_gym.training import fit_world_model
+from worldflux_gym.training import fit_world_model, trainer_state
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 sys.path.insert(0, str(ENVS))
@@ -169,6 +170,48 @@ def test_a_round_of_real_env_runs_adds_their_checkpoints_episodes_and_fine_tunes
     fit["dyna_rounds"].append({"closed_loop": tune})  # a round with nothing new is refused before any work
     with pytest.raises(ConfigError, match="adds no data"):
         fit_shipped.dyna_round(spec, 2, tuned, round_store, "toy", work, behaviour_work)
+    assert not (work / "toy" / "dyna_round2").exists()
+
+
+def test_a_round_of_held_corners_fine_tunes_the_fitted_weights_on_windows_from_its_new_steps(tmp_path):
+    tune = {"updates": 6, "seed": 3, "overrides": {"sequence_length": 4},
+            "trainer": {"batch_size": 8, "recent_share": 0.5, "tensorboard": False}}  # fmt: skip
+    fit = {
+        "seed": 0,
+        "data": {"random": {"steps": 1000}},
+        "dyna_rounds": [{"held_corners": {"steps": 400, "hold": [5, 20]}, "fine_tune": tune}],
+    }
+    spec = {"id": DREAM_ID, "real_env": "Pendulum-v1", "family": "ensemble", "preset": "ci", "fit": fit}
+    work, behaviour_work = tmp_path / "shipped", tmp_path / "behaviour"
+    store, _ = fit_shipped.collect(spec, "toy", work, behaviour_work)
+    model = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", work / "toy" / "run", data_dir=store.directory, steps=20, progress=False
+    )
+    tuned, round_store, provenance = fit_shipped.dyna_round(
+        spec, 1, model, store, "toy", work, behaviour_work
+    )
+
+    assert [p["name"] for p in provenance] == ["random_scale1.0", "held_corners_round1"]
+    assert provenance[-1]["real_steps"] == 400 and provenance[-1]["hold"] == [5, 20]
+    corners = [
+        e for e in round_store.episodes("all") if np.isin(e.action, [-2.0, 2.0]).all()
+    ]  # torque bounds
+    assert sum(len(e) for e in corners) == 400 and round_store.num_steps("all") == 1400
+    assert fit_shipped.summarise(provenance)["real_steps_by_source"] == {"random": 1000, "held_corners": 400}
+    state = trainer_state(work / "toy" / "dyna_round1" / "fine_tune")
+    assert state["step"] == 6 and state["trainer_config"]["seed"] == 3
+    assert state["trainer_config"]["recent_from"] == store.num_steps("train")
+    assert state["trainer_config"]["recent_share"] == 0.5
+    assert tuned.config.sequence_length == 4
+    assert torch.equal(tuned.input_mean, model.input_mean)  # fine-tuned under the fitted normalisation
+    assert not torch.equal(tuned.hidden_layers[0].weight, model.hidden_layers[0].weight)
+
+    both = {"held_corners": {"steps": 400}, "fine_tune": tune, "closed_loop": {"updates": 2}}
+    for block, message in ((both, "one tuning block"), ({"fine_tune": tune}, "adds no data")):
+        fit["dyna_rounds"].append(block)
+        with pytest.raises(ConfigError, match=message):
+            fit_shipped.dyna_round(spec, 2, tuned, round_store, "toy", work, behaviour_work)
+        fit["dyna_rounds"].pop()
     assert not (work / "toy" / "dyna_round2").exists()
 
 

@@ -558,3 +558,38 @@ def test_every_writer_takes_the_lock_and_is_refused_while_another_holds_it(tmp_p
         finally:
             holder.kill()
             holder.join()
+
+
+def test_a_fit_from_fitted_weights_keeps_their_normalisation_and_takes_new_settings(tmp_path, pendulum_store):
+    first = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", tmp_path / "first", data_dir=pendulum_store.directory, steps=20,
+        progress=False, trainer=dict(batch_size=32, tensorboard=False),
+    )  # fmt: skip
+    from worldflux_gym.data.collect import scaled_random_policy
+
+    env = gym.make("Pendulum-v1")
+    other = collect_to_store(  # other statistics: a refitted normalisation would differ
+        "Pendulum-v1", 1000, tmp_path / "small_actions", policy=scaled_random_policy(env.action_space, 0.1),
+        progress=False,
+    )  # fmt: skip
+    tuned = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", tmp_path / "tuned", data_dir=other.directory, steps=5, progress=False,
+        trainer=dict(batch_size=4, learning_rate=1e-12, tensorboard=False), init_from=tmp_path / "first",
+        sequence_length=4,
+    )  # fmt: skip
+    assert (
+        tuned.config.sequence_length == 4 and from_pretrained(tmp_path / "tuned").config.sequence_length == 4
+    )
+    assert tuned.config.hidden == first.config.hidden
+    for (name, a), b in zip(first.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # the fitted weights, barely moved at lr 1e-12
+    fresh = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", tmp_path / "fresh", data_dir=other.directory, steps=5, progress=False,
+        trainer=dict(batch_size=4, learning_rate=1e-12, tensorboard=False),
+    )  # fmt: skip
+    assert not torch.allclose(fresh.input_std, first.input_std)  # what adapting to `other` would have done
+    with pytest.raises(ConfigError, match="same family and preset"):
+        fit_world_model(
+            "Pendulum-v1", "tiny-mlp:ci", tmp_path / "wrong", data_dir=other.directory, steps=5,
+            progress=False, init_from=tmp_path / "first",
+        )  # fmt: skip

@@ -119,6 +119,36 @@ def scaled_random_policy(action_space: gym.spaces.Box, scale: float, seed: int =
     return policy
 
 
+def held_corner_policy(
+    action_space: gym.spaces.Box, hold: tuple[int, int] = (10, 100), seed: int = 0
+) -> Policy:
+    """Random corners of the action box (every dimension at its low or high bound), each held for a
+    uniform ``hold[0]``..``hold[1]`` steps, independently in each env of a batch.
+
+    An agent trained in a dream often drives its actions to the bounds and keeps them there; uniform
+    random actions almost never visit those corners for long, so a model fitted on them can get a
+    held corner's slow drift wrong over tens of steps, and the agent exploits it.
+    """
+    rng = np.random.default_rng(seed)
+    low, high = action_space.low, action_space.high
+    action: np.ndarray | None = None
+    left = np.zeros(0, dtype=np.int64)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        nonlocal action, left
+        if action is None:
+            action = np.empty((obs.shape[0], *action_space.shape), dtype=action_space.dtype)
+            left = np.zeros(obs.shape[0], dtype=np.int64)
+        new = left <= 0
+        upper = rng.random(size=(int(new.sum()), *action_space.shape)) < 0.5
+        action[new] = np.where(upper, high, low)
+        left[new] = rng.integers(hold[0], hold[1] + 1, size=int(new.sum()))
+        left -= 1
+        return action.copy()
+
+    return policy
+
+
 # --- collection ------------------------------------------------------------------------------------
 class _EpisodeBuilder:
     def __init__(self, first_obs: np.ndarray):

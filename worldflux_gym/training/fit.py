@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from worldflux_gym.core.checkpoint import from_pretrained
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, SpaceError, TrainingError
 from worldflux_gym.core.model import WorldModel
@@ -70,6 +71,7 @@ def fit_world_model(
     num_envs: int = 1,
     image_size: int | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
     **overrides: Any,
 ) -> WorldModel:
     """Fit ``model_name`` ("family:preset") on ``env_id`` and save it in ``run_dir``; returns the model.
@@ -81,7 +83,10 @@ def fit_world_model(
 
     ``seed`` seeds everything: the collection, the initial weights and the updates, so the same
     seed on the same data gives the same weights (on CPU; CUDA kernels may differ in the last bits).
-    The run holds ``run_dir``'s writer lock throughout: a second writer is refused at once.
+    ``init_from``: a fitted run or checkpoint of ``model_name`` to start from (a fine-tune): its
+    weights, its normalisation (not refitted) and its config, with ``overrides`` on top (e.g. another
+    ``sequence_length``). The run holds ``run_dir``'s writer lock throughout: a second writer is
+    refused at once.
     """
     run = RunDirectory(run_dir)
     build_config(*parse_name(model_name), overrides)  # a typo fails now, not after collecting
@@ -117,10 +122,40 @@ def fit_world_model(
         # the initial weights come from the seed; the caller's own torch RNG is left as it was
         with torch.random.fork_rng(devices=[resolved] if resolved.type == "cuda" else []):
             seed_torch(seed)
-            model = create_world_model(
-                model_name, store.observation_space, store.action_space, device=resolved, **overrides
-            )
+            if init_from is None:
+                model = create_world_model(
+                    model_name, store.observation_space, store.action_space, device=resolved, **overrides
+                )
+            else:
+                model = _warm_start(model_name, init_from, store, resolved, overrides)
         base = trainer or TrainerConfig()
         config = dataclasses.replace(base, steps=steps, seed=seed, progress=base.progress and progress)
+        if init_from is not None:
+            config = dataclasses.replace(
+                config, adapt_samples=0
+            )  # the weights were fitted under its normalisation
         Trainer(model, store, config, run.path).fit()
+    return model
+
+
+def _warm_start(
+    model_name: str,
+    init_from: str | Path,
+    store: EpisodeStore,
+    device: torch.device,
+    overrides: dict[str, Any],
+) -> WorldModel:
+    """A new ``model_name`` with the weights and normalisation of the fitted model at ``init_from``."""
+    source = from_pretrained(init_from, device=device)
+    if (source.family, source.preset) != parse_name(model_name):
+        raise ConfigError(
+            f"init_from={init_from} holds {source.family}:{source.preset}, not {model_name}; "
+            "start from a model of the same family and preset"
+        )
+    store.check_compatible(None, source.observation_space, source.action_space)
+    config = {**dataclasses.asdict(source.config), **overrides}
+    model = create_world_model(
+        model_name, source.observation_space, source.action_space, device=device, **config
+    )
+    model.load_state_dict(source.state_dict())
     return model

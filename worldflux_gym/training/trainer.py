@@ -72,7 +72,9 @@ class TrainerConfig:
     validation_batches: int = 4
     checkpoint_every: int = 1000
     log_every: int = 50
-    adapt_samples: int = 100_000  # transitions handed to model.adapt_to_data before the first step
+    # transitions handed to model.adapt_to_data before the first step; 0 keeps the model's own
+    # normalisation (a fine-tune of fitted weights)
+    adapt_samples: int = 100_000
     # a share of each training batch from the train steps after the first `recent_from` (data
     # appended later, e.g. a Dyna agent's own): see EpisodeBuffer
     recent_share: float = 0.0
@@ -104,6 +106,7 @@ class TrainerConfig:
                 raise ConfigError(f"TrainerConfig.{name} must be positive, got {getattr(out, name)}")
         check_float(out.recent_share, "TrainerConfig.recent_share", minimum=0.0, maximum=1.0)
         check_int(out.recent_from, "TrainerConfig.recent_from", minimum=0)
+        check_int(out.adapt_samples, "TrainerConfig.adapt_samples", minimum=0)
         for name in ("learning_rate", "grad_clip"):  # `not 0 < x < inf` also refuses NaN
             value = getattr(out, name)
             if not 0 < value < math.inf:
@@ -368,7 +371,10 @@ class Trainer:
         return nullcontext()
 
     def adapt(self) -> None:
-        """``model.adapt_to_data`` once, on a large sample shared by every rank."""
+        """``model.adapt_to_data`` once, on a large sample shared by every rank (not at all with
+        ``adapt_samples`` 0)."""
+        if self.config.adapt_samples == 0:
+            return
         buffer = self.train_data
         if buffer.num_steps <= self.config.adapt_samples:
             sample = buffer.all_transitions()
