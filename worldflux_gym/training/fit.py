@@ -130,10 +130,8 @@ def fit_world_model(
                 model = _warm_start(model_name, init_from, store, resolved, overrides)
         base = trainer or TrainerConfig()
         config = dataclasses.replace(base, steps=steps, seed=seed, progress=base.progress and progress)
-        if init_from is not None:
-            config = dataclasses.replace(
-                config, adapt_samples=0
-            )  # the weights were fitted under its normalisation
+        if init_from is not None:  # the weights were fitted under their own normalisation: keep it
+            config = dataclasses.replace(config, adapt_samples=0)
         Trainer(model, store, config, run.path).fit()
     return model
 
