@@ -25,6 +25,7 @@ from worldflux_gym.cli import main
 from worldflux_gym.core import Preset, SequenceBatch, TransitionBatch, register_family
 from worldflux_gym.core.errors import ConcurrentWriterError, ConfigError, DataError, SpaceError, TrainingError
 from worldflux_gym.data import EpisodeStore, collect_to_store
+from worldflux_gym.data.collect import scaled_random_policy
 from worldflux_gym.training import Trainer, TrainerConfig, fit_world_model, trainer_state
 
 TESTS = Path(__file__).parent
@@ -565,8 +566,6 @@ def test_a_fit_from_fitted_weights_keeps_their_normalisation_and_takes_new_setti
         "Pendulum-v1", "ensemble:ci", tmp_path / "first", data_dir=pendulum_store.directory, steps=20,
         progress=False, trainer=dict(batch_size=32, tensorboard=False),
     )  # fmt: skip
-    from worldflux_gym.data.collect import scaled_random_policy
-
     env = gym.make("Pendulum-v1")
     other = collect_to_store(  # other statistics: a refitted normalisation would differ
         "Pendulum-v1", 1000, tmp_path / "small_actions", policy=scaled_random_policy(env.action_space, 0.1),

@@ -18,8 +18,22 @@ import numpy as np
 import torch
 
 from worldflux_gym.core.batch import SequenceBatch, TransitionBatch
+from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.validate import check_float, check_int
 from worldflux_gym.data.episode import Episode
+
+
+def check_recent_steps(
+    recent_from: int, recent_share: float, train_steps: int, setting: str, data: object
+) -> None:
+    """Refuse a ``recent_share`` asked of data with no train steps from ``recent_from`` on (a buffer
+    would then draw uniformly without a word). ``setting`` names the caller's config, ``data`` the data."""
+    if recent_share and recent_from >= train_steps:
+        raise ConfigError(
+            f"{setting}.recent_from={recent_from} is past the {train_steps} train steps of {data}: no recent "
+            f"steps to draw recent_share={recent_share} of each batch from; set recent_from to the train "
+            "steps before the new episodes, or recent_share to 0"
+        )
 
 
 class EpisodeBuffer:

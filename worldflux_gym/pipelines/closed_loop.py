@@ -61,7 +61,7 @@ from worldflux_gym.core.checkpoint import (
 from worldflux_gym.core.device import resolve_device
 from worldflux_gym.core.errors import ConfigError, TrainingError
 from worldflux_gym.core.model import WorldModel
-from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.data.buffer import EpisodeBuffer, check_recent_steps
 from worldflux_gym.data.store import EpisodeStore
 from worldflux_gym.training.run_dir import CLOSED_LOOP_JSON, STATE_JSON, RunDirectory
 from worldflux_gym.training.trainer import TrainerConfig, optimizer_state, restore_optimizer, sample_for
@@ -215,14 +215,10 @@ def _open_store(store_dir: Path, config: ClosedLoopConfig) -> EpisodeStore:
     """The store at ``store_dir``, refused if it is not one or has no train steps from
     ``config.recent_from`` on (when ``config.recent_share`` draws from them)."""
     store = EpisodeStore(store_dir)
-    if not config.recent_share:
-        return store
-    train_steps = store.num_steps("train")
-    if config.recent_from >= train_steps:
-        raise ConfigError(
-            f"ClosedLoopConfig.recent_from={config.recent_from} is past the {train_steps} train steps of "
-            f"{store_dir}: no recent steps to draw recent_share={config.recent_share} of each batch from; "
-            "set recent_from to the train steps before the new episodes, or recent_share to 0"
+    if config.recent_share:  # counting the train steps reads the store's index
+        train_steps = store.num_steps("train")
+        check_recent_steps(
+            config.recent_from, config.recent_share, train_steps, "ClosedLoopConfig", store_dir
         )
     return store
 

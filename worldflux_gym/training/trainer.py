@@ -44,7 +44,7 @@ from worldflux_gym.core.errors import ConfigError, DataError, SpaceError, Traini
 from worldflux_gym.core.lock import WriterLock
 from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.validate import check_float, check_int
-from worldflux_gym.data.buffer import EpisodeBuffer
+from worldflux_gym.data.buffer import EpisodeBuffer, check_recent_steps
 from worldflux_gym.data.store import EpisodeStore
 from worldflux_gym.training.run_dir import STATE_JSON, STATE_TENSORS, RunDirectory
 
@@ -211,13 +211,13 @@ class Trainer:
                 recent_from=self.config.recent_from,
                 recent_share=self.config.recent_share,
             )
-            if self.config.recent_share and self.config.recent_from >= train.num_steps:
-                raise ConfigError(
-                    f"TrainerConfig.recent_from={self.config.recent_from} is past the {train.num_steps} "
-                    f"train steps of {data.directory}: no recent steps to draw "
-                    f"recent_share={self.config.recent_share} of each batch from; set recent_from to the "
-                    "train steps before the new episodes, or recent_share to 0"
-                )
+            check_recent_steps(
+                self.config.recent_from,
+                self.config.recent_share,
+                train.num_steps,
+                "TrainerConfig",
+                data.directory,
+            )
             validation = data.buffer("validation", self.device) if data.num_episodes("validation") else None
             info = {"env_id": data.env_id, "store": str(data.directory)}
         else:
