@@ -8,6 +8,7 @@ import pytest
 
 from worldflux_gym.core.errors import ConfigError, SpaceError
 from worldflux_gym.data import collect_episodes, load_sb3_policy, resize_frame
+from worldflux_gym.data.collect import held_corner_policy, scaled_random_policy
 from worldflux_gym.data.policy import detect_sb3_algorithm
 
 
@@ -137,8 +138,6 @@ def test_image_observations_are_resized_rendered_frames():
 
 
 def test_held_corner_actions_sit_on_the_bounds_and_each_is_held_for_its_span():
-    from worldflux_gym.data.collect import held_corner_policy
-
     space = gym.spaces.Box(low=np.float32([-1.0, 0.0]), high=np.float32([2.0, 0.5]))
     obs = np.zeros((3, 4))
     policy = held_corner_policy(space, hold=(5, 8), seed=0)
@@ -154,3 +153,16 @@ def test_held_corner_actions_sit_on_the_bounds_and_each_is_held_for_its_span():
     assert not np.array_equal(
         np.stack([held_corner_policy(space, (5, 8), 1)(obs) for _ in range(200)]), actions
     )
+
+
+def test_box_action_policies_refuse_a_discrete_or_unbounded_space_and_a_bad_setting_by_name():
+    box = gym.spaces.Box(-1.0, 1.0, shape=(2,))
+    with pytest.raises(ConfigError, match="held_corner_policy needs a bounded Box action space"):
+        held_corner_policy(gym.spaces.Discrete(2))
+    with pytest.raises(ConfigError, match="scaled_random_policy needs a bounded Box"):
+        scaled_random_policy(gym.spaces.Box(-np.inf, np.inf, shape=(2,)), 0.5)
+    with pytest.raises(ConfigError, match="scale must be a finite number >= 0 and <= 1"):
+        scaled_random_policy(box, 1.5)
+    for hold in [(0, 5), (8, 5), (5,)]:
+        with pytest.raises(ConfigError, match="hold"):
+            held_corner_policy(box, hold=hold)

@@ -28,6 +28,7 @@ from gymnasium.wrappers import AddRenderObservation
 from tqdm.auto import tqdm
 
 from worldflux_gym.core.errors import ConfigError, DuplicateEpisodeError
+from worldflux_gym.core.validate import check_float, check_int
 from worldflux_gym.data.episode import Episode
 from worldflux_gym.data.policy import Policy, load_sb3_policy
 
@@ -102,12 +103,23 @@ def make_real_vector_env(
 
 
 # --- policies --------------------------------------------------------------------------------------
+def _finite_box(action_space: gym.Space, policy: str) -> gym.spaces.Box:
+    if not isinstance(action_space, gym.spaces.Box) or not action_space.is_bounded("both"):
+        raise ConfigError(
+            f"{policy} needs a bounded Box action space, got {action_space}; collect a discrete env's "
+            "data with random actions (policy=None) or an agent"
+        )
+    return action_space
+
+
 def scaled_random_policy(action_space: gym.spaces.Box, scale: float, seed: int = 0) -> Policy:
     """Uniform random Box actions shrunk towards the middle of the box by ``scale`` (0..1).
 
     Small scales keep a walker up far longer than full-range noise (Walker2d-v5: ~116 steps at
     scale 0 against ~22 at scale 1), so data mixed over scales holds long episodes as well as falls.
     """
+    action_space = _finite_box(action_space, "scaled_random_policy")
+    scale = check_float(scale, "scale", minimum=0.0, maximum=1.0)
     rng = np.random.default_rng(seed)
     mid = (action_space.high + action_space.low) / 2
     half = (action_space.high - action_space.low) / 2
@@ -129,6 +141,9 @@ def held_corner_policy(
     random actions almost never visit those corners for long, so a model fitted on them can get a
     held corner's slow drift wrong over tens of steps, and the agent exploits it.
     """
+    action_space = _finite_box(action_space, "held_corner_policy")
+    if len(hold) != 2 or check_int(hold[0], "hold[0]", minimum=1) > check_int(hold[1], "hold[1]", minimum=1):
+        raise ConfigError(f"hold must be (shortest, longest) steps with shortest <= longest, got {hold}")
     rng = np.random.default_rng(seed)
     low, high = action_space.low, action_space.high
     action: np.ndarray | None = None
