@@ -1,7 +1,8 @@
 """The worldflux-gym demo: practise in a dream, then face reality.
 
-1. ``gym.make("WorldFlux/Ensemble-Walker-v4")``: the shipped ensemble model of Walker2d-v5 as an env
-   (fitted on random motion and on the checkpoints of three real-env runs, PPO and SAC);
+1. ``gym.make("WorldFlux/Ensemble-Walker-v5")``: the shipped ensemble model of Walker2d-v5 as an env
+   (fitted on random motion, on the checkpoints of three real-env runs, PPO and SAC, and on held
+   corners of the action box);
 2. train the dream's agent recipe inside it for ``--minutes`` of wall-clock time: PPO over a batch of short
    dreamed walks that branch from real states, with the model's uncertainty as a cost
    (``agents/ppo_walker_branched.json``);
@@ -56,7 +57,7 @@ def dream_return(dream_id: str, agent, episodes: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dream", default="WorldFlux/Ensemble-Walker-v4", help="a shipped WorldFlux/* id")
+    parser.add_argument("--dream", default="WorldFlux/Ensemble-Walker-v5", help="a shipped WorldFlux/* id")
     parser.add_argument("--minutes", type=float, default=4.0, help="agent training time in the dream")
     parser.add_argument("--episodes", type=int, default=5, help="evaluation episodes")
     parser.add_argument("--video-steps", type=int, default=300)

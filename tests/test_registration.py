@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 REQUIRED_IDS = {
     "WorldFlux/Dreamer-Walker-v1": "Walker2d-v5",
     "WorldFlux/Ensemble-Walker-v3": "Walker2d-v5",
-    "WorldFlux/Ensemble-Walker-v4": "Walker2d-v5",
+    "WorldFlux/Ensemble-Walker-v5": "Walker2d-v5",
     "WorldFlux/TDMPC2-Walker-v2": "Walker2d-v5",
     "WorldFlux/Dreamer-CartPole-v2": "CartPole-v1",
     "WorldFlux/Ensemble-CartPole-v1": "CartPole-v1",
@@ -34,8 +34,9 @@ ALL_IDS = sorted(spec.id for spec in load_specs())
 # Versions removed when a refit replaced them (CHANGELOG.md): making one names the version to use.
 REMOVED_IDS = {
     "WorldFlux/Dreamer-Walker-v0": "WorldFlux/Dreamer-Walker-v1",
-    "WorldFlux/Ensemble-Walker-v0": "WorldFlux/Ensemble-Walker-v4",
-    "WorldFlux/Ensemble-Walker-v2": "WorldFlux/Ensemble-Walker-v4",
+    "WorldFlux/Ensemble-Walker-v0": "WorldFlux/Ensemble-Walker-v5",
+    "WorldFlux/Ensemble-Walker-v2": "WorldFlux/Ensemble-Walker-v5",
+    "WorldFlux/Ensemble-Walker-v4": "WorldFlux/Ensemble-Walker-v5",
     "WorldFlux/TDMPC2-Walker-v0": "WorldFlux/TDMPC2-Walker-v2",
     "WorldFlux/TDMPC2-Walker-v1": "WorldFlux/TDMPC2-Walker-v2",
     "WorldFlux/Dreamer-CartPole-v0": "WorldFlux/Dreamer-CartPole-v2",
