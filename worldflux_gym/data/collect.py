@@ -103,7 +103,7 @@ def make_real_vector_env(
 
 
 # --- policies --------------------------------------------------------------------------------------
-def _finite_box(action_space: gym.Space, policy: str) -> gym.spaces.Box:
+def _bounded_box(action_space: gym.Space, policy: str) -> gym.spaces.Box:
     if not isinstance(action_space, gym.spaces.Box) or not action_space.is_bounded("both"):
         raise ConfigError(
             f"{policy} needs a bounded Box action space, got {action_space}; collect a discrete env's "
@@ -118,7 +118,7 @@ def scaled_random_policy(action_space: gym.spaces.Box, scale: float, seed: int =
     Small scales keep a walker up far longer than full-range noise (Walker2d-v5: ~116 steps at
     scale 0 against ~22 at scale 1), so data mixed over scales holds long episodes as well as falls.
     """
-    action_space = _finite_box(action_space, "scaled_random_policy")
+    action_space = _bounded_box(action_space, "scaled_random_policy")
     scale = check_float(scale, "scale", minimum=0.0, maximum=1.0)
     rng = np.random.default_rng(seed)
     mid = (action_space.high + action_space.low) / 2
@@ -141,7 +141,7 @@ def held_corner_policy(
     random actions almost never visit those corners for long, so a model fitted on them can get a
     held corner's slow drift wrong over tens of steps, and the agent exploits it.
     """
-    action_space = _finite_box(action_space, "held_corner_policy")
+    action_space = _bounded_box(action_space, "held_corner_policy")
     if len(hold) != 2 or check_int(hold[0], "hold[0]", minimum=1) > check_int(hold[1], "hold[1]", minimum=1):
         raise ConfigError(f"hold must be (shortest, longest) steps with shortest <= longest, got {hold}")
     rng = np.random.default_rng(seed)
