@@ -82,8 +82,10 @@ from worldflux_gym.core.checkpoint import (
     to_json_bytes,
 )
 from worldflux_gym.core.errors import ConfigError
+from worldflux_gym.core.registry import build_config
 from worldflux_gym.data.buffer import EpisodeBuffer
 from worldflux_gym.data.collect import (
+    DEFAULT_HOLD,
     collect_episodes,
     collect_to_store,
     held_corner_policy,
@@ -94,7 +96,7 @@ from worldflux_gym.data.policy import as_policy
 from worldflux_gym.data.store import EpisodeStore, is_store
 from worldflux_gym.dream.starts import STARTS_FILE, save_starts
 from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
-from worldflux_gym.training import RunDirectory, fit_world_model
+from worldflux_gym.training import RunDirectory, TrainerConfig, fit_world_model
 from worldflux_gym.training.end_head import fit_end_head
 from worldflux_gym.training.model_quality import evaluate_model
 
@@ -249,7 +251,7 @@ def sources(spec: dict, behaviour_work: Path, rounds: int = 0) -> list[dict[str,
                 {
                     "name": f"held_corners_round{number}",
                     "kind": "held_corners",
-                    "hold": [int(n) for n in corners.get("hold", (10, 100))],
+                    "hold": [int(n) for n in corners.get("hold", DEFAULT_HOLD)],
                     "steps": int(corners["steps"]),
                     "seed": seed + 200_000 + 1000 * number,
                 }
@@ -263,7 +265,7 @@ def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
         import gymnasium as gym
 
         if source["kind"] == "random":
-            space = gym.make(spec["real_env"]).action_space
+            space = gym.make(spec["real_env"]).action_space  # a Discrete env's random data are unscaled
             scale = source["scale"] if isinstance(space, gym.spaces.Box) else 1.0
             policy = None if scale == 1.0 else scaled_random_policy(space, scale, source["seed"])
         elif source["kind"] == "held_corners":
@@ -502,6 +504,14 @@ def dyna_round(
     if "closed_loop" in dyna_block:
         config = ClosedLoopConfig(**tuning, recent_from=new_from)
         config.check()
+    else:  # a typo in the block fails now, not after the round's agents and data
+        if "updates" not in tuning or set(tuning) - {"updates", "seed", "trainer", "overrides"}:
+            raise ConfigError(
+                f"{where}.fine_tune takes updates (required), seed, trainer and overrides, "
+                f"got {sorted(tuning)}"
+            )
+        TrainerConfig.from_dict(tuning.get("trainer", {}))
+        build_config(spec["family"], spec["preset"], tuning.get("overrides"))
     folder = work / name / f"dyna_round{number}"
     base = folder / "base"
     if not (RunDirectory(base).holds_model() and (base / STARTS_FILE).is_file()):

@@ -215,6 +215,23 @@ def test_a_round_of_held_corners_fine_tunes_the_fitted_weights_on_windows_from_i
     assert not (work / "toy" / "dyna_round2").exists()
 
 
+def test_a_fine_tune_block_with_a_typo_is_refused_before_the_round_does_any_work(tmp_path):
+    fit = {"seed": 0, "data": {"random": {"steps": 200}}, "dyna_rounds": []}
+    spec = {"id": DREAM_ID, "real_env": "Pendulum-v1", "family": "ensemble", "preset": "ci", "fit": fit}
+    work, behaviour_work = tmp_path / "shipped", tmp_path / "behaviour"
+    store, _ = fit_shipped.collect(spec, "toy", work, behaviour_work)
+    corners = {"steps": 100}
+    for tune, message in (
+        ({"update": 5}, "fine_tune takes updates"),
+        ({"updates": 5, "trainer": {"batchsize": 8}}, "unknown trainer setting"),
+        ({"updates": 5, "overrides": {"sequence_lenght": 4}}, "sequence_lenght"),
+    ):
+        fit["dyna_rounds"] = [{"held_corners": corners, "fine_tune": tune}]
+        with pytest.raises(ConfigError, match=message):
+            fit_shipped.dyna_round(spec, 1, None, store, "toy", work, behaviour_work)
+    assert not (work / "toy" / "dyna_round1").exists()
+
+
 def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
     spec = {"fit": {"seed": 0, "end_head": {"updates": 2, "batch_size": 16}}}
     data = EpisodeBuffer(collect_episodes("CartPole-v1", 300, seed=0, progress=False))

@@ -131,8 +131,11 @@ def scaled_random_policy(action_space: gym.spaces.Box, scale: float, seed: int =
     return policy
 
 
+DEFAULT_HOLD = (10, 100)  # steps a held corner lasts, shortest and longest
+
+
 def held_corner_policy(
-    action_space: gym.spaces.Box, hold: tuple[int, int] = (10, 100), seed: int = 0
+    action_space: gym.spaces.Box, hold: tuple[int, int] = DEFAULT_HOLD, seed: int = 0
 ) -> Policy:
     """Random corners of the action box (every dimension at its low or high bound), each held for a
     uniform ``hold[0]``..``hold[1]`` steps, independently in each env of a batch.

@@ -91,12 +91,7 @@ def fit_world_model(
     run = RunDirectory(run_dir)
     build_config(*parse_name(model_name), overrides)  # a typo fails now, not after collecting
     if isinstance(trainer, dict):
-        valid = {f.name for f in dataclasses.fields(TrainerConfig)}
-        if set(trainer) - valid:
-            raise ConfigError(
-                f"unknown trainer setting(s) {sorted(set(trainer) - valid)}; valid: {sorted(valid)}"
-            )
-        trainer = TrainerConfig(**trainer)
+        trainer = TrainerConfig.from_dict(trainer)
     # what can be refused by looking is refused before anything is written
     _check_resumable(run, env_id, model_name, writer=False)
     if data_dir is not None:

@@ -84,6 +84,16 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = True
 
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> TrainerConfig:
+        """Trainer settings from a mapping (a spec's, say); an unknown name is refused."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        if set(settings) - valid:
+            raise ConfigError(
+                f"unknown trainer setting(s) {sorted(set(settings) - valid)}; valid: {sorted(valid)}"
+            )
+        return cls(**settings)
+
     def resolved(self, model: WorldModel) -> TrainerConfig:
         """A copy with every ``None`` filled in from ``model`` and the defaults, values checked."""
 
