@@ -33,8 +33,16 @@ two blocks, either of whose ``recent_share`` draws that share of each batch from
 steps: ``closed_loop`` (``ClosedLoopConfig``'s fields), a closed-loop fine-tune under every logger
 so far; or ``fine_tune`` (``updates``, ``seed``, ``trainer``: trainer settings, ``overrides``: model
 config fields such as the ensemble's ``sequence_length``), a fit that starts from the base's weights
-and normalisation. Its termination head is then refitted as in ``fit.end_head``. The last round's
-model and store are what ships.
+and normalisation. Its termination head is then refitted as in ``fit.end_head``.
+
+``fit.dyna_loop``: MBPO's loop (``worldflux_gym/pipelines/dyna.py``, ``DynaConfig``'s fields but the
+prior and the device) from the trainer run fitted last (``run``, or the last round's ``fine_tune``)
+and its store, copied into ``<work>/<name>/dyna_loop``: one agent of ``recipe``, carried from round to
+round, trains in the model's dream and collects ``steps_per_round`` real steps, and the model is
+fitted ``fit_steps_per_round`` more updates with ``own_share`` of each batch from those steps, until
+the loop has collected ``real_steps``. Its termination head is then refitted as in ``fit.end_head``.
+
+The last stage's model and store are what ships.
 
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
 the data: ``benchmarks/bench_shipped.py --stage audit`` checks the dream on them, loaded from their
@@ -60,6 +68,7 @@ stage's wall-clock seconds over every call that ran it (``<work>/<name>/seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -72,6 +81,7 @@ import numpy as np
 import torch
 from behaviour import DATA_RUNS, BehaviourRun, checkpoint_agents, load_checkpoint, run_checkpoints
 
+from worldflux_gym.agents.recipes import load_recipe
 from worldflux_gym.agents.train import read_training_summary, train_agent
 from worldflux_gym.core.checkpoint import (
     CONFIG_FILE,
@@ -93,9 +103,9 @@ from worldflux_gym.data.collect import (
 )
 from worldflux_gym.data.episode import Episode
 from worldflux_gym.data.policy import as_policy
-from worldflux_gym.data.store import EpisodeStore, is_store
+from worldflux_gym.data.store import SPLITS, EpisodeStore, is_store
 from worldflux_gym.dream.starts import STARTS_FILE, save_starts
-from worldflux_gym.pipelines import ClosedLoopConfig, fine_tune_closed_loop
+from worldflux_gym.pipelines import ClosedLoopConfig, DynaConfig, fine_tune_closed_loop, run_dyna
 from worldflux_gym.training import RunDirectory, TrainerConfig, fit_world_model
 from worldflux_gym.training.end_head import fit_end_head
 from worldflux_gym.training.model_quality import evaluate_model
@@ -340,6 +350,8 @@ def summarise(provenance: list[dict]) -> dict:
     for p in provenance:
         if p["kind"] in ("random", "held_corners"):
             key = p["kind"]
+        elif p["kind"] == "dyna_loop":
+            key = f"{p['algorithm']} carried through the Dyna loop ({p['recipe']})"
         elif "trained_in" in p:
             key = f"{p['algorithm']} trained in {p['trained_in']} ({p['group']})"
         else:
@@ -544,6 +556,71 @@ def dyna_round(
     return model, store, provenance
 
 
+LOOP_FIELDS = {f.name for f in dataclasses.fields(DynaConfig)} - {"prior_model", "prior_data", "device"}
+
+
+def check_loop_block(fit: dict) -> None:
+    """Refuse a ``fit.dyna_loop`` block that names a field the loop does not have, lacks ``recipe`` or
+    ``real_steps``, or follows a model no trainer can go on fitting (before any stage does work)."""
+    block = fit["dyna_loop"]
+    unknown, missing = set(block) - LOOP_FIELDS, {"recipe", "real_steps"} - set(block)
+    if unknown or missing:
+        raise ConfigError(
+            f"fit.dyna_loop takes {sorted(LOOP_FIELDS)} (recipe and real_steps required; the prior and "
+            f"the device are set by the stage), got unknown {sorted(unknown)}, missing {sorted(missing)}"
+        )
+    rounds = fit.get("dyna_rounds", [])
+    if (rounds and "fine_tune" not in rounds[-1]) or (not rounds and "closed_loop" in fit):
+        raise ConfigError(
+            "fit.dyna_loop goes on fitting the last trainer run, and a closed-loop fine-tune is not one: "
+            "end the stages before it with fit_steps or a fine_tune round"
+        )
+    DynaConfig(**block, prior_model="checked", device="cpu").checked()
+
+
+def last_trainer_run(fit: dict, folder: Path) -> Path:
+    """The run directory of the model fitted so far: the last Dyna round's ``fine_tune``, or ``run``."""
+    rounds = fit.get("dyna_rounds", [])
+    return folder / f"dyna_round{len(rounds)}" / "fine_tune" if rounds else folder / "run"
+
+
+def dyna_loop(spec: dict, store: EpisodeStore, name: str, work: Path) -> tuple[Any, EpisodeStore, dict]:
+    """``fit.dyna_loop`` from the last trainer run and ``store`` (its data), then the end head; a rerun
+    goes on where a kill stopped it. Returns the model, the loop's store and its data source."""
+    fit = spec["fit"]
+    check_loop_block(fit)
+    config = DynaConfig(
+        **fit["dyna_loop"],
+        prior_model=str(last_trainer_run(fit, work / name)),
+        prior_data=str(store.directory),
+        device="cpu",
+    )
+    out = work / name / "dyna_loop"
+    run_dyna(spec["real_env"], f"{spec['family']}:{spec['preset']}", out, config, progress=False)
+    loop_store = EpisodeStore(out / "data")
+    model = from_pretrained(out / "model", device="cpu")
+    if "end_head" in fit:
+        model = end_head(spec, model, out, loop_store)
+    # each split holds the prior's episodes first, then the loop's
+    new = [e for split in SPLITS for e in loop_store.episodes(split)[store.num_episodes(split) :]]
+    returns = [float(np.sum(e.reward)) for e in new]
+    source = {
+        "name": "dyna_loop",
+        "kind": "dyna_loop",
+        "algorithm": load_recipe(config.recipe).algorithm,
+        "recipe": config.recipe,
+        "seed": config.seed,
+        "real_steps": sum(len(e) for e in new),
+        "episodes": len(new),
+        "episode_return": {
+            "mean": round(float(np.mean(returns)), 1),
+            "min": round(min(returns), 1),
+            "max": round(max(returns), 1),
+        },
+    }
+    return model, loop_store, source
+
+
 @contextmanager
 def stage_clock(folder: Path, stage: str) -> Iterator[None]:
     """Add the seconds this call spends in ``stage`` to ``folder/seconds.json``, also when it is
@@ -564,6 +641,8 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     spec = json.loads(spec_path.read_text())
     fit = spec["fit"]
     seed = int(fit.get("seed", 0))
+    if "dyna_loop" in fit:
+        check_loop_block(fit)
     store, provenance = collect(spec, name, work, behaviour_work)
     spec["data_provenance"] = summarise(provenance)
     if stage == "data":
@@ -589,6 +668,11 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     for number in range(1, len(fit.get("dyna_rounds", [])) + 1):
         with stage_clock(work / name, f"dyna_round{number}"):
             model, store, provenance = dyna_round(spec, number, model, store, name, work, behaviour_work)
+        spec["data_provenance"] = summarise(provenance)
+    if "dyna_loop" in fit:
+        with stage_clock(work / name, "dyna_loop"):
+            model, store, loop_source = dyna_loop(spec, store, name, work)
+        provenance = [*provenance, loop_source]
         spec["data_provenance"] = summarise(provenance)
     stage_seconds = json.loads((work / name / STAGE_SECONDS).read_text())
     model = model.to("cpu").eval()

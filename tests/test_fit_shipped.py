@@ -232,6 +232,58 @@ def test_a_fine_tune_block_with_a_typo_is_refused_before_the_round_does_any_work
     assert not (work / "toy" / "dyna_round1").exists()
 
 
+def test_the_dyna_loop_stage_goes_on_fitting_the_last_run_with_one_agent_and_its_own_steps(tmp_path):
+    loop = {"recipe": "ppo_pendulum", "real_steps": 400, "steps_per_round": 200, "fit_steps_per_round": 3,
+            "agent_steps_per_round": 64, "initial_steps": 0, "own_share": 0.5,
+            "dream_horizon": 20}  # fmt: skip
+    fit = {"seed": 0, "data": {"random": {"steps": 1000}}, "dyna_loop": loop}
+    spec = {"id": DREAM_ID, "real_env": "Pendulum-v1", "family": "ensemble", "preset": "ci", "fit": fit}
+    work, behaviour_work = tmp_path / "shipped", tmp_path / "behaviour"
+    store, provenance = fit_shipped.collect(spec, "toy", work, behaviour_work)
+    fitted = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", work / "toy" / "run", data_dir=store.directory, steps=20, progress=False
+    )
+    model, loop_store, source = fit_shipped.dyna_loop(spec, store, "toy", work)
+
+    folder = work / "toy" / "dyna_loop"
+    state = trainer_state(folder / "model")
+    assert state["step"] == 20 + 3 * 2  # the fitted run resumed: two rounds of three updates
+    assert state["trainer_config"]["recent_from"] == store.num_steps("train")
+    assert state["trainer_config"]["recent_share"] == 0.5
+    assert (folder / "agent.zip").is_file()
+    # the fitted data come first and keep their split; the carried agent's episodes are added after them
+    assert loop_store.num_steps("all") == store.num_steps("all") + 400
+    for split in ("train", "validation"):
+        earlier = store.episodes(split)
+        assert [e.obs[0].tobytes() for e in loop_store.episodes(split)[: len(earlier)]] == [
+            e.obs[0].tobytes() for e in earlier
+        ]
+    assert source["kind"] == "dyna_loop" and source["real_steps"] == 400 and source["episodes"] == 2
+    summary = fit_shipped.summarise([*provenance, source])
+    assert summary["real_steps_by_source"] == {
+        "random": 1000,
+        "PPO carried through the Dyna loop (ppo_pendulum)": 400,
+    }
+    assert not torch.equal(model.hidden_layers[0].weight, fitted.hidden_layers[0].weight)
+    assert torch.equal(model.input_mean, fitted.input_mean)  # fitted on under the run's normalisation
+
+    trained = (folder / "agent.zip").stat().st_mtime_ns  # a rerun finds the loop finished
+    again, _, _ = fit_shipped.dyna_loop(spec, store, "toy", work)
+    assert (folder / "agent.zip").stat().st_mtime_ns == trained
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+    for block, message in (
+        ({**loop, "own_shar": 0.5}, "own_shar"),
+        ({**loop, "prior_model": "elsewhere"}, "prior_model"),
+        ({k: v for k, v in loop.items() if k != "recipe"}, "missing .'recipe'."),
+        ({**loop, "own_share": 2.0}, "own_share"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            fit_shipped.check_loop_block({**fit, "dyna_loop": block})
+    with pytest.raises(ConfigError, match="closed-loop fine-tune is not one"):
+        fit_shipped.check_loop_block({**fit, "closed_loop": {"updates": 2}})
+
+
 def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
     spec = {"fit": {"seed": 0, "end_head": {"updates": 2, "batch_size": 16}}}
     data = EpisodeBuffer(collect_episodes("CartPole-v1", 300, seed=0, progress=False))
