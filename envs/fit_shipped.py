@@ -40,7 +40,8 @@ prior and the device) from the trainer run fitted last (``run``, or the last rou
 and its store, copied into ``<work>/<name>/dyna_loop``: one agent of ``recipe``, carried from round to
 round, trains in the model's dream and collects ``steps_per_round`` real steps, and the model is
 fitted ``fit_steps_per_round`` more updates with ``own_share`` of each batch from those steps, until
-the loop has collected ``real_steps``. Its termination head is then refitted as in ``fit.end_head``.
+the loop has collected ``real_steps`` (the last round's steps come after the last fit: only the
+termination head, refitted then as in ``fit.end_head``, sees them).
 
 The last stage's model and store are what ships.
 
@@ -575,7 +576,7 @@ def check_loop_block(fit: dict) -> None:
             "fit.dyna_loop goes on fitting the last trainer run, and a closed-loop fine-tune is not one: "
             "end the stages before it with fit_steps or a fine_tune round"
         )
-    DynaConfig(**block, prior_model="checked", device="cpu").checked()
+    DynaConfig(**block, prior_model="the last trainer run", device="cpu").checked()  # its own checks
 
 
 def last_trainer_run(fit: dict, folder: Path) -> Path:
