@@ -299,18 +299,23 @@ def collect_source(spec: dict, source: dict, directory: Path) -> EpisodeStore:
     return EpisodeStore(directory)
 
 
-def provenance_of(source: dict, store: EpisodeStore) -> dict:
-    returns = [float(np.sum(e.reward)) for e in store.episodes("all")]
-    record = {k: v for k, v in source.items() if k != "policy"}
-    record.update(
-        real_steps=store.num_steps(),
-        episodes=len(returns),
-        episode_return={
+def collected(episodes: list[Episode]) -> dict:
+    """What a source's record says of its episodes: real steps, count, and their returns' range."""
+    returns = [float(np.sum(e.reward)) for e in episodes]
+    return {
+        "real_steps": sum(len(e) for e in episodes),
+        "episodes": len(returns),
+        "episode_return": {
             "mean": round(float(np.mean(returns)), 1),
             "min": round(min(returns), 1),
             "max": round(max(returns), 1),
         },
-    )
+    }
+
+
+def provenance_of(source: dict, store: EpisodeStore) -> dict:
+    record = {k: v for k, v in source.items() if k != "policy"}
+    record.update(collected(store.episodes("all")))
     if "checkpoint_steps" in source:
         run_record = json.loads((Path(source["policy"]).parent / "run.json").read_text())
         scored = run_record["checkpoints"].get(str(source["checkpoint_steps"]), {})
@@ -604,20 +609,13 @@ def dyna_loop(spec: dict, store: EpisodeStore, name: str, work: Path) -> tuple[A
         model = end_head(spec, model, out, loop_store)
     # each split holds the prior's episodes first, then the loop's
     new = [e for split in SPLITS for e in loop_store.episodes(split)[store.num_episodes(split) :]]
-    returns = [float(np.sum(e.reward)) for e in new]
     source = {
         "name": "dyna_loop",
         "kind": "dyna_loop",
         "algorithm": load_recipe(config.recipe).algorithm,
         "recipe": config.recipe,
         "seed": config.seed,
-        "real_steps": sum(len(e) for e in new),
-        "episodes": len(new),
-        "episode_return": {
-            "mean": round(float(np.mean(returns)), 1),
-            "min": round(min(returns), 1),
-            "max": round(max(returns), 1),
-        },
+        **collected(new),
     }
     return model, loop_store, source
 
