@@ -43,6 +43,12 @@ fitted ``fit_steps_per_round`` more updates with ``own_share`` of each batch fro
 the loop has collected ``real_steps`` (the last round's steps come after the last fit: only the
 termination head, refitted then as in ``fit.end_head``, sees them).
 
+``fit.init_from``: a checkpoint folder under ``envs/`` (another id's shipped weights) that stands in
+for the fit: the spec's ``fit.data`` is collected as the store it was fitted on, and the rounds and the
+loop go on from those weights (so a refit that builds on a shipped model does not rebuild it). The
+fit's own settings (``fit_steps``, ``trainer``, ``overrides``, ``closed_loop``) are then refused,
+and ``fit.end_head`` is refitted only after the rounds and the loop.
+
 The last stage's model and store are what ships.
 
 ``fit.held_out_agents`` names runs (other seeds, another algorithm) whose checkpoints are *not* in
@@ -581,7 +587,37 @@ def check_loop_block(fit: dict) -> None:
             "fit.dyna_loop goes on fitting the last trainer run, and a closed-loop fine-tune is not one: "
             "end the stages before it with fit_steps or a fine_tune round"
         )
+    if not rounds and "init_from" in fit:
+        raise ConfigError(
+            "fit.dyna_loop goes on fitting the last trainer run, and fit.init_from's shipped weights are "
+            "not one: put a fine_tune round between them"
+        )
     DynaConfig(**block, prior_model="the last trainer run", device="cpu").checked()  # its own checks
+
+
+FIT_SETTINGS = ("fit_steps", "trainer", "overrides", "closed_loop")  # what fit.init_from stands in for
+
+
+def check_init_from(fit: dict) -> Path | None:
+    """The shipped checkpoint ``fit.init_from`` names (``None`` without one), refused where the spec
+    also configures the fit it replaces, the folder holds no model, or nothing comes after it."""
+    if "init_from" not in fit:
+        return None
+    folder = ENVS / fit["init_from"]
+    clash = [key for key in FIT_SETTINGS if key in fit]
+    if clash:
+        raise ConfigError(
+            f"fit.init_from ({fit['init_from']}) takes a shipped model as the fit: remove {clash}, "
+            "which configure the fit it replaces"
+        )
+    if not RunDirectory(folder).holds_model():
+        raise ConfigError(
+            f"fit.init_from {fit['init_from']} holds no model: name a checkpoint folder under envs/, "
+            "e.g. checkpoints/ensemble_walker_v5"
+        )
+    if not fit.get("dyna_rounds") and "dyna_loop" not in fit:
+        raise ConfigError("fit.init_from adds nothing on its own: give dyna_rounds or a dyna_loop after it")
+    return folder
 
 
 def last_trainer_run(fit: dict, folder: Path) -> Path:
@@ -635,18 +671,9 @@ def stage_clock(folder: Path, stage: str) -> Iterator[None]:
         atomic_write_files(folder, {STAGE_SECONDS: to_json_bytes(seconds)})
 
 
-def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
-    spec_path = ENVS / f"{name}.json"
-    spec = json.loads(spec_path.read_text())
+def fit_and_tune(spec: dict, store: EpisodeStore, name: str, work: Path, behaviour_work: Path):
+    """The fit on ``store``, then its closed-loop fine-tune and end head where the spec has them."""
     fit = spec["fit"]
-    seed = int(fit.get("seed", 0))
-    if "dyna_loop" in fit:
-        check_loop_block(fit)
-    store, provenance = collect(spec, name, work, behaviour_work)
-    spec["data_provenance"] = summarise(provenance)
-    if stage == "data":
-        spec_path.write_text(json.dumps(spec, indent=2) + "\n")
-        return spec["data_provenance"]
     with stage_clock(work / name, "fit"):
         model = fit_world_model(
             spec["real_env"],
@@ -654,7 +681,7 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
             work / name / "run",
             data_dir=store.directory,
             steps=int(fit["fit_steps"]),
-            seed=seed,
+            seed=int(fit.get("seed", 0)),
             trainer={"validate_every": 1000, "checkpoint_every": 1000, **fit.get("trainer", {})},
             **fit.get("overrides", {}),
         )
@@ -664,6 +691,26 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
     if "end_head" in fit:
         with stage_clock(work / name, "end_head"):
             model = end_head(spec, model, work / name, store)
+    return model
+
+
+def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
+    spec_path = ENVS / f"{name}.json"
+    spec = json.loads(spec_path.read_text())
+    fit = spec["fit"]
+    seed = int(fit.get("seed", 0))
+    start = check_init_from(fit)
+    if "dyna_loop" in fit:
+        check_loop_block(fit)
+    store, provenance = collect(spec, name, work, behaviour_work)
+    spec["data_provenance"] = summarise(provenance)
+    if stage == "data":
+        spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+        return spec["data_provenance"]
+    if start is not None:
+        model = from_pretrained(start, device="cpu")
+    else:
+        model = fit_and_tune(spec, store, name, work, behaviour_work)
     for number in range(1, len(fit.get("dyna_rounds", [])) + 1):
         with stage_clock(work / name, f"dyna_round{number}"):
             model, store, provenance = dyna_round(spec, number, model, store, name, work, behaviour_work)
@@ -686,7 +733,7 @@ def ship(name: str, work: Path, behaviour_work: Path, stage: str) -> dict:
         "heldout_check": check,
         "real_steps": store.num_steps(),
         "held_out_episodes": store.num_episodes("validation"),
-        "fit_updates": int(fit["fit_steps"]),
+        **({"fit_updates": int(fit["fit_steps"])} if "fit_steps" in fit else {"init_from": fit["init_from"]}),
         "fit_seconds_cpu": round(sum(stage_seconds.values()), 1),  # every call's, on this machine
         "fit_seconds_by_stage": stage_seconds,
         "parameters": model.num_parameters(),

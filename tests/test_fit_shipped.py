@@ -284,6 +284,46 @@ def test_the_dyna_loop_stage_goes_on_fitting_the_last_run_with_one_agent_and_its
         fit_shipped.check_loop_block({**fit, "closed_loop": {"updates": 2}})
 
 
+def test_a_spec_from_shipped_weights_collects_its_data_and_goes_on_from_them_without_a_fit(
+    tmp_path, monkeypatch
+):
+    envs, work = tmp_path / "envs", tmp_path / "shipped"
+    prior_dir = envs / "checkpoints" / "prior"
+    prior = fit_world_model(
+        "Pendulum-v1", "ensemble:ci", prior_dir, collect_steps=2200, steps=20, progress=False,
+    )  # fmt: skip
+    corners = {"held_corners": {"steps": 400}, "fine_tune": {"updates": 3, "seed": 1}}
+    fit = {"seed": 0, "init_from": "checkpoints/prior", "data": {"random": {"steps": 3000}},
+           "dyna_rounds": [corners]}  # fmt: skip
+    spec = {"id": DREAM_ID, "real_env": "Pendulum-v1", "family": "ensemble", "preset": "ci",
+            "checkpoint": "checkpoints/toy", "max_episode_steps": 200, "fit": fit}  # fmt: skip
+    (envs / "toy.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(fit_shipped, "ENVS", envs)
+    validation = fit_shipped.ship("toy", work, tmp_path / "behaviour", "all")
+
+    assert not (work / "toy" / "run").exists()  # no fit: the shipped weights stand in for it
+    assert validation["init_from"] == "checkpoints/prior" and "fit_updates" not in validation
+    base = fit_shipped.from_pretrained(work / "toy" / "dyna_round1" / "base", device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(prior.state_dict().values(), base.state_dict().values()))
+    assert trainer_state(work / "toy" / "dyna_round1" / "fine_tune")["step"] == 3
+    shipped = fit_shipped.from_pretrained(envs / "checkpoints" / "toy", device="cpu")
+    assert not torch.equal(shipped.hidden_layers[0].weight, prior.hidden_layers[0].weight)
+    assert torch.equal(shipped.input_mean, prior.input_mean)  # fine-tuned under the prior's normalisation
+    written = json.loads((envs / "toy.json").read_text())
+    assert written["data_provenance"]["real_steps_by_source"] == {"random": 3000, "held_corners": 400}
+
+    loop = {"recipe": "ppo_pendulum", "real_steps": 200}
+    for block, message in (
+        ({**fit, "fit_steps": 10}, r"remove \['fit_steps'\]"),
+        ({**fit, "init_from": "checkpoints/elsewhere"}, "holds no model"),
+        ({key: value for key, value in fit.items() if key != "dyna_rounds"}, "adds nothing"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            fit_shipped.check_init_from(block)
+    with pytest.raises(ConfigError, match="put a fine_tune round between"):
+        fit_shipped.check_loop_block({"init_from": "checkpoints/prior", "dyna_loop": loop})
+
+
 def test_the_end_head_stage_is_fitted_once_then_only_its_head_is_taken(tmp_path):
     spec = {"fit": {"seed": 0, "end_head": {"updates": 2, "batch_size": 16}}}
     data = EpisodeBuffer(collect_episodes("CartPole-v1", 300, seed=0, progress=False))
