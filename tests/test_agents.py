@@ -80,6 +80,33 @@ def test_train_in_dream_then_evaluate_in_real_env(pendulum_checkpoint, tiny_reci
         train_agent("WorldFlux/Ensemble-Pendulum-v0", tmp_path / "agent.pt", recipe=tiny_recipe)
 
 
+def test_agents_saved_into_one_folder_at_once_leave_each_other_alone(
+    pendulum_checkpoint, tiny_recipe, tmp_path
+):
+    # Two seeds trained side by side into one folder once crashed on the folder's journal (the second
+    # to save found the first's), after their whole training. Here another writer is in the middle of
+    # a journalled write in the folder; saving an agent must neither fail on it nor touch its files.
+    planted = {
+        tmp_path / ".save-journal.json.tmp": b'{"files": ["other.json"]}',
+        tmp_path / ".other.json.pending": b"{}",
+    }
+    for path, data in planted.items():
+        path.write_bytes(data)
+    out = tmp_path / "agent.zip"
+    agent = train_agent(
+        "WorldFlux/Ensemble-Pendulum-v0",
+        out,
+        recipe=tiny_recipe,
+        checkpoint=pendulum_checkpoint,
+        progress=False,
+    )
+    assert all(path.read_bytes() == data for path, data in planted.items())
+    assert read_sidecar(out)["steps"] == agent.num_timesteps
+    assert PPO.load(out, device="cpu").num_timesteps == agent.num_timesteps
+    # no temporary of its own is left behind
+    assert {p.name for p in tmp_path.glob(".*")} == {path.name for path in planted}
+
+
 def test_time_budget_stops_training(pendulum_checkpoint, tiny_recipe, tmp_path, capsys):
     agent = train_agent(
         "WorldFlux/Ensemble-Pendulum-v0",

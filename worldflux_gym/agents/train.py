@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from tqdm.auto import tqdm
 
 from worldflux_gym.agents.normalization import NormalizedObservation, freeze_normalization
 from worldflux_gym.agents.recipes import Recipe, load_recipe
-from worldflux_gym.core.checkpoint import atomic_write_files, to_json_bytes
+from worldflux_gym.core.checkpoint import atomic_write_file, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.paths import check_output_file
 from worldflux_gym.core.validate import check_optional_positive_int, check_positive_float, check_seed
@@ -154,8 +156,7 @@ def train_agent(
     trained_in = agent.get_env()
     if isinstance(trained_in, VecNormalize):
         freeze_normalization(agent, trained_in)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    agent.save(out)
+    save_agent(agent, out)
     episodes = list(agent.ep_info_buffer or [])
     sidecar = {
         "library_version": __version__,
@@ -172,9 +173,23 @@ def train_agent(
         "fps": round(agent.num_timesteps / seconds, 1),
         "dream_return_last_100": (sum(e["r"] for e in episodes) / len(episodes)) if episodes else None,
     }
-    atomic_write_files(out.parent, {sidecar_path(out).name: to_json_bytes(sidecar)})
+    atomic_write_file(sidecar_path(out), to_json_bytes(sidecar))
     venv.close()
     return agent
+
+
+def save_agent(agent: BaseAlgorithm, path: Path) -> None:
+    """``agent.save(path)``, all at once: SB3 writes in place, so a kill in the middle would leave a
+    torn zip where the agent, or the one it replaces, was. The zip is written under a temporary name
+    of this writer's own (other agents may be saved into the same folder at the same time), then
+    renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial.zip")
+    try:
+        agent.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_training_summary(agent_path: str | Path) -> dict[str, Any]:

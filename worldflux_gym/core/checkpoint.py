@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import stat
 import time
 from collections.abc import Iterable, Mapping
@@ -201,6 +202,22 @@ def atomic_write_files(directory: str | Path, files: dict[str, bytes]) -> None:
     os.replace(journal_tmp, directory / _JOURNAL)
     _fsync_dir(directory)
     recover_interrupted_write(directory, names)
+
+
+def atomic_write_file(path: str | Path, data: bytes) -> None:
+    """Replace the one file ``path`` all at once: written under a temporary name of this writer's own,
+    then renamed. Unlike :func:`atomic_write_files`, whose journal allows one writer per folder, any
+    number of writers may each replace *their own* file in one folder at the same time (agents trained
+    side by side into one folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        _fsync_write(temporary, data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def to_json_bytes(data: Any) -> bytes:

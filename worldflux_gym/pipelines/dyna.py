@@ -40,7 +40,7 @@ import numpy as np
 
 from worldflux_gym.agents.evaluate import evaluate_agent
 from worldflux_gym.agents.recipes import Recipe, load_recipe
-from worldflux_gym.agents.train import agent_device, build_agent
+from worldflux_gym.agents.train import agent_device, build_agent, save_agent
 from worldflux_gym.core.checkpoint import atomic_write_files, from_pretrained, to_json_bytes
 from worldflux_gym.core.errors import ConfigError
 from worldflux_gym.core.lock import LOCK_FILES, WriterLock
@@ -118,13 +118,6 @@ def _agent_policy(agent, model, decodes: bool) -> Policy:
         return act(obs if decodes else encode_observations(model, obs))
 
     return policy
-
-
-def _save_agent(agent, path: Path) -> None:
-    """SB3's ``save`` writes in place; a kill in the middle must not cost the carried agent."""
-    partial = path.with_name(f".{path.stem}.partial.zip")
-    agent.save(partial)
-    os.replace(partial, path)
 
 
 def _episode_counts(store: EpisodeStore) -> dict[str, int]:
@@ -318,7 +311,7 @@ def _run_dyna(
         first = round_index == 0 and config.initial_agent_steps is not None
         agent_steps = config.initial_agent_steps if first else config.agent_steps_per_round
         agent.learn(agent_steps, reset_num_timesteps=False, progress_bar=progress)
-        _save_agent(agent, agent_path)
+        save_agent(agent, agent_path)
         decodes = venv.dream.decodes
         venv.close()
         trained = time.perf_counter()
@@ -334,7 +327,7 @@ def _run_dyna(
             )
             entry.update(eval_return=evaluation.mean_return, eval_returns=evaluation.returns)
             if entry["eval_return"] > record.get("best", {}).get("eval_return", -math.inf):
-                _save_agent(agent, out / "best_agent.zip")
+                save_agent(agent, out / "best_agent.zip")
                 record["best"] = {"round": round_index, "eval_return": entry["eval_return"]}
         evaluated = time.perf_counter()
 
