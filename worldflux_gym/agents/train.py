@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
-import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -180,16 +179,11 @@ def train_agent(
 
 def save_agent(agent: BaseAlgorithm, path: Path) -> None:
     """``agent.save(path)``, all at once: SB3 writes in place, so a kill in the middle would leave a
-    torn zip where the agent, or the one it replaces, was. The zip is written under a temporary name
-    of this writer's own (other agents may be saved into the same folder at the same time), then
-    renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial.zip")
-    try:
-        agent.save(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    torn zip where the agent, or the one it replaces, was. The zip is built in memory and replaced
+    as one file (:func:`atomic_write_file`: other agents may be saved into the folder meanwhile)."""
+    zipped = io.BytesIO()
+    agent.save(zipped)
+    atomic_write_file(path, zipped.getvalue())
 
 
 def read_training_summary(agent_path: str | Path) -> dict[str, Any]:
