@@ -671,7 +671,7 @@ def stage_clock(folder: Path, stage: str) -> Iterator[None]:
         atomic_write_files(folder, {STAGE_SECONDS: to_json_bytes(seconds)})
 
 
-def fit_and_tune(spec: dict, store: EpisodeStore, name: str, work: Path, behaviour_work: Path):
+def fit_and_tune(spec: dict, store: EpisodeStore, name: str, work: Path, behaviour_work: Path) -> Any:
     """The fit on ``store``, then its closed-loop fine-tune and end head where the spec has them."""
     fit = spec["fit"]
     with stage_clock(work / name, "fit"):
