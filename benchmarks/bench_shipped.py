@@ -10,9 +10,10 @@ Two stages, each in one run on this machine, through the id's *default* options 
 3. beside them, the same untuned PPO on the real env for the same wall-clock time.
 
 Each agent's real return (``--real-episodes`` deterministic episodes) is printed next to the
-dream's own estimate of it (the same number of dreamed episodes through ``gym.make(id)``) and
-their ratio. The real steps the dream's data cost are read from the spec's ``data_provenance``
-(collection) and the behaviour runs' records (the real steps that trained the behaviour agents).
+dream's own estimate of it (the same number of dreamed episodes through ``gym.make(id)``; for a
+training variant such as ``Ensemble-Walker-Branched-v5``, through its plain id) and their ratio.
+The real steps the dream's data cost are read from the spec's ``data_provenance`` (collection)
+and the behaviour runs' records (the real steps that trained the behaviour agents).
 
 ``tune`` -- the ensemble's ``noise_scale`` chosen on the policies *in* the data (the data runs'
 checkpoints, frozen in ``envs/data_runs/`` where they are, and random; rule in :func:`tune`), before
@@ -96,7 +97,9 @@ def transfer(
     seconds = minutes * 60
     options = checkpoint_option(checkpoint)
     real = gym.make(spec.real_env)
-    dream = gym.make(dream_id, **options)
+    # a training variant's short penalised dreams are no estimate: its plain id's are
+    estimate_id = spec.variant_of or dream_id
+    dream = gym.make(estimate_id, **options)
     rows = []
     if "recipe" in agents:
         started = time.perf_counter()
@@ -119,7 +122,7 @@ def transfer(
 
     print(
         f"\n{dream_id}: {minutes:g} min per agent, {episodes} episodes each, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads; dreamed returns from {estimate_id}"
     )
     print(f"{'agent':<36} {'steps':>11} {'real':>16} {'dream':>16} {'dream/real':>10}")
     for name, agent, took in rows:

@@ -18,7 +18,15 @@ from worldflux_gym.agents import load_recipe
 from worldflux_gym.cli import main as cli_main
 from worldflux_gym.core import CheckpointError, ConfigError, SpaceError, families
 from worldflux_gym.dream import DreamEnv, DreamVectorEnv, load_specs
-from worldflux_gym.dream.registration import ENVS_DIR, make_sb3_vec_env, read_spec, register_envs
+from worldflux_gym.dream.registration import (
+    ENVS_DIR,
+    find_spec,
+    make_dream_env,
+    make_sb3_vec_env,
+    read_spec,
+    register_envs,
+)
+from worldflux_gym.dream.starts import BranchedStarts
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_IDS = {
@@ -54,7 +62,8 @@ def test_specs_declare_the_required_ids_with_both_entry_points():
         assert registered.entry_point and registered.vector_entry_point
         assert registered.max_episode_steps == specs[env_id].max_episode_steps
         gym.spec(real_env)  # the real env exists
-    assert set(register_envs()) == set(specs)  # registering again is harmless
+    # registering again is harmless; it returns the variants' ids too
+    assert set(register_envs()) == {v.id for spec in specs.values() for v in spec.with_variants()}
 
 
 def test_a_bad_spec_is_a_clear_error(tmp_path):
@@ -70,9 +79,56 @@ def test_a_bad_spec_is_a_clear_error(tmp_path):
         read_spec(tmp_path / "bad.json")
 
 
+def test_a_variant_is_the_ids_weights_with_its_own_defaults_which_the_caller_can_override():
+    spec = find_spec("WorldFlux/Ensemble-Walker-Branched-v5")
+    base = find_spec("WorldFlux/Ensemble-Walker-v5")
+    assert (spec.variant, spec.variant_of) == ("Branched", base.id)
+    assert (spec.checkpoint, spec.recipe, spec.validation) == (base.checkpoint, base.recipe, base.validation)
+    # the training dream: the id's recipe trains in what the variant gives by default
+    training = load_recipe(base.recipe).env_options
+    assert {**spec.options, "max_episode_steps": spec.max_episode_steps} == training
+    env = gym.make(spec.id)
+    dream = env.unwrapped.dream
+    assert env.spec.max_episode_steps == 50 and env.spec.vector_entry_point
+    assert (dream.uncertainty_penalty, dream.model.config.noise_scale) == (1.0, 0.35)
+    assert isinstance(dream.starts, BranchedStarts)
+    plain = gym.make(base.id).unwrapped.dream
+    assert (plain.uncertainty_penalty, plain.model.config.noise_scale) != (1.0, 0.35)
+    assert gym.make(spec.id, uncertainty_penalty=0.0).unwrapped.dream.uncertainty_penalty == 0.0
+    assert gym.make(spec.id, max_episode_steps=7).spec.max_episode_steps == 7
+    vec = gym.make_vec(spec.id, num_envs=3)
+    sb3 = make_sb3_vec_env(spec.id, num_envs=3)
+    assert vec.dream.max_episode_steps == sb3.dream.max_episode_steps == 50
+    assert vec.dream.uncertainty_penalty == sb3.dream.uncertainty_penalty == 1.0
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+
+
+def test_a_bad_variant_is_a_clear_error(tmp_path):
+    spec = dict(
+        id="WorldFlux/Ensemble-Pendulum-v0",
+        real_env="Pendulum-v1",
+        family="ensemble",
+        preset="default",
+        checkpoint="c",
+        max_episode_steps=200,
+    )
+    for bad in ({"short": {}}, {"Short": 50}):
+        (tmp_path / "bad.json").write_text(json.dumps({**spec, "variants": bad}))
+        with pytest.raises(ConfigError, match="capitalised name"):
+            read_spec(tmp_path / "bad.json")
+    (tmp_path / "ok.json").write_text(json.dumps({**spec, "variants": {"Short": {"max_episode_steps": 5}}}))
+    assert read_spec(tmp_path / "ok.json").with_variant("Short").id == "WorldFlux/Ensemble-Pendulum-Short-v0"
+    with pytest.raises(ConfigError, match=r"no variant 'Long'; its variants: \['Short'\]"):
+        read_spec(tmp_path / "ok.json").with_variant("Long")
+    (tmp_path / "typo.json").write_text(json.dumps({**spec, "variants": {"Typo": {"penalty": 1.0}}}))
+    with pytest.raises(ConfigError, match="unknown dream option"):
+        make_dream_env(str(tmp_path / "typo.json"), fitted_checkpoint("Pendulum-v1"), variant="Typo")
+
+
 @pytest.mark.parametrize("env_id", ALL_IDS)
 def test_a_missing_checkpoint_says_how_to_fit_one(env_id, tmp_path):
-    from worldflux_gym.dream.registration import make_dream_env, make_dream_vector_env
+    from worldflux_gym.dream.registration import make_dream_vector_env
 
     spec = next(s for s in load_specs() if s.id == env_id)
     copy = tmp_path / spec.path.name  # the same spec, its weights not installed
@@ -200,6 +256,7 @@ def test_cli_list_shows_ids_real_envs_families_and_weights(capsys):
         line = next(line for line in out.splitlines() if line.startswith(spec.id))
         assert spec.real_env in line and f"{spec.family}:{spec.preset}" in line
         assert ("present" if spec.weights_present else "missing") in line
+    assert any(line.startswith("WorldFlux/Ensemble-Walker-Branched-v5") for line in out.splitlines())
 
 
 @pytest.mark.slow

@@ -113,7 +113,8 @@ def _list(args: argparse.Namespace) -> int:
     rows = [("id", "real env", "family", "weights")]
     rows += [
         (s.id, s.real_env, f"{s.family}:{s.preset}", "present" if s.weights_present else "missing")
-        for s in load_specs()
+        for spec in load_specs()
+        for s in spec.with_variants()
     ]
     print_table(rows)
     return 0

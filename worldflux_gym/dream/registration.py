@@ -17,13 +17,21 @@ mirrors its real env: same spaces, starts from the real env's ``reset()``, same 
 latent ``Box`` instead; ``EncodeObservation(real_env, model)`` gives the real env the same space.
 ``gym.make(id, checkpoint=DIR)`` uses any fitted run instead of the shipped weights; every
 ``DreamEnv`` option (``starts``, ``deterministic`` ...) passes through.
+
+A spec may declare ``variants``: more ids over the same weights with other default options,
+named by inserting the variant's name before the version. ``Ensemble-Walker-v5``'s ``Branched``
+variant, ``WorldFlux/Ensemble-Walker-Branched-v5``, is the dream to *train* in (short dreams from
+real mid-episode states, the ensemble's disagreement as a cost); the plain id, which mirrors the
+real env, is the one whose dreamed return estimates a policy's real return::
+
+    "variants": {"Branched": {"starts": "branched", "max_episode_steps": 50, ...}}
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,7 @@ def _envs_dir() -> Path:
 
 ENVS_DIR = _envs_dir()
 _ID_PATTERN = re.compile(r"^WorldFlux/[A-Za-z0-9]+-[A-Za-z0-9]+-v\d+$")
+_VARIANT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _REQUIRED = ("id", "real_env", "family", "preset", "checkpoint", "max_episode_steps")
 
 
@@ -60,6 +69,32 @@ class DreamEnvSpec:
     fit: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     recipe: str | None = None  # the agent recipe (agents/*.json) that trains best in this dream
+    options: dict[str, Any] = field(default_factory=dict)  # the id's default dream options
+    variant: str | None = None  # the name of the variant this spec is, None for the spec's own id
+    variant_of: str | None = None  # a variant's plain id: the one whose dreamed return is an estimate
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> options
+
+    def with_variant(self, name: str) -> DreamEnvSpec:
+        """The spec of variant ``name``: the same weights under its own id and default options."""
+        if name not in self.variants:
+            raise ConfigError(
+                f"{self.path}: {self.id} has no variant {name!r}; its variants: {sorted(self.variants)}"
+            )
+        options = dict(self.variants[name])
+        family_env, version = self.id.rsplit("-", 1)
+        return replace(
+            self,
+            id=f"{family_env}-{name}-{version}",
+            max_episode_steps=int(options.pop("max_episode_steps", self.max_episode_steps)),
+            options=options,
+            variant=name,
+            variant_of=self.id,
+            variants={},
+        )
+
+    def with_variants(self) -> list[DreamEnvSpec]:
+        """This spec, then each of its variants."""
+        return [self] + [self.with_variant(name) for name in sorted(self.variants)]
 
     @property
     def weights_present(self) -> bool:
@@ -80,6 +115,13 @@ def read_spec(path: str | Path) -> DreamEnvSpec:
         raise ConfigError(f"the dream env spec {path} lacks {missing} (required: {list(_REQUIRED)})")
     if not _ID_PATTERN.match(data["id"]):
         raise ConfigError(f"{path}: id {data['id']!r} is not of the form WorldFlux/<Family>-<Env>-v<N>")
+    variants = data.get("variants", {})
+    bad = [name for name in variants if not _VARIANT_NAME.match(name) or not isinstance(variants[name], dict)]
+    if bad:
+        raise ConfigError(
+            f"{path}: variants {bad}: each needs a capitalised name (letters and digits) and a dict "
+            "of dream options (docs/dream-options.md)"
+        )
     return DreamEnvSpec(
         id=data["id"],
         real_env=data["real_env"],
@@ -91,6 +133,7 @@ def read_spec(path: str | Path) -> DreamEnvSpec:
         fit=dict(data.get("fit", {})),
         validation=dict(data.get("validation", {})),
         recipe=data.get("recipe"),
+        variants={name: dict(options) for name, options in variants.items()},
     )
 
 
@@ -108,23 +151,29 @@ def load_specs(directory: str | Path | None = None) -> list[DreamEnvSpec]:
 
 
 def find_spec(env_id: str) -> DreamEnvSpec:
+    """The spec of a shipped id, a variant's included."""
     for spec in load_specs():
-        if spec.id == env_id:
-            return spec
+        for candidate in spec.with_variants():
+            if candidate.id == env_id:
+                return candidate
     raise ConfigError(f"no dream env spec declares {env_id!r} (specs are in {ENVS_DIR})")
 
 
 def register_envs(directory: str | Path | None = None) -> list[str]:
-    """Register every spec's id with Gymnasium (ids already registered are left as they are)."""
+    """Register every spec's id and its variants' with Gymnasium (ids already registered are left
+    as they are)."""
     registered = []
-    for spec in load_specs(directory):
+    for spec in [s for file_spec in load_specs(directory) for s in file_spec.with_variants()]:
         if spec.id not in gym.registry:
+            kwargs = {"spec_path": str(spec.path)}
+            if spec.variant is not None:
+                kwargs["variant"] = spec.variant
             gym.register(
                 id=spec.id,
                 entry_point="worldflux_gym.dream.registration:make_dream_env",
                 vector_entry_point="worldflux_gym.dream.registration:make_dream_vector_env",
                 max_episode_steps=spec.max_episode_steps,
-                kwargs={"spec_path": str(spec.path)},
+                kwargs=kwargs,
             )
         registered.append(spec.id)
     return registered
@@ -149,26 +198,37 @@ def resolve_checkpoint(spec: DreamEnvSpec, checkpoint: str | Path | None) -> Pat
 
 
 def _options(spec: DreamEnvSpec, options: dict[str, Any]) -> dict[str, Any]:
-    options = dict(options)
+    options = {**spec.options, **options}  # the caller's options over the id's defaults
     options.setdefault("real_env", spec.real_env)
     return options
 
 
-def make_dream_env(spec_path: str, checkpoint: str | Path | None = None, **options: Any):
+def _read(spec_path: str, variant: str | None) -> DreamEnvSpec:
+    spec = read_spec(spec_path)
+    return spec if variant is None else spec.with_variant(variant)
+
+
+def make_dream_env(
+    spec_path: str, checkpoint: str | Path | None = None, variant: str | None = None, **options: Any
+):
     """Gymnasium ``entry_point``: the registered id's :class:`DreamEnv` (the horizon is ``TimeLimit``'s)."""
     from worldflux_gym.dream.dream_env import DreamEnv
 
-    spec = read_spec(spec_path)
+    spec = _read(spec_path, variant)
     return DreamEnv(resolve_checkpoint(spec, checkpoint), **_options(spec, options))
 
 
 def make_dream_vector_env(
-    num_envs: int = 1, spec_path: str = "", checkpoint: str | Path | None = None, **options: Any
+    num_envs: int = 1,
+    spec_path: str = "",
+    checkpoint: str | Path | None = None,
+    variant: str | None = None,
+    **options: Any,
 ):
     """Gymnasium ``vector_entry_point``: the registered id's :class:`DreamVectorEnv`."""
     from worldflux_gym.dream.vector_env import DreamVectorEnv
 
-    spec = read_spec(spec_path)
+    spec = _read(spec_path, variant)
     options = _options(spec, options)
     options.setdefault("max_episode_steps", spec.max_episode_steps)
     return DreamVectorEnv(resolve_checkpoint(spec, checkpoint), num_envs, **options)
