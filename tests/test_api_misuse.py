@@ -230,6 +230,13 @@ def test_audit_refuses_an_agent_of_another_env(walker_agent):
         audit_agent(walker_agent, PENDULUM_DREAM, episodes=2, horizon=3, what_if=False)
 
 
+def test_audit_in_a_training_variant_names_the_id_to_audit_in(walker_agent):
+    from worldflux_gym.audit import audit_agent
+
+    with pytest.raises(ConfigError, match="Audit in WorldFlux/Ensemble-Walker-v5, the same weights"):
+        audit_agent(walker_agent, "WorldFlux/Ensemble-Walker-Branched-v5", episodes=2, what_if=False)
+
+
 def test_write_report_does_not_replace_a_report_unless_told(tmp_path):
     from worldflux_gym.audit import audit_agent, write_report
 

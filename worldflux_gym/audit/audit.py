@@ -62,6 +62,7 @@ from worldflux_gym.core.model import WorldModel
 from worldflux_gym.core.validate import check_optional_positive_int
 from worldflux_gym.data.policy import Agent, agent_name, as_policy
 from worldflux_gym.dream.latent import latent_observation_space
+from worldflux_gym.dream.registration import find_spec
 from worldflux_gym.dream.resolve import ResolvedDream, resolve_dream
 
 
@@ -77,6 +78,12 @@ def _dream_setup(
     ``real_env`` and ``horizon`` given. The checkpoint's directory (``setup.checkpoint``) holds the
     data that calibrates the audit; its weights render the videos."""
     horizon = check_optional_positive_int(horizon, "horizon")
+    variant_of = find_spec(dream_id).variant_of if dream_id and dream_id.startswith("WorldFlux/") else None
+    if variant_of:
+        raise ConfigError(
+            f"{dream_id} is a dream to train in: its short, penalised dreams estimate no real return. "
+            f"Audit in {variant_of}, the same weights at the options that mirror the real env"
+        )
     setup = resolve_dream(dream_id, checkpoint, real_env=real_env)
     setup.horizon = horizon if horizon is not None else setup.horizon
     if setup.horizon is None:
